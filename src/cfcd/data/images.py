@@ -1,0 +1,117 @@
+"""Image decoding and normalisation: the one place where pixels enter cfcd.
+
+Every image, whatever its file format or mode, leaves ``load_image`` as an 8-bit RGB
+``PIL.Image`` with its EXIF orientation applied; ``to_tensor`` turns it into the network's
+input convention (RGB, [0, 1], ImageNet mean/std). The official CFCD code feeds BGR images
+with the reversed statistics; its checkpoints are converted on load (see
+``cfcd.model.weights``) so that no other module ever deals with channel order.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# 64 megapixels: far above any photo a retrieval system needs at 1024 px, far below what
+# exhausts memory when decoded (a "decompression bomb" is a tiny file declaring a huge canvas).
+DEFAULT_MAX_PIXELS = 64_000_000
+
+ImageSource = Union[str, os.PathLike, bytes, BinaryIO]
+
+
+class ImageError(ValueError):
+    """An input that is not a decodable image; the message names the file and the cause."""
+
+
+def _describe(source: ImageSource) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    return getattr(source, "name", "<uploaded bytes>")
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB (alpha composited onto white)."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = arr.max() if arr.size else 0.0
+        scale = 255.0 / hi if hi > 255 else 1.0
+        img = Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.uint8), mode="L")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("RGB") if img.mode != "RGB" else img
+
+
+def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode ``source`` (path, bytes or binary file) into an RGB image.
+
+    Raises ``ImageError`` naming the file for anything that is not a complete image within
+    ``max_pixels``: missing files, other formats, truncated data, decompression bombs.
+    """
+    name = _describe(source)
+    if isinstance(source, bytes):
+        source = io.BytesIO(source)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(source)
+            w, h = img.size
+            if w * h > max_pixels:
+                raise ImageError(
+                    f"{name}: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}; "
+                    "downscale the image or raise max_pixels"
+                )
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return _to_rgb(img)
+    except ImageError:
+        raise
+    except FileNotFoundError as err:
+        raise ImageError(f"{name}: no such file") from err
+    except IsADirectoryError as err:
+        raise ImageError(f"{name}: is a directory, not an image") from err
+    except (Image.UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageError(f"{name}: not a readable image ({err})") from err
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageError(f"{name}: corrupt or truncated image data ({err})") from err
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> float tensor (3, H, W), ImageNet-normalised."""
+    arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())
+    x = arr.permute(2, 0, 1).float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return x.sub_(mean).div_(std)
+
+
+def resize_to_scale(img: Image.Image, scale: float, min_side: int = 32) -> Image.Image:
+    """Resize by ``scale`` with Pillow's bilinear filter (antialiased), each side at least
+    ``min_side`` px; sizes are rounded to the nearest pixel."""
+    w, h = img.size
+    size = (max(min_side, round(w * scale)), max(min_side, round(h * scale)))
+    return img if size == (w, h) else img.resize(size, Image.BILINEAR)
+
+
+def list_images(folder: Union[str, Path]) -> list[Path]:
+    """All image files under ``folder`` (recursive), sorted for a stable order."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise ImageError(f"{root}: not a directory")
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
