@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 def __getattr__(name):
     # Heavier parts (FAISS, extraction workers) load on first use, keeping `import cfcd` fast.
     if name == "extract":
-        from .extract import extract
+        from .extraction import extract
 
         return extract
     if name == "Index":

@@ -25,7 +25,8 @@ class GeM(nn.Module):
         if learnable:
             self.p = nn.Parameter(torch.tensor([float(p)]))
         else:
-            self.register_buffer("p", torch.tensor([float(p)]))
+            # Fixed p lives in the model config, not in state dicts (official ones have none).
+            self.register_buffer("p", torch.tensor([float(p)]), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return gem(x, self.p, self.eps)

@@ -1,0 +1,280 @@
+"""Multi-scale global descriptors, in memory or as resumable ``.npy`` shards.
+
+For an image of size (w, h) and a scale s, the network sees the image resized (Pillow,
+bilinear, antialiased) to (round(w f s), round(h f s)), with f = max_side / max(w, h) when a
+long-side cap is given and f = 1 otherwise. Each scale's descriptor is L2-normalised; the
+descriptor of the image is the L2-normalised sum over scales (spec section 6). Query crops
+are (image, (x0, y0, x1, y1)) pairs, cropped before anything else.
+
+Speed comes from what PyTorch offers: DataLoader workers decode and resize while the model
+runs, tensors of equal size are batched (within a pixel budget), inference mode, and
+channels-last on GPUs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from .data.images import DEFAULT_MAX_PIXELS, ImageError, load_image, resize_to_scale, to_tensor
+
+CFCD_SCALES = (0.3535, 0.5, 0.7071, 1.0, 1.4142)
+FEATURES_FORMAT = "cfcd-features"
+MANIFEST = "manifest.json"
+
+BBox = tuple[float, float, float, float]
+ImageInput = Union[str, os.PathLike, Image.Image, tuple]
+
+
+@dataclass(frozen=True)
+class ExtractionSettings:
+    """What determines a descriptor besides the weights; stored with every result."""
+
+    scales: tuple[float, ...] = CFCD_SCALES
+    max_side: int | None = None
+
+    def to_dict(self) -> dict:
+        return {"scales": list(self.scales), "max_side": self.max_side}
+
+
+def split_input(item: ImageInput) -> tuple[object, BBox | None]:
+    """``path`` / ``PIL.Image`` / ``(image, bbox)`` -> (image source, bbox or None)."""
+    if isinstance(item, tuple):
+        if len(item) != 2 or len(item[1]) != 4:
+            raise ValueError(f"a query crop is (image, (x0, y0, x1, y1)); got {item!r}")
+        return item[0], tuple(float(v) for v in item[1])
+    return item, None
+
+
+def prepare(item: ImageInput, settings: ExtractionSettings, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[torch.Tensor]:
+    """Decode, crop and resize one input: one normalised tensor (3, H, W) per scale."""
+    source, bbox = split_input(item)
+    img = source.convert("RGB") if isinstance(source, Image.Image) else load_image(source, max_pixels)
+    if bbox is not None:
+        x0, y0, x1, y1 = (round(v) for v in bbox)
+        if x1 <= x0 or y1 <= y0:
+            raise ImageError(f"{source}: empty crop box {bbox}")
+        img = img.crop((x0, y0, x1, y1))
+    base = settings.max_side / max(img.size) if settings.max_side else 1.0
+    return [to_tensor(resize_to_scale(img, base * s)) for s in settings.scales]
+
+
+class _Prepared(Dataset):
+    def __init__(self, items: Sequence[ImageInput], settings: ExtractionSettings, max_pixels: int):
+        self.items, self.settings, self.max_pixels = items, settings, max_pixels
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        try:
+            return i, prepare(self.items[i], self.settings, self.max_pixels)
+        except ImageError as err:
+            return i, err
+
+
+def _collate(batch):
+    return batch
+
+
+def _batches(tensors: list[tuple[int, torch.Tensor]], batch_size: int, max_batch_pixels: int):
+    """Group (row, tensor) pairs of equal shape into batches of at most ``batch_size`` tensors
+    and ``max_batch_pixels`` pixels."""
+    by_shape = defaultdict(list)
+    for row, t in tensors:
+        by_shape[tuple(t.shape)].append((row, t))
+    for shape, group in by_shape.items():
+        per_batch = max(1, min(batch_size, max_batch_pixels // (shape[1] * shape[2])))
+        for start in range(0, len(group), per_batch):
+            chunk = group[start:start + per_batch]
+            yield [r for r, _ in chunk], torch.stack([t for _, t in chunk])
+
+
+@torch.inference_mode()
+def extract(
+    model: torch.nn.Module,
+    images: Sequence[ImageInput],
+    scales: Sequence[float] = CFCD_SCALES,
+    max_side: int | None = None,
+    batch_size: int = 16,
+    num_workers: int = 0,
+    device: str | torch.device | None = None,
+    amp: bool = False,
+    skip_errors: bool = False,
+    progress: bool = True,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_batch_pixels: int = 16 * 1024 * 1024,
+) -> np.ndarray:
+    """Descriptors (n, d) float32 with L2-normalised rows, in the order of ``images``.
+
+    ``images`` holds paths, PIL images or (image, bbox) query crops. A file that cannot be
+    decoded raises ``ImageError`` naming it; with ``skip_errors`` its row is all zeros
+    instead (see ``failed_rows``).
+    """
+    settings = ExtractionSettings(tuple(float(s) for s in scales), max_side)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = model.to(device).eval()
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    dim = getattr(model, "output_dim", None) or model.config.dim
+    out = np.zeros((len(images), dim), dtype=np.float32)
+    loader = DataLoader(
+        _Prepared(images, settings, max_pixels),
+        batch_size=max(1, batch_size),
+        num_workers=num_workers,
+        collate_fn=_collate,
+        persistent_workers=False,
+        pin_memory=device.type == "cuda",
+    )
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cpu" else torch.float16, enabled=amp)
+    with tqdm(total=len(images), unit="img", desc="extract", disable=not progress) as bar:
+        for batch in loader:
+            rows, tensors = [], []
+            for i, prepared in batch:
+                if isinstance(prepared, ImageError):
+                    if not skip_errors:
+                        raise prepared
+                    continue
+                rows.append(i)
+                tensors.extend((i, t) for t in prepared)
+            acc = {i: torch.zeros(dim, device=device) for i in rows}
+            for idx, x in _batches(tensors, batch_size, max_batch_pixels):
+                with autocast:
+                    d = model(x.to(device, non_blocking=True, memory_format=memory_format))
+                d = F.normalize(d.float(), dim=-1)
+                for i, v in zip(idx, d):
+                    acc[i] += v
+            for i, v in acc.items():
+                out[i] = F.normalize(v, dim=0).cpu().numpy()
+            bar.update(len(batch))
+    return out
+
+
+def failed_rows(descriptors: np.ndarray) -> np.ndarray:
+    """Indices of the rows ``extract(skip_errors=True)`` left at zero."""
+    return np.flatnonzero(~descriptors.any(axis=1))
+
+
+def _write_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def _dist_info() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def describe_model(model) -> dict:
+    """The model identity stored in manifests and indexes: refuse mixing descriptors of
+    different models or settings."""
+    model = getattr(model, "module", model)
+    return {"name": getattr(model, "name", "unnamed"), "config": model.config.to_dict(), "dim": model.output_dim}
+
+
+def extract_to_dir(
+    model: torch.nn.Module,
+    images: Sequence[ImageInput],
+    out_dir: str | Path,
+    ids: Sequence[str] | None = None,
+    shard_size: int = 1024,
+    dtype: str = "float32",
+    **kwargs,
+) -> Path:
+    """Extract ``images`` into ``out_dir`` as ``.npy`` shards plus ``manifest.json``.
+
+    Finished shards are kept: rerunning the same command after an interruption extracts only
+    the missing ones. Under ``torchrun`` (an initialised process group), rank r extracts the
+    shards r, r + N, ...; rank 0 writes the manifest once all ranks are done, so the result
+    is the same file set as a single-process run. ``kwargs`` go to ``extract``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ids = [str(i) for i in (ids if ids is not None else [split_input(x)[0] for x in images])]
+    if len(ids) != len(images):
+        raise ValueError(f"{len(ids)} ids for {len(images)} images")
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"dtype {dtype!r}: choose float32 or float16")
+    settings = ExtractionSettings(tuple(float(s) for s in kwargs.get("scales", CFCD_SCALES)), kwargs.get("max_side"))
+    plan = {
+        "format": FEATURES_FORMAT,
+        "version": 1,
+        "model": describe_model(model),
+        **settings.to_dict(),
+        "dtype": dtype,
+        "count": len(ids),
+        "ids": ids,
+        "shards": [
+            {"file": f"shard-{k:05d}.npy", "start": start, "count": min(shard_size, len(ids) - start)}
+            for k, start in enumerate(range(0, len(ids), shard_size))
+        ],
+    }
+    manifest = out / MANIFEST
+    if manifest.exists():
+        previous = json.loads(manifest.read_text())
+        same = {k: previous.get(k) for k in plan if k != "failed"} == plan
+        if not same:
+            raise ValueError(f"{out}: holds descriptors made with other images or settings; use a new directory")
+    rank, world = _dist_info()
+    if rank == 0 and not manifest.exists():
+        _write_json(out / (MANIFEST + ".partial"), plan)
+    failed = []
+    for shard in plan["shards"][rank::world]:
+        path = out / shard["file"]
+        if path.exists():
+            continue
+        rows = slice(shard["start"], shard["start"] + shard["count"])
+        desc = extract(model, images[rows], **kwargs)
+        failed.extend(shard["start"] + int(r) for r in failed_rows(desc))
+        _write_npy(path, desc.astype(dtype))
+    if world > 1:
+        gathered = [None] * world
+        torch.distributed.all_gather_object(gathered, failed)
+        failed = sorted(r for part in gathered for r in part)
+    if rank == 0:
+        missing = [s["file"] for s in plan["shards"] if not (out / s["file"]).exists()]
+        if missing:
+            raise RuntimeError(f"{out}: shards {missing[:5]} are missing after extraction")
+        if manifest.exists():
+            failed = sorted(set(failed) | set(json.loads(manifest.read_text()).get("failed", [])))
+        _write_json(manifest, {**plan, "failed": failed})
+        (out / (MANIFEST + ".partial")).unlink(missing_ok=True)
+    if world > 1:
+        torch.distributed.barrier()
+    return out
+
+
+def load_features(path: str | Path, mmap: bool = False) -> tuple[list[str], np.ndarray, dict]:
+    """(ids, descriptors (n, d) float32, manifest) of a directory written by ``extract_to_dir``."""
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        hint = " (an extraction is incomplete: rerun it to resume)" if (path / (MANIFEST + ".partial")).exists() else ""
+        raise FileNotFoundError(f"{path}: no {MANIFEST}; not a cfcd features directory{hint}")
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("format") != FEATURES_FORMAT:
+        raise ValueError(f"{manifest_path}: not a cfcd features manifest")
+    parts = [np.load(path / s["file"], mmap_mode="r" if mmap else None) for s in manifest["shards"]]
+    array = np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros((0, manifest["model"]["dim"]), np.float32)
+    return manifest["ids"], array, manifest

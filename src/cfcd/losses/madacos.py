@@ -1,0 +1,131 @@
+"""MadaCos: cosine softmax with a scale and a margin adapted to every batch (CFCD, ICCV 2023).
+
+For embeddings x_i with labels y_i and class weights W_j:
+
+    cos_{j,i} = <x_i / |x_i|, W_j / |W_j|>
+    c~        = lower median of the target cosines c_i = cos_{y_i,i} over the global batch
+                (all processes), i* its index
+    s         = max( ln(K (1 - alpha) / alpha) / (1 - c~),  s_min )
+    log B_i   = log sum_{j != y_i} exp(s cos_{j,i})
+    m         = max( c~ - (log B_{i*} + ln(alpha / (1 - alpha))) / s,  0 )   (m = 0 in eval mode)
+    z_{j,i}   = s cos_{j,i}  for j != y_i,      z_{y_i,i} = s (cos_{y_i,i} - m)
+    loss      = cross_entropy(z, y)
+
+m is the margin that gives the median sample a target softmax probability of exactly alpha:
+exp(s (c~ - m)) / (exp(s (c~ - m)) + B_{i*}) = alpha. As training raises c~, s and m grow with it
+(the paper's progressive increase; there is no schedule). s and m are statistics of the batch, not
+functions of it: they are constants for the gradient, d z / d cos = s.
+
+Defaults follow the paper's configs: alpha = 0.02, K = 9,999,999, s_min = 32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+# A median cosine of 1 (or just above, after rounding) would divide by zero or flip the sign of s.
+_MIN_GAP = 1e-6
+
+
+def madacos_scale(median: float, alpha: float = 0.02, k: float = 9_999_999, min_scale: float = 32.0) -> float:
+    """The scale s from the median target cosine c~ (formula in the module docstring)."""
+    return max(math.log(k * (1.0 - alpha) / alpha) / max(1.0 - median, _MIN_GAP), min_scale)
+
+
+def madacos_margin(median: float, log_b: float, scale: float, alpha: float = 0.02) -> float:
+    """The margin m from c~, log B of the median sample and s (formula in the module docstring)."""
+    return max(median - (log_b + math.log(alpha / (1.0 - alpha))) / scale, 0.0)
+
+
+def non_target_logsumexp(cos: torch.Tensor, labels: torch.Tensor, scale: float) -> torch.Tensor:
+    """log B_i = log sum_{j != y_i} exp(s cos_{j,i}), per row of ``cos`` (B, num_classes).
+
+    Computed in log space: a plain exp overflows float32 once s cos > 88, and s itself passes 88
+    as soon as c~ passes about 0.77.
+    """
+    z = scale * cos
+    z = z.scatter(1, labels[:, None], float("-inf"))
+    return torch.logsumexp(z, dim=1)
+
+
+def madacos_logits(cos: torch.Tensor, labels: torch.Tensor, scale: float, margin: float) -> torch.Tensor:
+    """z = s cos with the target entries lowered to s (cos - m); d z / d cos = s."""
+    margins = torch.zeros_like(cos).scatter(1, labels[:, None], margin)
+    return scale * (cos - margins)
+
+
+def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
+    """``t`` concatenated over the default process group, in rank order; ``t`` without one.
+
+    Every process must pass the same shape (use loaders that drop the last incomplete batch).
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return t
+    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat(parts)
+
+
+class MadaCos(nn.Module):
+    """MadaCos classifier head: ``forward`` returns the logits z to feed to ``F.cross_entropy``.
+
+    Formulas in the module docstring. After each call, ``last_scale``, ``last_margin`` and
+    ``last_median`` hold s, m and c~ of that batch as floats, for logging.
+    """
+
+    def __init__(
+        self,
+        embedding_dim: int,
+        num_classes: int,
+        alpha: float = 0.02,
+        k: float = 9_999_999,
+        min_scale: float = 32.0,
+    ):
+        super().__init__()
+        if not 0.0 < alpha < 1.0:
+            raise ValueError(f"MadaCos alpha is a target probability and must lie in (0, 1), got {alpha}")
+        self.embedding_dim = embedding_dim
+        self.num_classes = num_classes
+        self.alpha = alpha
+        self.k = k
+        self.min_scale = min_scale
+        self.weight = nn.Parameter(torch.empty(num_classes, embedding_dim))
+        self.reset_parameters()
+        self.last_scale = self.last_margin = self.last_median = float("nan")
+
+    def reset_parameters(self) -> None:
+        bound = 1.0 / math.sqrt(self.embedding_dim)
+        nn.init.uniform_(self.weight, -bound, bound)
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        # Cosines in float32 even under autocast: with s up to ~1e4, fp16 rounding of a cosine
+        # near 1 (~5e-4) would move a logit by several units.
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            cos = F.linear(F.normalize(embeddings.float(), dim=1), F.normalize(self.weight.float(), dim=1))
+        scale, margin, median = self._statistics(cos.detach(), labels)
+        self.last_scale, self.last_margin, self.last_median = scale, margin, median
+        return madacos_logits(cos, labels, scale, margin)
+
+    @torch.no_grad()
+    def _statistics(self, cos: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, float]:
+        """s, m and c~ of the global batch (float64: s cos reaches 1e4)."""
+        cos = cos.double()
+        targets = all_gather_cat(cos.gather(1, labels[:, None]).squeeze(1))
+        median, index = targets.median(dim=0)
+        median = median.item()
+        scale = madacos_scale(median, self.alpha, self.k, self.min_scale)
+        if not self.training:
+            return scale, 0.0, median
+        log_b = all_gather_cat(non_target_logsumexp(cos, labels, scale))[index].item()
+        return scale, madacos_margin(median, log_b, scale, self.alpha), median
+
+    def extra_repr(self) -> str:
+        return (
+            f"embedding_dim={self.embedding_dim}, num_classes={self.num_classes}, "
+            f"alpha={self.alpha}, k={self.k}, min_scale={self.min_scale}"
+        )
