@@ -12,7 +12,7 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ("weights",)
+COMMANDS = ("weights", "extract", "data",)
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, RuntimeError, KeyError)
 

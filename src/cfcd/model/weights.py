@@ -124,10 +124,11 @@ def _convert_classification(state: dict, layout: str, backbone: str | None) -> C
             backbone = "mobilenet_v2"
         else:
             raise WeightsError("cannot tell the backbone from the keys; pass backbone='timm:<name>' or similar")
-    model_state = _prefixed(state, "backbone.")
+    prefix = "backbone.body." if backbone.startswith("timm:") else "backbone."  # see TimmTrunk
+    model_state = _prefixed(state, prefix)
     if layout == "pycls":
         model_state = _bgr_first_conv(model_state)
-    heads = tuple("backbone." + h for h in CLASSIFIER_HEADS)
+    heads = tuple(prefix + h for h in CLASSIFIER_HEADS)
     return Converted(layout, ModelConfig(backbone=backbone, dim=0), model_state, droppable=heads)
 
 

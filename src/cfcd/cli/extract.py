@@ -1,0 +1,102 @@
+"""cfcd extract: multi-scale descriptors of a folder or list of images into .npy shards."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ..data.images import list_images
+
+
+def register(sub) -> None:
+    p = sub.add_parser("extract", help="extract descriptors into .npy shards + manifest (resumable, torchrun-aware)")
+    p.add_argument("images", help="a folder of images, or a text file with one image path per line")
+    p.add_argument("-o", "--output", required=True, help="output directory (rerun the same command to resume)")
+    add_model_arguments(p)
+    p.add_argument("--shard-size", type=int, default=1024)
+    p.add_argument("--float16", action="store_true", help="store float16 shards (half the disk)")
+    p.set_defaults(func=run)
+
+
+def add_model_arguments(p) -> None:
+    """Options shared by every command that extracts descriptors."""
+    p.add_argument("--model", default="default", help="model name or weights file (default: ImageNet MobileNetV2)")
+    p.add_argument("--backbone", help="backbone of a timm state dict, e.g. timm:convnext_tiny")
+    p.add_argument("--scales", type=parse_scales, default=None, help="comma-separated scales (default: the CFCD five)")
+    p.add_argument("--max-side", type=int, default=None, help="resize so the long side is this many px before scaling")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="decoding processes")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 on GPU)")
+
+
+def parse_scales(text: str) -> tuple[float, ...]:
+    try:
+        scales = tuple(float(s) for s in text.split(","))
+    except ValueError:
+        raise ValueError(f"--scales {text!r}: expected comma-separated numbers such as 0.7071,1,1.4142") from None
+    if not scales or min(scales) <= 0:
+        raise ValueError(f"--scales {text!r}: scales must be positive")
+    return scales
+
+
+def extract_kwargs(args) -> dict:
+    """Keyword arguments for cfcd.extract from the shared options."""
+    from ..extraction import CFCD_SCALES
+
+    return {
+        "scales": args.scales or CFCD_SCALES,
+        "max_side": args.max_side,
+        "batch_size": args.batch_size,
+        "num_workers": args.workers,
+        "device": args.device,
+        "amp": args.amp,
+    }
+
+
+def read_image_list(source: str) -> list[Path]:
+    path = Path(source)
+    if path.is_dir():
+        return list_images(path)
+    if path.is_file():
+        base = path.parent
+        lines = [line.strip() for line in path.read_text().splitlines()]
+        return [p if p.is_absolute() else base / p for p in (Path(line) for line in lines if line)]
+    raise FileNotFoundError(f"{source}: neither a folder of images nor a list file")
+
+
+def run(args) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from ..extraction import extract_to_dir
+    from ..model import load_model
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")  # only carries the shard bookkeeping; devices stay local
+    images = read_image_list(args.images)
+    if not images:
+        raise ValueError(f"{args.images}: no images found")
+    model = load_model(args.model, backbone=args.backbone)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if args.device is None and "LOCAL_RANK" in os.environ and torch.cuda.is_available():
+        args.device = f"cuda:{os.environ['LOCAL_RANK']}"
+    out = extract_to_dir(
+        model,
+        images,
+        args.output,
+        ids=[str(p) for p in images],
+        shard_size=args.shard_size,
+        dtype="float16" if args.float16 else "float32",
+        skip_errors=True,
+        progress=rank == 0,
+        **extract_kwargs(args),
+    )
+    if rank == 0:
+        failed = json.loads((out / "manifest.json").read_text())["failed"]
+        print(f"{len(images) - len(failed)} descriptors in {out}")
+        for row in failed:
+            print(f"skipped unreadable image: {images[row]}")
+    if dist.is_initialized():
+        dist.destroy_process_group()

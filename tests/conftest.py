@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny generated images, the real-photo set, tiny models."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+# Test helper modules (reference models, servers) import by name from this folder.
+sys.path.insert(0, str(Path(__file__).parent))
+
+INSTANCES_DEV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "instances-dev"
+
+
+@pytest.fixture(scope="session")
+def instances_dev() -> Path:
+    """The real photos of ../shared/data/instances-dev (CI has them; a user's clone does not)."""
+    if not (INSTANCES_DEV / "manifest.csv").is_file():
+        pytest.skip(f"real photos not found at {INSTANCES_DEV} (they live in the project's shared folder)")
+    return INSTANCES_DEV
+
+
+def make_image(path: Path, size=(64, 48), seed: int = 0, mode: str = "RGB") -> Path:
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    img = Image.fromarray(arr)
+    img = img if mode == "RGB" else img.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    """Six small images of two sizes in two sub-folders."""
+    root = tmp_path / "images"
+    for i in range(6):
+        make_image(root / f"g{i % 2}" / f"im{i}.jpg", size=(64, 48) if i % 3 else (40, 56), seed=i)
+    return root
+
+
+@pytest.fixture
+def tiny_model():
+    from cfcd.model import CFCDNet, ModelConfig
+
+    torch.manual_seed(0)
+    model = CFCDNet(ModelConfig(backbone="mobilenet_v2", dim=32)).eval()
+    model.name = "tiny-test"
+    return model

@@ -1,0 +1,93 @@
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cfcd.data.images import IMAGENET_MEAN, IMAGENET_STD, ImageError, load_image, resize_to_scale, to_tensor
+
+
+def save(img: Image.Image, path, **kw):
+    img.save(path, **kw)
+    return path
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = Image.new("RGB", (40, 20), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    path = save(img, tmp_path / "rot.jpg", exif=exif.tobytes())
+    assert load_image(path).size == (20, 40)
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK", "RGBA", "P", "LA", "I;16", "1"])
+def test_every_mode_becomes_rgb(tmp_path, mode):
+    base = Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 24, 3), dtype=np.uint8))
+    img = base.convert(mode) if mode != "I;16" else Image.fromarray((np.arange(16 * 24).reshape(16, 24) * 100).astype(np.uint16))
+    ext = {"CMYK": "jpg", "I;16": "png", "1": "png"}.get(mode, "png")
+    out = load_image(save(img, tmp_path / f"x.{ext}"))
+    assert out.mode == "RGB" and out.size == (24, 16)
+
+
+def test_sixteen_bit_keeps_contrast(tmp_path):
+    ramp = np.tile(np.linspace(0, 65535, 32).astype(np.uint16), (8, 1))
+    out = np.asarray(load_image(save(Image.fromarray(ramp), tmp_path / "ramp.png")))
+    assert out[..., 0].min() == 0 and out[..., 0].max() == 255
+
+
+def test_transparent_pixels_become_white(tmp_path):
+    img = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    assert np.asarray(load_image(save(img, tmp_path / "t.png"))).min() == 255
+
+
+def test_pixel_limit_stops_decompression_bombs(tmp_path):
+    path = save(Image.new("RGB", (200, 200)), tmp_path / "big.png")
+    with pytest.raises(ImageError, match="big.png.*exceeds the limit"):
+        load_image(path, max_pixels=10_000)
+
+
+def test_truncated_file_names_the_file(tmp_path):
+    data = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(data, "JPEG")
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(data.getvalue()[: len(data.getvalue()) // 2])
+    with pytest.raises(ImageError, match="cut.jpg"):
+        load_image(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n garbage"])
+def test_non_images_raise_image_error(tmp_path, content):
+    path = tmp_path / "fake.jpg"
+    path.write_bytes(content)
+    with pytest.raises(ImageError, match="fake.jpg"):
+        load_image(path)
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(ImageError, match="nope.jpg: no such file"):
+        load_image(tmp_path / "nope.jpg")
+    with pytest.raises(ImageError, match="is a directory"):
+        load_image(tmp_path)
+
+
+def test_bytes_input():
+    buf = io.BytesIO()
+    Image.new("RGB", (5, 7), (1, 2, 3)).save(buf, "PNG")
+    assert load_image(buf.getvalue()).getpixel((0, 0)) == (1, 2, 3)
+
+
+def test_to_tensor_is_rgb_imagenet_normalised():
+    img = Image.new("RGB", (2, 3), (255, 0, 128))
+    x = to_tensor(img)
+    assert x.shape == (3, 3, 2)
+    expected = (torch.tensor([1.0, 0.0, 128 / 255]) - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
+    assert torch.allclose(x[:, 0, 0], expected, atol=1e-6)
+
+
+def test_resize_rounds_and_keeps_a_minimum_side():
+    img = Image.new("RGB", (100, 10))
+    assert resize_to_scale(img, 0.707).size == (71, 32)
+    assert resize_to_scale(img, 1.0).size == (100, 32)
+    same = Image.new("RGB", (50, 40))
+    assert resize_to_scale(same, 1.0) is same
