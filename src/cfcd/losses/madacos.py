@@ -107,7 +107,7 @@ class MadaCos(nn.Module):
         # near 1 (~5e-4) would move a logit by several units.
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             cos = F.linear(F.normalize(embeddings.float(), dim=1), F.normalize(self.weight.float(), dim=1))
-        scale, margin, median = self._statistics(cos.detach(), labels)
+        scale, margin, median = self._statistics(cos, labels)
         self.last_scale, self.last_margin, self.last_median = scale, margin, median
         return madacos_logits(cos, labels, scale, margin)
 
