@@ -1,0 +1,150 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import make_image
+from PIL import Image
+from refmodels import OfficialCFCD, bgr_input, randomize_batchnorm
+
+import cfcd
+from cfcd.data.images import ImageError, load_image, to_tensor
+from cfcd.extraction import extract_to_dir, failed_rows, load_features
+from cfcd.model import save_checkpoint
+
+
+def manual_descriptor(model, img: Image.Image, scales, max_side=None):
+    """The definition: per-scale L2-normalised outputs, summed, L2-normalised."""
+    w, h = img.size
+    f = max_side / max(w, h) if max_side else 1.0
+    acc = 0
+    for s in scales:
+        size = (max(32, round(w * f * s)), max(32, round(h * f * s)))
+        x = to_tensor(img.resize(size, Image.BILINEAR) if size != img.size else img)[None]
+        with torch.no_grad():
+            acc = acc + F.normalize(model(x), dim=-1)[0]
+    return F.normalize(acc, dim=0).numpy()
+
+
+def test_multiscale_matches_definition(tiny_model, image_folder):
+    paths = sorted(image_folder.rglob("*.jpg"))
+    scales = (0.7071, 1.0, 1.4142)
+    got = cfcd.extract(tiny_model, paths, scales=scales, max_side=80, progress=False)
+    expected = np.stack([manual_descriptor(tiny_model, load_image(p), scales, 80) for p in paths])
+    assert got.dtype == np.float32 and got.shape == (6, 32)
+    assert np.abs(got - expected).max() < 1e-5
+    assert np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
+
+
+def test_batching_and_workers_do_not_change_results(tiny_model, image_folder):
+    paths = sorted(image_folder.rglob("*.jpg"))
+    one = cfcd.extract(tiny_model, paths, scales=(0.5, 1.0), batch_size=1, progress=False)
+    many = cfcd.extract(tiny_model, paths, scales=(0.5, 1.0), batch_size=8, num_workers=2, progress=False)
+    assert np.abs(one - many).max() < 1e-5
+
+
+def test_query_crop_and_pil_inputs(tiny_model, image_folder):
+    path = sorted(image_folder.rglob("*.jpg"))[0]
+    bbox = (3.4, 5.0, 41.6, 40.2)
+    cropped = load_image(path).crop((3, 5, 42, 40))
+    a, b = cfcd.extract(tiny_model, [(path, bbox), cropped], scales=(1.0,), progress=False)
+    assert np.abs(a - b).max() < 1e-6
+    with pytest.raises(ImageError, match="empty crop box"):
+        cfcd.extract(tiny_model, [(path, (10, 10, 5, 20))], progress=False)
+
+
+def test_unreadable_image_raises_or_is_skipped(tiny_model, image_folder):
+    bad = image_folder / "bad.jpg"
+    bad.write_bytes(b"garbage")
+    paths = [*sorted(image_folder.rglob("im*.jpg")), bad]
+    with pytest.raises(ImageError, match="bad.jpg"):
+        cfcd.extract(tiny_model, paths, scales=(1.0,), progress=False)
+    desc = cfcd.extract(tiny_model, paths, scales=(1.0,), skip_errors=True, progress=False)
+    assert failed_rows(desc).tolist() == [6]
+
+
+def test_shards_resume_without_redoing_finished_work(tiny_model, image_folder, tmp_path):
+    paths = sorted(image_folder.rglob("*.jpg"))
+    out = tmp_path / "feats"
+    extract_to_dir(tiny_model, paths, out, shard_size=4, scales=(1.0,), progress=False)
+    ids, full, manifest = load_features(out)
+    assert ids == [str(p) for p in paths] and full.shape == (6, 32)
+    assert [s["count"] for s in manifest["shards"]] == [4, 2] and manifest["scales"] == [1.0]
+    assert manifest["model"]["name"] == "tiny-test"
+
+    first = out / "shard-00000.npy"
+    stamp = first.stat().st_mtime_ns
+    (out / "shard-00001.npy").unlink()  # as if the run had been killed before the last shard
+    extract_to_dir(tiny_model, paths, out, shard_size=4, scales=(1.0,), progress=False)
+    assert first.stat().st_mtime_ns == stamp
+    assert np.array_equal(load_features(out)[1], full)
+
+    with pytest.raises(ValueError, match="other images or settings"):
+        extract_to_dir(tiny_model, paths, out, shard_size=4, scales=(0.5,), progress=False)
+
+
+def test_incomplete_directory_is_reported(tmp_path):
+    (tmp_path / "manifest.json.partial").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="incomplete: rerun it to resume"):
+        load_features(tmp_path)
+
+
+def test_float16_shards(tiny_model, image_folder, tmp_path):
+    paths = sorted(image_folder.rglob("*.jpg"))
+    extract_to_dir(tiny_model, paths, tmp_path / "f16", dtype="float16", scales=(1.0,), progress=False)
+    assert np.load(tmp_path / "f16" / "shard-00000.npy").dtype == np.float16
+    assert load_features(tmp_path / "f16")[1].dtype == np.float32
+
+
+def run_cli(*args, env_extra=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_torchrun_shards_merge_into_the_single_process_result(tiny_model, image_folder, tmp_path):
+    ckpt = tmp_path / "tiny.pt"
+    save_checkpoint(ckpt, tiny_model)
+    common = ["extract", str(image_folder), "--model", str(ckpt), "--scales", "1.0", "--shard-size", "2", "--workers", "0"]
+    single = run_cli("-m", "cfcd", *common, "-o", str(tmp_path / "one"))
+    assert single.returncode == 0, single.stderr
+    multi = run_cli("-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "cfcd", *common, "-o", str(tmp_path / "two"))
+    assert multi.returncode == 0, multi.stderr
+    ids1, x1, m1 = load_features(tmp_path / "one")
+    ids2, x2, m2 = load_features(tmp_path / "two")
+    assert ids1 == ids2 and np.array_equal(x1, x2) and m1 == m2
+    assert len(m1["shards"]) == 3
+
+
+def test_cli_reports_bad_input_without_traceback(tmp_path):
+    result = run_cli("-m", "cfcd", "extract", str(tmp_path / "nowhere"), "-o", str(tmp_path / "o"))
+    assert result.returncode == 2
+    assert "nowhere: neither a folder of images nor a list file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_official_checkpoint_gives_official_descriptors(instances_dev, tmp_path):
+    """cfcd's extraction of a synthetic official CFCD checkpoint equals the official forward
+    pass (BGR input, GeM p=3, fc, bn, L2) computed directly, on real photos."""
+    torch.manual_seed(0)
+    official = randomize_batchnorm(OfficialCFCD(depth=50, dim=512, num_classes=11))
+    path = tmp_path / "model_s2_0050.pyth"
+    torch.save({"epoch": 50, "model_state": official.state_dict(), "optimizer_state": {}}, path)
+    photos = sorted((instances_dev / "images").rglob("*.jpg"))[::60][:4]
+    scales = (0.5, 1.0)
+    got = cfcd.extract(cfcd.load_model(path), photos, scales=scales, max_side=160, progress=False)
+    for row, photo in zip(got, photos):
+        img = load_image(photo)
+        acc = 0
+        for s in scales:
+            f = 160 / max(img.size)
+            size = (round(img.width * f * s), round(img.height * f * s))
+            pixels = torch.from_numpy(np.asarray(img.resize(size, Image.BILINEAR)).copy())[None]
+            with torch.no_grad():
+                acc = acc + official(bgr_input(pixels))[0]
+        expected = F.normalize(acc, dim=0).numpy()
+        assert 1 - float(row @ expected) < 1e-5
