@@ -1,0 +1,188 @@
+"""Training recipes: YAML files mapped onto dataclasses, with ``key=value`` overrides.
+
+A recipe names every setting of a two-stage run (model, data, losses, optimiser, the two
+stages, run options). ``load_config(name_or_path, overrides)`` reads a packaged recipe by name
+(``cfcd/configs/<name>.yaml``) or any YAML file, then applies overrides such as
+``stage1.epochs=2`` or ``data.train=/data/gldv2/train_clean.csv``; values are parsed as YAML.
+An unknown key, in the file or in an override, is an error that names it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from ..model import ModelConfig
+
+
+
+@dataclass
+class DataConfig:
+    train: str = ""  # GLDv2 train_clean.csv, a list file of `path label` lines, or a folder per class
+    root: str = ""  # where image paths start; "" = the csv/list file's folder (or the folder itself)
+    drop_landmarks: list = field(default_factory=list)  # class ids to leave out, or files listing them
+    val_fraction: float = 0.0  # images held out per class (classes with >= 3 images) for validation
+    image_size: int = 512  # side of the square training crop
+    num_workers: int = 4
+
+
+@dataclass
+class LossConfig:
+    alpha: float = 0.02  # MadaCos target probability of the median sample
+    k: float = 9_999_999
+    min_scale: float = 32.0
+    margin: float = 0.1  # local triplet mu
+    weight: float = 1.0  # local triplet lambda (the released models: 1.0; the official configs say 0.05)
+    ratio: float = 0.9  # Lowe's ratio test
+    tuple_size: int = 8  # stage-2 tuple: anchor, positive, tuple_size - 2 negatives
+
+
+@dataclass
+class OptimConfig:
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4
+    warmup_factor: float = 0.1  # warm-up starts at this fraction of the base LR
+
+
+@dataclass
+class StageConfig:
+    epochs: int = 50
+    warmup_epochs: int = 0
+    base_lr: float = 0.005
+    batch_size: int = 128  # global: the same whatever the number of processes
+    init: str = ""  # stage 1: ImageNet weights (name or path); stage 2: "" = this run's stage-1 model
+
+
+@dataclass
+class RunConfig:
+    out_dir: str = "runs/cfcd"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    amp: str = "bf16"  # bf16 | fp16 | off (GPU only; CPU runs in float32)
+    channels_last: bool = True  # GPU only
+    checkpoint_every: int = 0  # also checkpoint every N steps (0: once per epoch)
+    tensorboard: bool = False
+    hem_batch_size: int = 64
+    hem_table: str = ""  # "" = <out_dir>/hem.csv
+    # Test hook: end the process after this many steps of this invocation as if it were killed
+    # (no checkpoint is written at that point); 0 disables it.
+    stop_after_steps: int = 0
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    stage1: StageConfig = field(default_factory=lambda: StageConfig(warmup_epochs=5))
+    stage2: StageConfig = field(default_factory=StageConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.run.out_dir)
+
+    @property
+    def hem_table(self) -> Path:
+        return Path(self.run.hem_table) if self.run.hem_table else self.out_dir / "hem.csv"
+
+
+class ConfigError(ValueError):
+    """A recipe that does not fit the dataclasses; the message names the key."""
+
+
+def _field_types(cls) -> dict[str, type]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(value, kind, key: str):
+    if dataclasses.is_dataclass(kind):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of settings, got {value!r}")
+        return _build(kind, value, key + ".")
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is str and value is None:
+        return ""
+    if kind is list and not isinstance(value, list):
+        return [] if value in (None, "") else [value]
+    origin = typing.get_origin(kind) or kind
+    if isinstance(origin, type) and not isinstance(value, origin):
+        raise ConfigError(f"{key}: expected {origin.__name__}, got {value!r}")
+    return value
+
+
+def _build(cls, data: dict, prefix: str = ""):
+    types = _field_types(cls)
+    unknown = sorted(set(data) - set(types))
+    if unknown:
+        raise ConfigError(f"unknown config key {prefix + unknown[0]!r}; known keys here: {', '.join(prefix + k for k in types)}")
+    return cls(**{k: _coerce(v, types[k], prefix + k) for k, v in data.items()})
+
+
+def _set(data: dict, dotted: str, value) -> None:
+    node = data
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted!r}: {part!r} is a value, not a section")
+    node[leaf] = value
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """``"stage1.epochs=2"`` -> ``("stage1.epochs", 2)``; the value is read as YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. stage1.epochs=2)")
+    return key.strip(), yaml.safe_load(value) if value.strip() else ""
+
+
+def _packaged_dir():
+    return resources.files("cfcd") / "configs"
+
+
+def recipe_path(name_or_path: str | Path) -> Path:
+    """A packaged recipe name (``r50-gldv2``) or a YAML file path."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    packaged = _packaged_dir() / f"{name_or_path}.yaml"
+    if packaged.is_file():
+        return Path(str(packaged))
+    raise ConfigError(f"{name_or_path}: neither a YAML file nor a packaged recipe ({', '.join(packaged_recipes())})")
+
+
+def packaged_recipes() -> list[str]:
+    return sorted(p.name[: -len(".yaml")] for p in _packaged_dir().iterdir() if p.name.endswith(".yaml"))
+
+
+def load_config(name_or_path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> TrainConfig:
+    """The recipe ``name_or_path`` (defaults only when None) with ``overrides`` applied."""
+    data: dict = {}
+    if name_or_path is not None:
+        path = recipe_path(name_or_path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err})") from err
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a recipe is a mapping of sections, got {type(data).__name__}")
+    for text in overrides:
+        _set(data, *parse_override(text))
+    return config_from_dict(data)
+
+
+def config_from_dict(data: dict) -> TrainConfig:
+    return _build(TrainConfig, data)

@@ -1,0 +1,103 @@
+"""Training augmentation (spec section 5): random resized crop, horizontal flip, PCA lighting,
+then the one normalisation of ``cfcd.data.images.to_tensor`` (RGB, ImageNet mean/std).
+
+Every random draw comes from an explicit ``torch.Generator`` so that a sample's augmentation is a
+function of its seed alone (see ``TrainDataset``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from PIL import Image
+
+from ..data.images import IMAGENET_STD, to_tensor
+
+CROP_AREA = (0.08, 1.0)
+CROP_ASPECT = (3 / 4, 4 / 3)
+LIGHTING_STD = 0.1
+# PCA of ImageNet pixel colours in RGB order, on [0, 1] values (Krizhevsky et al. 2012; the
+# values every ImageNet training recipe uses): eigenvalues and unit eigenvectors as columns.
+IMAGENET_EIGVALS = (0.2175, 0.0188, 0.0045)
+IMAGENET_EIGVECS = (
+    (-0.5675, 0.7192, 0.4009),
+    (-0.5808, -0.0045, -0.8140),
+    (-0.5836, -0.6948, 0.4203),
+)
+
+
+def _uniform(generator: torch.Generator, low: float, high: float) -> float:
+    return low + (high - low) * torch.rand((), generator=generator).item()
+
+
+def random_resized_crop_box(
+    width: int, height: int, generator: torch.Generator, area=CROP_AREA, aspect=CROP_ASPECT, attempts: int = 10
+) -> tuple[int, int, int, int]:
+    """(left, top, w, h) of a crop covering a uniform fraction of the area in ``area`` with a
+    log-uniform aspect ratio in ``aspect``; after ``attempts`` misses, the largest centred crop
+    whose aspect ratio lies in the range."""
+    total = width * height
+    log_low, log_high = math.log(aspect[0]), math.log(aspect[1])
+    for _ in range(attempts):
+        target = total * _uniform(generator, *area)
+        ratio = math.exp(_uniform(generator, log_low, log_high))
+        w = round(math.sqrt(target * ratio))
+        h = round(math.sqrt(target / ratio))
+        if 0 < w <= width and 0 < h <= height:
+            left = int(torch.randint(0, width - w + 1, (), generator=generator))
+            top = int(torch.randint(0, height - h + 1, (), generator=generator))
+            return left, top, w, h
+    ratio = width / height
+    if ratio < aspect[0]:
+        w, h = width, round(width / aspect[0])
+    elif ratio > aspect[1]:
+        w, h = round(height * aspect[1]), height
+    else:
+        w, h = width, height
+    return (width - w) // 2, (height - h) // 2, w, h
+
+
+def lighting_offset(generator: torch.Generator, std: float = LIGHTING_STD) -> torch.Tensor:
+    """PCA lighting (AlexNet): an RGB offset V (a * lambda), a ~ N(0, std^2), added to every pixel
+    of a [0, 1] image."""
+    a = torch.randn(3, generator=generator) * std
+    return torch.tensor(IMAGENET_EIGVECS) @ (a * torch.tensor(IMAGENET_EIGVALS))
+
+
+class TrainTransform:
+    """``transform(image, generator)`` -> normalised tensor (3, size, size)."""
+
+    def __init__(self, size: int, lighting_std: float = LIGHTING_STD, flip: bool = True):
+        self.size = size
+        self.lighting_std = lighting_std
+        self.flip = flip
+
+    def __call__(self, image: Image.Image, generator: torch.Generator) -> torch.Tensor:
+        left, top, w, h = random_resized_crop_box(*image.size, generator)
+        image = image.resize((self.size, self.size), Image.BILINEAR, box=(left, top, left + w, top + h))
+        if self.flip and torch.rand((), generator=generator).item() < 0.5:
+            image = image.transpose(Image.FLIP_LEFT_RIGHT)
+        x = to_tensor(image)
+        if self.lighting_std > 0:
+            # Adding the offset before normalisation equals adding offset / std after it.
+            x += (lighting_offset(generator, self.lighting_std) / torch.tensor(IMAGENET_STD)).view(3, 1, 1)
+        return x
+
+    def __repr__(self) -> str:
+        return f"TrainTransform(size={self.size}, lighting_std={self.lighting_std}, flip={self.flip})"
+
+
+class EvalTransform:
+    """Deterministic view for predictions: shorter side to ``size``, centre crop ``size`` x ``size``."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __call__(self, image: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
+        w, h = image.size
+        scale = self.size / min(w, h)
+        nw, nh = max(self.size, round(w * scale)), max(self.size, round(h * scale))
+        left, top = (nw - self.size) // 2, (nh - self.size) // 2
+        image = image.resize((nw, nh), Image.BILINEAR).crop((left, top, left + self.size, top + self.size))
+        return to_tensor(image)
