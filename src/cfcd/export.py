@@ -1,0 +1,83 @@
+"""The deploy model as ONNX: images (B, 3, H, W) -> global descriptors (B, d), any B, H, W.
+
+The input is what ``cfcd.data.images.to_tensor`` makes (RGB, [0, 1], ImageNet mean/std); the
+output rows are L2-normalised. Multi-scale extraction stays outside the graph: run the model
+once per scale and sum the normalised vectors (``cfcd.extract`` does this, with
+``OnnxRuntimeModel`` standing in for the PyTorch network).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "descriptors"
+DEFAULT_OPSET = 17
+
+
+def export_onnx(model: nn.Module, path: str | Path, opset: int = DEFAULT_OPSET, example_size: tuple[int, int] = (224, 224)) -> Path:
+    """Write ``model``'s global-descriptor graph to ``path`` with dynamic batch, height and
+    width; the model config and name go into the file's metadata. The write is atomic."""
+    import onnx
+
+    model = getattr(model, "module", model).cpu().eval()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.zeros(1, 3, *example_size)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with warnings.catch_warnings():
+            # The TorchScript exporter needs no extra package (the dynamo one needs onnxscript).
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            torch.onnx.export(
+                model, (example,), tmp, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, OUTPUT_NAME: {0: "batch"}},
+                opset_version=opset, dynamo=False,
+            )
+        graph = onnx.load(tmp)
+        meta = {"cfcd.config": json.dumps(model.config.to_dict()), "cfcd.name": str(getattr(model, "name", "unnamed"))}
+        for key, value in meta.items():
+            graph.metadata_props.add(key=key, value=value)
+        onnx.checker.check_model(graph)
+        onnx.save(graph, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+class OnnxRuntimeModel(nn.Module):
+    """An exported model run by onnxruntime behind the module interface ``cfcd.extract``
+    uses: ``forward`` takes and returns CPU tensors; ``output_dim`` and ``config`` as CFCDNet."""
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        super().__init__()
+        import onnxruntime as ort
+
+        from .model import ModelConfig
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "cfcd.config" not in meta:
+            raise ValueError(f"{path}: not a model written by cfcd export (no cfcd.config metadata)")
+        self.config = ModelConfig.from_dict(json.loads(meta["cfcd.config"]))
+        self.name = meta.get("cfcd.name", str(path))
+        self.output_dim = int(self.session.get_outputs()[0].shape[1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        array = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+        return torch.from_numpy(self.session.run([OUTPUT_NAME], {INPUT_NAME: array})[0])
