@@ -1,0 +1,146 @@
+"""cfcd index build|add|remove|info: a persistent FAISS index of a photo collection."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from .extract import add_model_arguments, extract_kwargs, read_image_list
+
+log = logging.getLogger(__name__)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("index", help="build, update or describe an image index")
+    isub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    build = isub.add_parser("build", help="index a folder or list of images, or a features directory from `cfcd extract`")
+    _source_arguments(build)
+    build.add_argument("--factory", default="Flat",
+                       help="faiss index_factory string: Flat (exact, default), IVF4096,PQ64, HNSW32 ... (see docs/scaling.md)")
+    build.add_argument("--force", action="store_true", help="replace an index that already exists at INDEX")
+    build.set_defaults(func=run_build)
+
+    add = isub.add_parser("add", help="add images or a features directory to an index (already indexed content is skipped)")
+    _source_arguments(add)
+    add.set_defaults(func=run_add, model=None)
+
+    remove = isub.add_parser("remove", help="remove images by id or by path")
+    remove.add_argument("index", help="index directory")
+    remove.add_argument("paths", nargs="*", help="image paths to remove")
+    remove.add_argument("--id", dest="ids", type=int, action="append", default=[], help="an image id to remove (repeatable)")
+    remove.set_defaults(func=run_remove)
+
+    info = isub.add_parser("info", help="what an index holds and how it was made")
+    info.add_argument("index", help="index directory")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(func=run_info)
+
+
+def _source_arguments(p) -> None:
+    p.add_argument("index", help="index directory")
+    p.add_argument("source", help="a folder of images, a text file of image paths, or a `cfcd extract` output directory")
+    add_model_arguments(p)
+
+
+def _is_features_dir(source: str) -> bool:
+    from ..extraction import MANIFEST
+
+    return (Path(source) / MANIFEST).is_file()
+
+
+def _add_source(index, args):
+    """Add args.source to ``index``; returns the AddReport and the inputs (for messages)."""
+    from ..extraction import load_features
+
+    if _is_features_dir(args.source):
+        ids, desc, manifest = load_features(args.source)
+        failed = set(manifest.get("failed", []))
+        rows = [i for i in range(len(ids)) if i not in failed]
+        inputs = [ids[i] for i in rows]
+        return index.add(desc[rows], inputs, model=manifest["model"], settings=manifest), inputs
+    from ..model import load_model
+
+    images = [str(p) for p in read_image_list(args.source)]
+    if not images:
+        raise ValueError(f"{args.source}: no images found")
+    name = args.model or (index.model["name"] if index.model else "default")
+    model = load_model(name, backbone=args.backbone)
+    kwargs = extract_kwargs(args)
+    if index.settings and args.scales is None:
+        kwargs["scales"] = index.settings["scales"]
+    if index.settings and args.max_side is None:
+        kwargs["max_side"] = index.settings["max_side"]
+    return index.add_images(model, images, **kwargs), images
+
+
+def _print_report(report, inputs) -> None:
+    print(f"added {len(report.added)} images", end="")
+    skipped = len(report.duplicates) + len(report.repeated)
+    print(f", skipped {skipped} already indexed" if skipped else "", end="")
+    print(f", {len(report.failed)} unreadable" if report.failed else "")
+    for pos, reason in sorted(report.failed.items()):
+        print(f"skipped unreadable image: {reason}")
+    for pos, existing in sorted(report.duplicates.items()):
+        log.debug("%s: same content as id %d", inputs[pos], existing)
+
+
+def run_build(args) -> None:
+    from ..index import Index, store
+
+    root = Path(args.index)
+    if store.is_index(root) and not args.force:
+        raise FileExistsError(f"{root}: an index already exists; use `cfcd index add`, or --force to rebuild it")
+    if _is_features_dir(args.source):
+        from ..extraction import load_features
+
+        dim = load_features(args.source, mmap=True)[2]["model"]["dim"]
+    else:
+        from ..model import load_model
+
+        dim = load_model(args.model, backbone=args.backbone).output_dim
+    with store.WriteLock(root) as lock:
+        index = Index(dim, factory=args.factory)
+        index._lock = lock
+        report, inputs = _add_source(index, args)
+        index.save(root, overwrite=True)
+    _print_report(report, inputs)
+    print(f"{root}: {len(index)} images, {args.factory}, version {index.generation}")
+
+
+def run_add(args) -> None:
+    from ..index import Index
+
+    with Index.edit(args.index) as index:
+        report, inputs = _add_source(index, args)
+    _print_report(report, inputs)
+    print(f"{args.index}: {len(index)} images, version {index.generation}")
+
+
+def run_remove(args) -> None:
+    from ..index import Index
+
+    if not args.ids and not args.paths:
+        raise ValueError("name images to remove: paths, or --id N")
+    with Index.edit(args.index) as index:
+        removed = index.remove(ids=args.ids, paths=args.paths)
+    print(f"removed {len(removed)} images; {len(index)} remain")
+
+
+def run_info(args) -> None:
+    from ..index import Index
+
+    info = Index.load(args.index).info()
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return
+    model = info["model"] or {}
+    settings = info["settings"] or {}
+    print(f"index     {info['path']} (version {info['version']})")
+    print(f"images    {info['images']}")
+    print(f"faiss     {info['factory']} ({info['faiss']}), {info['dim']}-d")
+    print(f"model     {model.get('name')} {model.get('config')}")
+    print(f"settings  scales {settings.get('scales')}, max_side {settings.get('max_side')}")
+    if info["removed_pending"]:
+        print(f"note      {info['removed_pending']} removed vectors are filtered at search time; rebuild to reclaim them")

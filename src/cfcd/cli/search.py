@@ -1,0 +1,53 @@
+"""cfcd search: query an index with one or more images."""
+
+from __future__ import annotations
+
+import json
+
+from ..index.rerank import DEFAULT_DBA_ALPHA, DEFAULT_QE_ALPHA
+
+
+def register(sub) -> None:
+    p = sub.add_parser("search", help="find the indexed images most similar to query images")
+    p.add_argument("index", help="index directory (from `cfcd index build`)")
+    p.add_argument("queries", nargs="+", help="query image files")
+    p.add_argument("-k", type=int, default=10, help="results per query (default 10)")
+    p.add_argument("--bbox", type=parse_bbox, help="query region x0,y0,x1,y1 in pixels (applied to every query)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--qe", type=int, default=0, metavar="N", help="alpha query expansion over the top N results")
+    p.add_argument("--alpha", type=float, default=DEFAULT_QE_ALPHA, help=f"alpha of query expansion (default {DEFAULT_QE_ALPHA})")
+    p.add_argument("--dba", type=int, nargs="?", const=10, default=0, metavar="N",
+                   help="database-side augmentation over N neighbours (default 10; computed at load, O(n^2))")
+    p.add_argument("--dba-alpha", type=float, default=DEFAULT_DBA_ALPHA)
+    p.add_argument("--model", help="model to extract queries with (default: the index's; must match it)")
+    p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if available)")
+    p.set_defaults(func=run)
+
+
+def parse_bbox(text: str) -> tuple[float, float, float, float]:
+    try:
+        box = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        box = ()
+    if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
+        raise ValueError(f"--bbox {text!r}: expected x0,y0,x1,y1 with x1 > x0 and y1 > y0, e.g. 10,20,300,400")
+    return box
+
+
+def run(args) -> None:
+    from ..index import Index
+    from ..model import load_model
+
+    index = Index.load(args.index)
+    if args.dba:
+        index = index.augmented(args.dba, args.dba_alpha)
+    model = load_model(args.model) if args.model else index.load_model()
+    queries = [(q, args.bbox) if args.bbox else q for q in args.queries]
+    result = index.search_images(queries, k=args.k, model=model, qe=args.qe, alpha=args.alpha, device=args.device)
+    if args.json:
+        print(json.dumps([{"query": q, "results": result.hits(i)} for i, q in enumerate(args.queries)], indent=1))
+        return
+    for i, q in enumerate(args.queries):
+        print(f"# {q}")
+        for hit in result.hits(i):
+            print(f"{hit['rank']:4d}  {hit['score']:.4f}  {hit['id']:8d}  {hit['path']}")

@@ -1,0 +1,229 @@
+"""FastAPI application: image search over an index, its images and thumbnails, a web page.
+
+Security: files are served only by id, looked up in the index's SQLite metadata; nothing the
+client sends becomes a filesystem path. Uploads are bounded in bytes (Content-Length checked
+before the body is read) and in pixels (checked from the image header before decoding).
+Extraction runs in worker threads so the event loop keeps serving other requests.
+"""
+
+from __future__ import annotations
+
+import io
+import mimetypes
+import threading
+import time
+from collections import OrderedDict
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+
+from .. import __version__
+from ..data.images import ImageError, load_image
+from ..index import Index, store
+from .settings import API_KEY_HEADER, MAX_K, THUMBNAIL_SIZES, ServeSettings
+
+STATIC = Path(__file__).parent / "static"
+# Multipart framing and form fields around the uploaded file.
+FORM_OVERHEAD = 64 * 1024
+THUMBNAIL_CACHE = 2048
+
+
+class IndexHolder:
+    """The published index, reloaded when a writer publishes a new version."""
+
+    def __init__(self, settings: ServeSettings):
+        self.settings = settings
+        self._lock = threading.Lock()
+        self.index = Index.load(settings.index)
+        self._checked = time.monotonic()
+
+    def get(self) -> Index:
+        now = time.monotonic()
+        if now - self._checked >= self.settings.reload_interval:
+            with self._lock:
+                self._checked = now
+                gen, _ = store.current(self.settings.index)
+                if gen != self.index.generation:
+                    self.index = Index.load(self.settings.index)
+        return self.index
+
+
+class ThumbnailCache:
+    def __init__(self, size: int = THUMBNAIL_CACHE):
+        self._items: OrderedDict = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key, make):
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = make()
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return value
+
+
+def _parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
+    if not text:
+        return None
+    try:
+        box = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        box = ()
+    if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1] or min(box) < 0:
+        raise HTTPException(400, f"bbox {text!r}: expected x0,y0,x1,y1 in pixels with x1 > x0 >= 0 and y1 > y0 >= 0")
+    return box
+
+
+def create_app(settings: ServeSettings) -> FastAPI:
+    state: dict = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        from ..model import load_model
+
+        holder = IndexHolder(settings)
+        model = load_model(settings.model) if settings.model else holder.index.load_model()
+        holder.index.check_compatible(model)
+        state.update(holder=holder, model=model, limiter=anyio.CapacityLimiter(max(1, settings.threads)),
+                     thumbs=ThumbnailCache())
+        yield
+
+    app = FastAPI(
+        title="cfcd image search",
+        version=__version__,
+        description="Search an image collection by example with CFCD descriptors.",
+        lifespan=lifespan,
+    )
+
+    @app.middleware("http")
+    async def limit_upload(request: Request, call_next):
+        if request.method == "POST":
+            length = request.headers.get("content-length")
+            if length is None:
+                return JSONResponse({"detail": "Content-Length required: send the image as a normal multipart upload"}, 411)
+            if not length.isdigit() or int(length) > settings.max_upload_bytes + FORM_OVERHEAD:
+                return JSONResponse(
+                    {"detail": f"upload of {length} bytes exceeds the limit of {settings.max_upload_bytes} bytes"}, 413
+                )
+        return await call_next(request)
+
+    def require_key(request: Request) -> None:
+        if not settings.api_key:
+            return
+        given = request.headers.get(API_KEY_HEADER) or request.query_params.get("api_key")
+        if given != settings.api_key:
+            raise HTTPException(401, f"missing or wrong API key: send it in the {API_KEY_HEADER} header",
+                                headers={"WWW-Authenticate": API_KEY_HEADER})
+
+    def decode_upload(data: bytes) -> Image.Image:
+        try:
+            with Image.open(io.BytesIO(data)) as probe:
+                w, h = probe.size
+        except Exception:
+            raise HTTPException(400, "the upload is not an image Pillow can read (JPEG, PNG, WebP, ...)") from None
+        if w * h > settings.max_pixels:
+            raise HTTPException(413, f"image of {w}x{h} = {w * h} pixels exceeds the limit of {settings.max_pixels} pixels")
+        try:
+            return load_image(data, settings.max_pixels)
+        except ImageError as err:
+            raise HTTPException(400, f"the upload is not a readable image: {err}") from None
+
+    def run_search(data: bytes, k: int, bbox, qe: int) -> dict:
+        img = decode_upload(data)
+        if bbox is not None and (bbox[2] > img.width + 1 or bbox[3] > img.height + 1):
+            raise HTTPException(400, f"bbox {bbox} lies outside the {img.width}x{img.height} image")
+        index = state["holder"].get()
+        start = time.perf_counter()
+        result = index.search_images([(img, bbox) if bbox else img], k=k, model=state["model"], qe=qe,
+                                     device=settings.device)
+        hits = result.hits(0)
+        for hit in hits:
+            hit["image_url"] = f"/images/{hit['id']}"
+            hit["thumbnail_url"] = f"/thumbnails/{hit['id']}"
+        return {
+            "query": {"width": img.width, "height": img.height, "bbox": list(bbox) if bbox else None},
+            "k": k,
+            "index_version": index.generation,
+            "elapsed_ms": round(1000 * (time.perf_counter() - start), 1),
+            "results": hits,
+        }
+
+    @app.post("/search", dependencies=[Depends(require_key)], summary="Find the indexed images most similar to an uploaded image")
+    async def search(
+        image: UploadFile = File(..., description="query image (JPEG, PNG, WebP ...)"),
+        k: int = Form(10, ge=1, le=MAX_K, description="number of results"),
+        bbox: str | None = Form(None, description="query region x0,y0,x1,y1 in pixels of the uploaded image"),
+        qe: int = Form(0, ge=0, le=100, description="alpha query expansion over the top qe results (0: off)"),
+    ):
+        box = _parse_bbox(bbox)
+        data = await image.read(settings.max_upload_bytes + 1)
+        if not data:
+            raise HTTPException(400, "the uploaded file is empty")
+        if len(data) > settings.max_upload_bytes:
+            raise HTTPException(413, f"upload exceeds the limit of {settings.max_upload_bytes} bytes")
+        return await anyio.to_thread.run_sync(run_search, data, k, box, qe, limiter=state["limiter"])
+
+    def indexed_file(image_id: int) -> Path:
+        record = state["holder"].get().record(image_id)
+        if record is None:
+            raise HTTPException(404, f"no image with id {image_id} in the index")
+        path = Path(record.path)
+        if not path.is_file():
+            raise HTTPException(404, f"image {image_id} is indexed but its file is no longer on disk")
+        return path
+
+    @app.get("/images/{image_id}", dependencies=[Depends(require_key)], summary="The indexed image file with this id")
+    async def get_image(image_id: int):
+        path = indexed_file(image_id)
+        return FileResponse(path, media_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+
+    @app.get("/thumbnails/{image_id}", dependencies=[Depends(require_key)], summary="A JPEG thumbnail of an indexed image")
+    async def get_thumbnail(image_id: int, size: int = 256):
+        if size not in THUMBNAIL_SIZES:
+            raise HTTPException(400, f"thumbnail size {size}: choose one of {list(THUMBNAIL_SIZES)}")
+        path = indexed_file(image_id)
+
+        def make() -> bytes:
+            try:
+                img = load_image(path, settings.max_pixels * 4)
+            except ImageError as err:
+                raise HTTPException(404, f"image {image_id} cannot be decoded: {err}") from None
+            img.thumbnail((size, size), Image.BILINEAR)
+            out = io.BytesIO()
+            img.save(out, "JPEG", quality=85)
+            return out.getvalue()
+
+        key = (image_id, size, path.stat().st_mtime)
+        data = await anyio.to_thread.run_sync(state["thumbs"].get, key, make, limiter=state["limiter"])
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+    @app.get("/health", summary="Liveness and what is being served")
+    async def health():
+        index = state["holder"].get()
+        return {
+            "status": "ok",
+            "images": len(index),
+            "index_version": index.generation,
+            "model": (index.model or {}).get("name"),
+            "dim": index.dim,
+            "api_key_required": bool(settings.api_key),
+            "max_upload_bytes": settings.max_upload_bytes,
+            "max_pixels": settings.max_pixels,
+        }
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
