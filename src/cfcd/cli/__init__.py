@@ -12,7 +12,7 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ("weights", "extract", "data",)
+COMMANDS = ("weights", "extract", "eval", "data", "demo", "export", "index", "search", "serve",)
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, RuntimeError, KeyError)
 
