@@ -12,7 +12,7 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ("weights", "extract", "eval", "data", "demo", "export", "index", "search", "serve",)
+COMMANDS = ("weights", "extract", "eval", "data", "demo", "export", "index", "search", "serve", "train", "hem",)
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, RuntimeError, KeyError)
 
