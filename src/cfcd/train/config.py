@@ -40,6 +40,9 @@ class LossConfig:
     weight: float = 1.0  # local triplet lambda (the released models: 1.0; the official configs say 0.05)
     ratio: float = 0.9  # Lowe's ratio test
     tuple_size: int = 8  # stage-2 tuple: anchor, positive, tuple_size - 2 negatives
+    # The triplet sum over the global batch is scaled by triplet_norm_images / batch_size. 16
+    # reproduces the official 8 x 16 runs, where DDP averaged the per-GPU sums of 16 images.
+    triplet_norm_images: int = 16
 
 
 @dataclass
@@ -115,6 +118,10 @@ def _coerce(value, kind, key: str):
         return float(value)
     if kind is str and value is None:
         return ""
+    if kind is str and isinstance(value, bool):
+        return "on" if value else "off"  # YAML 1.1 reads a bare off/on as a boolean
+    if kind is str and isinstance(value, (int, float)):
+        return str(value)
     if kind is list and not isinstance(value, list):
         return [] if value in (None, "") else [value]
     origin = typing.get_origin(kind) or kind
