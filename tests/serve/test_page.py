@@ -1,0 +1,92 @@
+"""The web page, driven in headless Chromium from upload to the result grid."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+# Set to a file path to keep the final screenshot (docs/img/web-page.png was made this way).
+SCREENSHOT_ENV = "CFCD_PAGE_SCREENSHOT"
+
+
+@pytest.fixture
+def browser():
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the dev extras: pip install -e .[dev]")
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip("headless Chromium not installed: apt-get install -y chromium chromium-driver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1280,900"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def page_index(tmp_path_factory, served_index):
+    """Real photos (instances-dev, default model) when present, for a meaningful page;
+    otherwise the generated images of the service tests."""
+    from conftest import INSTANCES_DEV  # tests/conftest.py
+
+    if not (INSTANCES_DEV / "manifest.csv").is_file():
+        return served_index, sorted((served_index.parent / "photos").glob("*.png"))[0]
+    from cfcd.data.images import list_images
+    from cfcd.index import Index
+    from cfcd.model import load_model
+
+    try:
+        model = load_model("default")
+    except Exception:  # noqa: BLE001 - weights not installed: fall back to the tiny model
+        return served_index, sorted((served_index.parent / "photos").glob("*.png"))[0]
+    groups = sorted(p for p in (INSTANCES_DEV / "images").iterdir() if p.is_dir())[:8]
+    images = [img for g in groups for img in list_images(g)[:5]]
+    index = Index(model.output_dim)
+    index.add_images(model, images, scales=(1.0,), max_side=256, progress=False)
+    root = tmp_path_factory.mktemp("page") / "idx"
+    index.save(root)
+    return root, images[1]
+
+
+def test_upload_box_and_result_grid(browser, page_index, start_server, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    index, query = page_index
+    with start_server(index) as url:
+        wait = WebDriverWait(browser, 60)
+        browser.get(url + "/")
+        wait.until(EC.text_to_be_present_in_element((By.ID, "status"), "images indexed"))
+        assert browser.find_element(By.ID, "search").get_attribute("disabled")
+        browser.find_element(By.ID, "file").send_keys(str(Path(query).resolve()))
+        # Choosing a file searches at once: the grid fills with thumbnails and scores.
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results li.result")) >= 5)
+        wait.until(lambda d: all(img.get_property("naturalWidth") > 0 for img in d.find_elements(By.CSS_SELECTOR, "#results img")))
+        first = browser.find_element(By.CSS_SELECTOR, "#results li.result")
+        assert first.find_element(By.CLASS_NAME, "rank").text == "#1"
+        assert 0.0 < float(first.find_element(By.CLASS_NAME, "score").text) <= 1.001
+        assert first.find_element(By.TAG_NAME, "a").get_attribute("href").startswith(url + "/images/")
+        # Dragging a box on the photo searches that region.
+        canvas = browser.find_element(By.ID, "canvas")
+        w, h = canvas.size["width"], canvas.size["height"]
+        ActionChains(browser).move_to_element_with_offset(canvas, -w // 4, -h // 4).click_and_hold() \
+            .move_by_offset(w // 2, h // 2).release().perform()
+        wait.until(EC.text_to_be_present_in_element((By.ID, "summary"), "selected region"))
+        assert browser.find_element(By.ID, "clear-box").is_displayed()
+        assert browser.find_element(By.ID, "message").text == ""
+        wait.until(lambda d: all(img.get_property("naturalWidth") > 0 for img in d.find_elements(By.CSS_SELECTOR, "#results img")))
+        shot = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "web-page.png")
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        assert browser.save_screenshot(str(shot))
