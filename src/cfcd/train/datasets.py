@@ -155,7 +155,8 @@ def split_validation(samples: Samples, fraction: float, seed: int) -> tuple[Samp
 
 
 class TrainDataset(Dataset):
-    """``dataset[(index, seed)]`` -> (image tensor, class id, unreadable paths met on the way).
+    """``dataset[(index, seed)]`` -> (image tensor, class id, index of the image used,
+    unreadable paths met on the way).
 
     ``transform(image, generator)`` draws all its randomness from a generator seeded with
     ``seed``, so an augmentation depends only on the sampler's output: the same on any number
@@ -196,11 +197,11 @@ class TrainDataset(Dataset):
                 log.debug("skipping %s", err)
                 continue
             generator = torch.Generator().manual_seed(seed)
-            return self.transform(image, generator), self.samples.labels[candidate], bad
+            return self.transform(image, generator), self.samples.labels[candidate], candidate, bad
         raise ImageError(f"none of the {len(self.samples)} training images can be read (first: {bad[0]})")
 
 
 def collate(batch):
-    """Stack images and labels; concatenate the unreadable paths met while loading."""
-    images, labels, bad = zip(*batch)
-    return torch.stack(images), torch.tensor(labels, dtype=torch.long), [p for b in bad for p in b]
+    """Stack images, labels and indices; concatenate the unreadable paths met while loading."""
+    images, labels, indices, bad = zip(*batch)
+    return torch.stack(images), torch.tensor(labels, dtype=torch.long), list(indices), [p for b in bad for p in b]

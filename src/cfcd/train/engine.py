@@ -10,8 +10,9 @@ per epoch), ``stage{1,2}/unreadable.txt``, and ``hem.csv``.
 
 The global batch is fixed: each of W processes takes ``batch_size / W`` images of the same
 global batch, DDP averages their gradients, MadaCos gathers its statistics over all of them,
-and the triplet sum is rescaled so that its gradient does not depend on W. (BatchNorm uses
-per-process statistics, as in the official code.) Resuming restores model, classifier,
+and the triplet sum is rescaled so that its gradient does not depend on W. BatchNorm uses
+per-process statistics, as in the official code (SyncBatchNorm has no CPU implementation), so
+runs on different process counts see the same batches but not bit-identical activations. Resuming restores model, classifier,
 optimizer, schedule position (epoch, step), sampler position and RNG state; augmentations are
 seeded per sample, so a resumed run repeats the uninterrupted run's losses.
 """
@@ -270,7 +271,7 @@ class StageTrainer:
         dist.all_reduce(t, op=op)
         return t.tolist()
 
-    def _train_step(self, net, x: torch.Tensor, y: torch.Tensor) -> dict:
+    def _train_step(self, net, x: torch.Tensor, y: torch.Tensor, indices: list[int]) -> dict:
         x = x.to(self.rt.device, non_blocking=True)
         if self.on_gpu and self.cfg.run.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -289,8 +290,12 @@ class StageTrainer:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        ce_mean, triplet_sum = self._reduce([ce.item() / self.rt.world_size, triplet.item()])
-        return {"loss": ce_mean + triplet_sum, "ce": ce_mean, "triplet": triplet_sum}
+        ce_mean, triplet_sum, images, index_sum = self._reduce(
+            [ce.item() / self.rt.world_size, triplet.item(), float(len(indices)), float(sum(indices))]
+        )
+        # images and index_sum identify the global batch: the same for any number of processes.
+        return {"loss": ce_mean + triplet_sum, "ce": ce_mean, "triplet": triplet_sum,
+                "images": int(images), "index_sum": int(index_sum)}
 
     def train(self) -> Path | None:
         cfg, rt = self.cfg, self.rt
@@ -313,12 +318,12 @@ class StageTrainer:
             bar = tqdm(total=sampler.steps_per_epoch(), initial=self.step, disable=not rt.main, unit="step",
                        desc=f"stage {self.stage} epoch {self.epoch + 1}/{self.scfg.epochs}")
             tic = time.perf_counter()
-            for x, y, bad in loader:
+            for x, y, indices, bad in loader:
                 for path in bad:
                     if path not in self.unreadable:
                         log.warning("unreadable training image skipped: %s", path)
                 self.unreadable.update(bad)
-                stats = self._train_step(net, x, y)
+                stats = self._train_step(net, x, y, indices)
                 now = time.perf_counter()
                 record = {
                     "stage": self.stage, "epoch": self.epoch, "step": self.step, "global_step": self.global_step,
