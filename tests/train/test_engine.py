@@ -32,16 +32,21 @@ def steps(run: Path, stage: int) -> dict[int, dict]:
 
 def test_stage1_hem_stage2_end_to_end(class_folder, tmp_path, capsys):
     run = tmp_path / "run"
+    broken = class_folder / "class2" / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 truncated")
     assert main(["train", "--config", "cpu-mobilenet", *tiny_overrides(class_folder, run)]) == 0
     s1, s2 = steps(run, 1), steps(run, 2)
-    assert len(s1) == 6 and len(s2) == 3  # 24 images / batch 8 = 3 steps per epoch
+    assert len(s1) == 6 and len(s2) == 3  # 25 images / batch 8 = 3 steps per epoch
+    ends = [json.loads(x) for x in (run / "stage1" / "log.jsonl").read_text().splitlines() if "epoch_end" in x]
+    assert ends[-1]["unreadable"] == 1 and (run / "stage1" / "unreadable.txt").read_text() == f"{broken}\n"
     assert all(r["triplet"] == 0 for r in s1.values()) and any(r["triplet"] > 0 for r in s2.values())
     for rec in (*s1.values(), *s2.values()):
         for key in ("loss", "ce", "scale", "margin", "median_cos", "lr", "img_per_s"):
             assert key in rec and rec[key] == rec[key]
     assert s1[0]["lr"] == pytest.approx(0.001)  # warm-up starts at 0.1 x base
     samples = read_samples(load_config("cpu-mobilenet", tiny_overrides(class_folder, run)).data)
-    assert len(read_table(run / "hem.csv", samples)) == 24
+    assert len(read_table(run / "hem.csv", samples)) == 25
+    assert len((run / "hem.csv").read_text().splitlines()) == 1 + 24  # no row for the unreadable image
     ckpt = read_checkpoint(run / "stage2" / "model.pt")
     assert ckpt.classifier.shape == (4, 32) and ckpt.extra["class_map"] == ["class0", "class1", "class2", "class3"]
     model = load_model(run / "stage2" / "model.pt")

@@ -1,0 +1,78 @@
+"""Recipes (YAML + overrides, unknown keys) and training data (formats, class map, drops,
+validation split, unreadable images)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from cfcd.train.config import ConfigError, load_config, packaged_recipes
+from cfcd.train.datasets import Samples, TrainDataset, collate, read_samples, split_validation
+from cfcd.train.transforms import TrainTransform
+
+
+def test_packaged_recipes_load_with_paper_settings():
+    assert {"r50-gldv2", "r101-gldv2", "cpu-mobilenet"} <= set(packaged_recipes())
+    r50 = load_config("r50-gldv2")
+    assert (r50.stage1.batch_size, r50.data.image_size, r50.stage1.epochs, r50.stage2.epochs) == (128, 512, 50, 50)
+    assert (r50.stage1.base_lr, r50.loss.alpha, r50.loss.tuple_size, r50.loss.weight) == (0.005, 0.02, 8, 1.0)
+    assert (r50.stage1.warmup_epochs, r50.stage2.warmup_epochs) == (5, 0)
+    assert load_config("r101-gldv2").model.backbone == "resnet101"
+    cpu = load_config("cpu-mobilenet", ["stage1.epochs=3", "data.drop_landmarks=[1, 2]", "run.amp=off"])
+    assert (cpu.model.backbone, cpu.model.dim, cpu.stage1.epochs, cpu.data.drop_landmarks) == ("mobilenet_v2", 512, 3, [1, 2])
+    assert cpu.run.amp == "off"
+
+
+@pytest.mark.parametrize("override, name", [("stage1.epoch=3", "stage1.epoch"), ("optimizer.lr=1", "optimizer")])
+def test_unknown_key_is_an_error_naming_it(override, name):
+    with pytest.raises(ConfigError, match=f"unknown config key '{name}'"):
+        load_config("cpu-mobilenet", [override])
+
+
+def test_unknown_key_in_file(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("data:\n  image_sise: 32\n")
+    with pytest.raises(ConfigError, match="data.image_sise"):
+        load_config(path)
+
+
+def test_gldv2_csv_and_list_file_and_drop_and_remap(tmp_path):
+    csv = tmp_path / "train_clean.csv"
+    csv.write_text("landmark_id,images\n10,abc1 abd2\n7,fff3\n200,aaa4 aab5\n")
+    s = read_samples(load_config(None, [f"data.train={csv}", "data.drop_landmarks=[200]"]).data)
+    assert s.classes == ["7", "10"] and s.labels == [1, 1, 0]
+    assert s.paths[0] == str(tmp_path / "train" / "a" / "b" / "c" / "abc1.jpg")
+    listing = tmp_path / "list.txt"
+    listing.write_text("x/1.jpg 5\nx/2.jpg 3\n")
+    drop = tmp_path / "drop.txt"
+    drop.write_text("3\n")
+    s = read_samples(load_config(None, [f"data.train={listing}", f"data.drop_landmarks={drop}"]).data)
+    assert s.classes == ["5"] and s.paths == [str(tmp_path / "x" / "1.jpg")]
+
+
+def test_validation_split_is_per_class_and_deterministic():
+    s = Samples([f"{i}.jpg" for i in range(30)], [i // 10 for i in range(30)] + [], ["a", "b", "c"])
+    train, val = split_validation(s, 0.2, seed=1)
+    assert len(val) == 6 and len(train) == 24 and sorted(val.labels) == [0, 0, 1, 1, 2, 2]
+    assert split_validation(s, 0.2, seed=1)[1].paths == val.paths
+    assert not set(train.paths) & set(val.paths)
+
+
+def test_unreadable_image_is_skipped_counted_and_replaced_by_its_class(class_folder):
+    bad = class_folder / "class1" / "broken.png"
+    bad.write_bytes(b"not an image")
+    s = read_samples(load_config(None, [f"data.train={class_folder}"]).data)
+    dataset = TrainDataset(s, TrainTransform(32))
+    i = s.paths.index(str(bad))
+    x, label, used, skipped = dataset[(i, 0)]
+    assert x.shape == (3, 32, 32) and label == s.labels[i] and used != i and skipped == [str(bad)]
+    batch = collate([dataset[(i, 1)], dataset[(0, 2)]])
+    assert batch[0].shape == (2, 3, 32, 32) and batch[3] == [str(bad)]
+
+
+def test_augmentation_depends_only_on_the_seed():
+    img = Image.new("RGB", (80, 60), (120, 30, 200))
+    t = TrainTransform(48)
+    a, b = t(img, torch.Generator().manual_seed(5)), t(img, torch.Generator().manual_seed(5))
+    assert a.shape == (3, 48, 48) and torch.equal(a, b)
