@@ -105,6 +105,10 @@ def build_default_collection(dest: str | Path) -> Path:
     """Write the default collection as ``dest/<group>/<view>.jpg`` (folder-per-group) and a
     SOURCES.txt naming the origin and licence of each photo; returns ``dest``."""
     src, dest = skimage_data_dir(), Path(dest)
+    if dest.exists():
+        if not (dest / "SOURCES.txt").is_file():
+            raise ValueError(f"{dest}: exists and was not written by cfcd demo; choose another output folder")
+        shutil.rmtree(dest)  # an earlier demo's collection: rebuild it whole
     lines = [f"Collection built by `cfcd demo` from {COLLECTION_SOURCE}.", ""]
     for group, (files, licence) in DEFAULT_PHOTOS.items():
         missing = [f for f in files if not (src / f).is_file()]
