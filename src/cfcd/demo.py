@@ -23,7 +23,8 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 from .data.images import list_images, load_image
-from .evaluate import compute_map, rank
+from .data.instances import evaluate_leave_one_out
+from .evaluate import rank
 
 # The instances-dev reference settings (max side 512, three scales): checked against mAP 85.91.
 DEMO_SCALES = (0.7071, 1.0, 1.4142)
@@ -61,7 +62,7 @@ class DemoResult:
     similarities: np.ndarray  # (n, n) float64
     mean_ap: float | None = None
     recall_at_1: float | None = None
-    aps: np.ndarray | None = None
+    n_scored: int = 0  # queries with at least one positive
     queries: list[int] = field(default_factory=list)
     page: Path | None = None
 
@@ -142,18 +143,6 @@ def folder_groups(root: str | Path) -> tuple[list[Path], list[str] | None]:
     return paths, groups if len(set(groups)) < len(groups) else None
 
 
-def leave_one_out(ranks: np.ndarray, groups: Sequence[str]) -> tuple[float, np.ndarray, float]:
-    """(mAP, AP per query, recall@1) with every image a query against all others: positives
-    are the other images of its group, the query itself is junk (ignored)."""
-    groups = np.asarray(groups)
-    gnd = [{"ok": np.flatnonzero((groups == g) & (np.arange(len(groups)) != i)), "junk": [i]} for i, g in enumerate(groups)]
-    mean_ap, aps, _, _ = compute_map(ranks, gnd)
-    top1 = [ranks[1 if ranks[0, i] == i else 0, i] for i in range(len(groups))]
-    has_pos = ~np.isnan(aps)
-    hits = np.array([groups[t] == groups[i] for i, t in enumerate(top1)])
-    return mean_ap, aps, float(hits[has_pos].mean()) if has_pos.any() else float("nan")
-
-
 def pick_queries(paths: Sequence[Path], groups: Sequence[str] | None, n: int) -> list[int]:
     """The first image of each group (or the first images of a flat folder), at most ``n``."""
     if groups is None:
@@ -199,7 +188,8 @@ def run(
     ranks = rank(desc, desc)
     result = DemoResult(paths, groups, desc, ranks, desc.astype(np.float64) @ desc.astype(np.float64).T)
     if groups is not None:
-        result.mean_ap, result.aps, result.recall_at_1 = leave_one_out(ranks, groups)
+        scored = evaluate_leave_one_out(desc, groups).summary()
+        result.mean_ap, result.recall_at_1, result.n_scored = scored["mAP"], scored["R@1"], scored["queries"]
     result.queries = pick_queries(paths, groups, n_queries)
     result.page = write_page(result, out, root, top_k, title=_title(images), model_name=getattr(model, "name", "model"))
     return result
@@ -222,10 +212,9 @@ def format_table(result: DemoResult, root: str | Path, top_k: int = 5) -> str:
                 mark = " +" if result.groups[j] == result.groups[q] else " -"
             lines.append(f"{name(q) if r == 1 else '':<{width}}  {r:>4}  {result.similarities[j, q]:.3f}  {name(j):<{width}}{mark}")
     if result.mean_ap is not None:
-        n = int((~np.isnan(result.aps)).sum())
         lines.append(
             f"\nmAP {100 * result.mean_ap:.2f}  recall@1 {100 * result.recall_at_1:.2f}  "
-            f"(leave-one-out: {n} queries, positives = same folder; + same group, - other group)"
+            f"(leave-one-out: {result.n_scored} queries, positives = same folder; + same group, - other group)"
         )
     else:
         lines.append("\nno groups (put images in one sub-folder per object or place to get the mAP)")
@@ -269,10 +258,9 @@ def write_page(result: DemoResult, out: Path, root: Path, top_k: int, title: str
             cells.append(cell(j, f"#{r} score {result.similarities[j, q]:.3f}<br>{label(j)}", cls))
         rows.append(f'<div class="row">{"".join(cells)}</div>')
     if result.mean_ap is not None:
-        n = int((~np.isnan(result.aps)).sum())
         summary = (
             f"<p class=summary>mAP <b>{100 * result.mean_ap:.2f}</b>, recall@1 <b>{100 * result.recall_at_1:.2f}</b> "
-            f"over {n} leave-one-out queries (every image is a query; positives are the other images of its "
+            f"over {result.n_scored} leave-one-out queries (every image is a query; positives are the other images of its "
             f"folder). Green border: same group; red: another group.</p>"
         )
     else:
