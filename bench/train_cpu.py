@@ -17,11 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from cfcd import extract, load_model
-from cfcd.evaluate import compute_map
+from cfcd.data.instances import evaluate_leave_one_out
 from cfcd.train.config import load_config
 from cfcd.train.engine import run
 
@@ -39,11 +38,7 @@ def split(data: Path) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
 
 def leave_one_out_map(model, rows: list[tuple[str, str]]) -> float:
     desc = extract(model, [p for p, _ in rows], scales=SCALES, max_side=512, batch_size=8, progress=False)
-    sim = desc.astype(np.float64) @ desc.astype(np.float64).T
-    ranks = np.argsort(-sim, axis=1, kind="stable").T  # (n_db, n_queries)
-    labels = [i for _, i in rows]
-    gnd = [{"ok": [j for j, l in enumerate(labels) if l == labels[q] and j != q], "junk": [q]} for q in range(len(rows))]
-    return 100.0 * compute_map(ranks, gnd)[0]
+    return 100.0 * evaluate_leave_one_out(desc, [i for _, i in rows]).summary()["mAP"]
 
 
 def main() -> int:
