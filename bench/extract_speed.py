@@ -7,7 +7,6 @@ Times the same real photos (../shared/data/instances-dev) with the same weights,
   cfcd       cfcd.extract: decoding in a DataLoader worker, equal sizes batched, inference
              mode, channels-last, fp32
   onnxrt     cfcd.extract with the `cfcd export` graph run by onnxruntime
-  cfcd+compile  (with --compile) cfcd.extract(compile=True), its compilation included
 
 All three share the decoding and resizing code, so the descriptors differ only by arithmetic;
 the table reports the largest 1 - cosine against the official loop (must stay below 1e-4).
@@ -129,7 +128,7 @@ def timed(fn, repeats: int):
     return best, result
 
 
-def run_setting(setting, paths, max_side, repeats, batch_size, workers, onnx_dir, with_compile=False):
+def run_setting(setting, paths, max_side, repeats, batch_size, workers, onnx_dir):
     from cfcd.export import OnnxRuntimeModel, export_onnx
 
     model, scales, label = build(setting)
@@ -147,7 +146,6 @@ def run_setting(setting, paths, max_side, repeats, batch_size, workers, onnx_dir
             ("official", lambda: official_extract(model, paths, scales, max_side)),
             ("cfcd", lambda: extract(model, paths, **kwargs)),
             ("onnxrt", lambda: extract(ort_model, paths, **kwargs)),
-            *((("cfcd+compile", lambda: extract(model, paths, compile=True, **kwargs)),) if with_compile else ()),
         ):
             t, descs[name] = timed(fn, 1)
             times[name] = min(times.get(name, float("inf")), t)
@@ -204,7 +202,6 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=2, help="timed runs per path, best kept (default 2)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=1, help="cfcd decoding workers (default 1)")
-    p.add_argument("--compile", action="store_true", help="also time cfcd.extract(compile=True), compilation included")
     p.add_argument("--data", type=Path, default=INSTANCES_DEV)
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
@@ -225,7 +222,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for setting in args.settings.split(","):
             peak = max(peak, matmul_peak())
-            rows += run_setting(setting, paths, args.max_side or None, args.repeats, args.batch_size, args.workers, tmp, args.compile)
+            rows += run_setting(setting, paths, args.max_side or None, args.repeats, args.batch_size, args.workers, tmp)
     peak = max(peak, matmul_peak())
     result = {"machine": machine(), "peak_gflop_per_s": peak, "images": len(paths), "max_side": args.max_side or None, "repeats": args.repeats, "rows": rows}
     table = markdown(result)

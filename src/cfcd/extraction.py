@@ -140,15 +140,12 @@ def extract(
     progress: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_batch_pixels: int = 16 * 1024 * 1024,
-    compile: bool = False,
 ) -> np.ndarray:
     """Descriptors (n, d) float32 with L2-normalised rows, in the order of ``images``.
 
     ``images`` holds paths, PIL images or (image, bbox) query crops. A file that cannot be
     decoded raises ``ImageError`` naming it; with ``skip_errors`` its row is all zeros
-    instead (see ``failed_rows``). ``compile`` runs the model through ``torch.compile``
-    (dynamic shapes, frozen weights): a one-off cost of seconds that pays for collections
-    of a few hundred images or more (see ``bench/extract_speed.py``).
+    instead (see ``failed_rows``).
     """
     settings = ExtractionSettings(tuple(float(s) for s in scales), max_side)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -156,8 +153,6 @@ def extract(
     dim = getattr(model, "output_dim", None) or model.config.dim
     memory_format = torch.channels_last
     model = inference_copy(model).to(memory_format=memory_format)
-    if compile:
-        model = torch.compile(model, dynamic=True, options={"freezing": True})
     out = np.zeros((len(images), dim), dtype=np.float32)
     loader = DataLoader(
         _Prepared(images, settings, max_pixels),
