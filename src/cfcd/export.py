@@ -50,6 +50,7 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = DEFAULT_OPSET, 
             graph.metadata_props.add(key=key, value=value)
         onnx.checker.check_model(graph)
         onnx.save(graph, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the model is meant to be shipped
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
