@@ -5,15 +5,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-# Test helper modules (reference models, servers) import by name from this folder.
+# Test helper modules (reference models, servers, samples) import by name from this folder.
 sys.path.insert(0, str(Path(__file__).parent))
 
-INSTANCES_DEV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "instances-dev"
+from samples import INSTANCES_DEV, make_image  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -22,16 +20,6 @@ def instances_dev() -> Path:
     if not (INSTANCES_DEV / "manifest.csv").is_file():
         pytest.skip(f"real photos not found at {INSTANCES_DEV} (they live in the project's shared folder)")
     return INSTANCES_DEV
-
-
-def make_image(path: Path, size=(64, 48), seed: int = 0, mode: str = "RGB") -> Path:
-    rng = np.random.default_rng(seed)
-    arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    img = Image.fromarray(arr)
-    img = img if mode == "RGB" else img.convert(mode)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-    return path
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from cfcd import demo
 from cfcd.cli import main
 from cfcd.model import save_checkpoint
 
-from conftest import make_image
+from samples import make_image
 
 
 def page_rows(page: str) -> list[list[str]]:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_image
+from samples import make_image
 from PIL import Image
 from refmodels import OfficialCFCD, bgr_input, randomize_batchnorm
 

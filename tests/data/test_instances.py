@@ -10,7 +10,7 @@ from cfcd.data.instances import (
     leave_one_out_gnd,
     load_instances,
 )
-from conftest import make_image
+from samples import make_image
 
 
 def on_circle(degrees):

@@ -37,7 +37,7 @@ def browser():
 def page_index(tmp_path_factory, served_index):
     """Real photos (instances-dev, default model) when present, for a meaningful page;
     otherwise the generated images of the service tests."""
-    from conftest import INSTANCES_DEV  # tests/conftest.py
+    from samples import INSTANCES_DEV
 
     if not (INSTANCES_DEV / "manifest.csv").is_file():
         return served_index, sorted((served_index.parent / "photos").glob("*.png"))[0]
