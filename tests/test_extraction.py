@@ -148,3 +148,27 @@ def test_official_checkpoint_gives_official_descriptors(instances_dev, tmp_path)
                 acc = acc + official(bgr_input(pixels))[0]
         expected = F.normalize(acc, dim=0).numpy()
         assert 1 - float(row @ expected) < 1e-5
+
+
+def test_inference_copy_is_cached_until_weights_change(tiny_model):
+    from cfcd.extraction import inference_copy
+
+    first = inference_copy(tiny_model)
+    assert first is not tiny_model and inference_copy(tiny_model) is first
+    assert all(p.is_contiguous() for p in tiny_model.parameters())  # the caller's model is untouched
+    with torch.no_grad():
+        tiny_model.fc.bias.add_(1.0)
+    assert inference_copy(tiny_model) is not first
+
+
+def test_concurrent_extraction_from_threads(tiny_model, image_folder):
+    """A server runs queries in threads on one model: results must not depend on that."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = sorted(image_folder.rglob("*.jpg"))
+    expected = cfcd.extract(tiny_model, paths, scales=(1.0,), progress=False)
+    fresh = type(tiny_model)(tiny_model.config).eval()
+    fresh.load_state_dict(tiny_model.state_dict())
+    with ThreadPoolExecutor(4) as pool:
+        rows = list(pool.map(lambda p: cfcd.extract(fresh, [p], scales=(1.0,), progress=False)[0], paths * 2))
+    assert np.abs(np.stack(rows) - np.concatenate([expected, expected])).max() < 1e-5

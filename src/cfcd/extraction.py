@@ -18,6 +18,7 @@ import copy as _copy
 import json
 import logging
 import os
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -108,22 +109,43 @@ def _batches(tensors: list[tuple[int, torch.Tensor]], batch_size: int, max_batch
             yield [r for r, _ in chunk], torch.stack([t for _, t in chunk])
 
 
+_FUSE_LOCK = threading.Lock()
+
+
+def _weights_version(model: torch.nn.Module) -> tuple:
+    """Changes whenever a parameter or buffer is modified in place (optimizer step, load)."""
+    return tuple((t.device, t._version) for t in (*model.parameters(), *model.buffers()))
+
+
 def inference_copy(model: torch.nn.Module) -> torch.nn.Module:
     """``model`` with the BatchNorm after each convolution of its backbone folded into the
-    convolution (``torch.fx`` fusion; same outputs up to rounding), as a copy: the caller's
-    model is unchanged. On CPU eager BatchNorm costs about a quarter of a ResNet-50's time.
-    A backbone that ``torch.fx`` cannot trace (or a model without one) is used as it is."""
+    convolution (``torch.fx`` fusion; same outputs up to rounding) and channels-last weights,
+    as a copy: the caller's model is unchanged. On CPU eager BatchNorm costs about a quarter
+    of a ResNet-50's time. A backbone that ``torch.fx`` cannot trace (or a model without one)
+    is used as it is.
+
+    The copy is cached on the model until its weights change: tracing is slow, and fx
+    tracing patches ``nn.Module.__call__`` globally, so it must not run while other threads
+    (a server's queries) run the model; the lock and the cache make it happen once.
+    """
     backbone = getattr(model, "backbone", None)
     if not isinstance(backbone, torch.nn.Module) or model.training:
         return model
-    try:
-        fused = fuse(backbone)
-    except Exception as err:  # e.g. a timm model with data-dependent control flow
-        log.debug("extract: backbone not fused (%s)", err)
-        return model
-    copy = _copy.copy(model)  # shallow: shares the head, replaces the backbone
-    copy._modules = dict(model._modules, backbone=fused)
-    return copy
+    with _FUSE_LOCK:
+        version = _weights_version(model)
+        cached = model.__dict__.get("_cfcd_inference_copy")
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        try:
+            fused = fuse(backbone).to(memory_format=torch.channels_last)
+        except Exception as err:  # e.g. a timm model with data-dependent control flow
+            log.debug("extract: backbone not fused (%s)", err)
+            fused = None
+        copy = _copy.copy(model)  # shallow: shares the head, replaces the backbone
+        copy._modules = dict(model._modules, backbone=fused or backbone)
+        copy.__dict__.pop("_cfcd_inference_copy", None)
+        model.__dict__["_cfcd_inference_copy"] = (version, copy)
+        return copy
 
 
 @torch.inference_mode()
@@ -151,8 +173,7 @@ def extract(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = model.to(device).eval()
     dim = getattr(model, "output_dim", None) or model.config.dim
-    memory_format = torch.channels_last
-    model = inference_copy(model).to(memory_format=memory_format)
+    model = inference_copy(model)
     out = np.zeros((len(images), dim), dtype=np.float32)
     loader = DataLoader(
         _Prepared(images, settings, max_pixels),
@@ -176,7 +197,7 @@ def extract(
             acc = {i: torch.zeros(dim, device=device) for i in rows}
             for idx, x in _batches(tensors, batch_size, max_batch_pixels):
                 with autocast:
-                    d = model(x.to(device, non_blocking=True, memory_format=memory_format))
+                    d = model(x.to(device, non_blocking=True, memory_format=torch.channels_last))
                 d = F.normalize(d.float(), dim=-1)
                 for i, v in zip(idx, d):
                     acc[i] += v

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -62,22 +63,31 @@ def run_server(index: Path, *extra: str):
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "cfcd", "serve", str(index), "--port", str(port), *LIMITS, *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    # A file, not a pipe: nobody reads a pipe while the tests run, and a full one blocks the server.
+    log = tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, text=True)
     url = f"http://127.0.0.1:{port}"
+
+    def output() -> str:
+        log.seek(0)
+        return log.read()
+
     try:
         deadline = time.monotonic() + 90
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"cfcd serve exited with {proc.returncode}:\n{proc.stdout.read()}")
+                raise RuntimeError(f"cfcd serve exited with {proc.returncode}:\n{output()}")
             try:
                 if httpx.get(url + "/health", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("cfcd serve did not answer /health within 90 s")
+                raise RuntimeError(f"cfcd serve did not answer /health within 90 s:\n{output()}")
             time.sleep(0.2)
         yield url
+        if "Traceback" in output():
+            raise AssertionError(f"cfcd serve logged an exception:\n{output()[-4000:]}")
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -85,6 +95,7 @@ def run_server(index: Path, *extra: str):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.close()
 
 
 @pytest.fixture(scope="session")

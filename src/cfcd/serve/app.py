@@ -89,11 +89,13 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        from ..extraction import inference_copy
         from ..model import load_model
 
         holder = IndexHolder(settings)
         model = load_model(settings.model) if settings.model else holder.index.load_model()
         holder.index.check_compatible(model)
+        inference_copy(model)  # trace and fuse once, before queries run the model in threads
         state.update(holder=holder, model=model, limiter=anyio.CapacityLimiter(max(1, settings.threads)),
                      thumbs=ThumbnailCache())
         yield
