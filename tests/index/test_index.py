@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cfcd.index import Index, IndexMismatchError, store
+from cfcd.index.index import _layers
 
 MODEL = {"name": "test-model", "config": {"backbone": "x"}, "dim": 16}
 SETTINGS = {"scales": [1.0], "max_side": None}
@@ -130,6 +131,33 @@ def test_factory_strings(tmp_path, factory):
     assert len(loaded) == 998 and loaded.factory == factory
     assert not np.isin([0, 1], loaded.search(x[:2], k=10).ids).any()
     assert loaded.search(x[5:6], k=10, qe=3).ids.shape == (1, 10)
+
+
+def test_pq_skips_polysemous_training():
+    # index_factory turns polysemous training on for every PQ; it is minutes of wasted work.
+    import faiss
+
+    for factory in ("IVF8,PQ4x4", "OPQ4,IVF8,PQ4x4", "PQ4x4"):
+        index = Index(16, factory=factory)
+        trainable = [layer for layer in _layers(index.faiss) if hasattr(layer, "do_polysemous_training")]
+        assert trainable and not any(layer.do_polysemous_training for layer in trainable), factory
+    assert faiss.downcast_index(faiss.index_factory(16, "IVF8,PQ4x4")).do_polysemous_training  # faiss's default
+
+
+@pytest.mark.parametrize("factory", ["IVF8,PQ8x4fs", "PQ8x4fs"])
+def test_fast_scan_refuses_reconstruction(tmp_path, factory):
+    # faiss 1.15 segfaults reconstructing from a fast-scan index read back from disk (QE, DBA):
+    # cfcd refuses instead; plain search and removal work.
+    x = unit_rows(1000)
+    index = Index.build(x, names(1000), factory=factory)
+    index.remove(ids=[0])
+    index.save(tmp_path / "idx")
+    loaded = Index.load(tmp_path / "idx")
+    assert loaded.search(x[1:2], k=5).ids.shape == (1, 5)
+    assert 0 not in loaded.search(x[:1], k=10).ids
+    for attempt in (lambda: loaded.search(x[:1], k=5, qe=2), lambda: loaded.augmented(2), lambda: index.augmented(2)):
+        with pytest.raises(ValueError, match="fast-scan"):
+            attempt()
 
 
 def test_bad_factory_and_too_few_training_points():
