@@ -7,7 +7,5 @@ python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[dev]'
-# The demo's default collection: the public-domain / CC0 sample photos inside scikit-image's wheel.
-.venv/bin/python -m pip install -q 'scikit-image>=0.22'
 .venv/bin/cfcd weights install
 echo "cfcd is ready: .venv/bin/cfcd --help"

@@ -73,7 +73,7 @@ def skimage_data_dir() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError(
             "the default demo collection comes from scikit-image's sample photos, and scikit-image is "
-            "not installed: run `pip install scikit-image` (bash scripts/setup.sh does), or pass --images DIR"
+            "not installed: run `pip install 'cfcd[demo]'` (bash scripts/setup.sh does), or pass --images DIR"
         )
     return Path(list(spec.submodule_search_locations)[0]) / "data"
 
