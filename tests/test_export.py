@@ -11,7 +11,7 @@ pytest.importorskip("onnxruntime")
 from cfcd.cli import main  # noqa: E402
 from cfcd.export import OnnxRuntimeModel, export_onnx  # noqa: E402
 from cfcd.extraction import extract  # noqa: E402
-from cfcd.model import save_checkpoint  # noqa: E402
+from cfcd.model import load_model, save_checkpoint  # noqa: E402
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -46,3 +46,7 @@ def test_cli_export_and_multiscale_extraction_through_onnxruntime(tmp_path, imag
     expected = extract(tiny_model, paths, scales=(0.7071, 1.0), progress=False, device="cpu")
     got = extract(OnnxRuntimeModel(out), paths, scales=(0.7071, 1.0), progress=False, device="cpu")
     assert cosines(got, expected).min() > 0.9999
+    # every command that takes --model takes the exported file too
+    loaded = load_model(out)
+    assert isinstance(loaded, OnnxRuntimeModel) and loaded.config == tiny_model.config
+    assert cosines(extract(loaded, paths, scales=(1.0,), progress=False), extract(tiny_model, paths, scales=(1.0,), progress=False)).min() > 0.9999

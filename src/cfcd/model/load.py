@@ -37,7 +37,13 @@ def load_model(name_or_path: str | Path = "default", backbone: str | None = None
     MadaCos classifier is not part of the returned model, see ``read_checkpoint``), pycls
     ImageNet ResNets, and torchvision or timm state dicts (``backbone`` names the timm
     architecture, e.g. ``timm:convnext_tiny``; torchvision layouts are recognised).
+    A ``.onnx`` file written by ``cfcd export`` runs through onnxruntime behind the same
+    interface (often faster on CPU; see docs/results.md).
     """
+    if Path(str(name_or_path)).suffix == ".onnx":
+        from ..export import OnnxRuntimeModel
+
+        return OnnxRuntimeModel(resolve(name_or_path))
     converted = read_checkpoint(name_or_path, backbone)
     model = CFCDNet(converted.config)
     dropped = load_state(model, converted, str(name_or_path))
