@@ -68,6 +68,7 @@ def test_bad_uploads_get_clear_4xx(server):
         "truncated": (search(server, png_bytes(50, 50)[:60]), 400, "not"),
         "bad bbox": (search(server, png_bytes(50, 50), bbox="3,4,1,2"), 400, "bbox"),
         "bbox outside": (search(server, png_bytes(50, 50), bbox="0,0,500,500"), 400, "outside"),
+        "empty crop": (search(server, png_bytes(50, 50), bbox="10,10,10.2,30"), 400, "empty crop box"),
         "bad k": (search(server, png_bytes(50, 50), k=0), 422, ""),
         "no file": (httpx.post(f"{server}/search", data={"k": "3"}), 422, ""),
     }

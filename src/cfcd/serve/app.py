@@ -146,8 +146,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
             raise HTTPException(400, f"bbox {bbox} lies outside the {img.width}x{img.height} image")
         index = state["holder"].get()
         start = time.perf_counter()
-        result = index.search_images([(img, bbox) if bbox else img], k=k, model=state["model"], qe=qe,
-                                     device=settings.device)
+        try:
+            result = index.search_images([(img, bbox) if bbox else img], k=k, model=state["model"], qe=qe,
+                                         device=settings.device)
+        except ValueError as err:  # e.g. an empty crop, or QE on an index that cannot return its vectors
+            raise HTTPException(400, str(err)) from None
         hits = result.hits(0)
         for hit in hits:
             hit["image_url"] = f"/images/{hit['id']}"
