@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-INSTANCES_DEV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "instances-dev"
+# The project's shared folder sits beside the checkout; CFCD_INSTANCES_DEV points elsewhere.
+INSTANCES_DEV = Path(
+    os.environ.get("CFCD_INSTANCES_DEV", Path(__file__).resolve().parents[1].parent / "shared" / "data" / "instances-dev")
+)
 
 
 def make_image(path: Path, size=(64, 48), seed: int = 0, mode: str = "RGB") -> Path:
