@@ -4,8 +4,9 @@ Times the same real photos (../shared/data/instances-dev) with the same weights,
 
   official   the official extractor's loop (CFCD evaler/infer.py): one image and one scale at a
              time, batch 1, fp32, eager, NCHW, decoding in the same thread, torch.no_grad
-  cfcd       cfcd.extract: decoding in a DataLoader worker, equal sizes batched, inference
-             mode, channels-last, fp32
+  cfcd       cfcd.extract with its defaults (on CPU one image at a time in the process; on GPU
+             equal sizes batched, decoding workers), BatchNorm folded into the convolutions,
+             channels-last, inference mode, fp32
   onnxrt     cfcd.extract with the `cfcd export` graph run by onnxruntime
 
 All three share the decoding and resizing code, so the descriptors differ only by arithmetic;
@@ -200,8 +201,8 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=12, help="how many instances-dev photos (default 12)")
     p.add_argument("--max-side", type=int, default=512, help="long side before scaling; 0 = the stored size (1024)")
     p.add_argument("--repeats", type=int, default=2, help="timed runs per path, best kept (default 2)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--workers", type=int, default=1, help="cfcd decoding workers (default 1)")
+    p.add_argument("--batch-size", type=int, default=None, help="cfcd batch size (default: cfcd.extract's, 1 on CPU)")
+    p.add_argument("--workers", type=int, default=None, help="cfcd decoding workers (default: cfcd.extract's, 0 on CPU)")
     p.add_argument("--data", type=Path, default=INSTANCES_DEV)
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)

@@ -165,8 +165,8 @@ def run(
     max_side: int | None = DEMO_MAX_SIDE,
     top_k: int = 5,
     n_queries: int = 15,
-    batch_size: int = 16,
-    num_workers: int = 0,
+    batch_size: int | None = None,
+    num_workers: int | None = None,
     device: str | None = None,
     progress: bool = True,
 ) -> DemoResult:

@@ -25,7 +25,7 @@ def register(sub) -> None:
     p.add_argument("--max-side", type=int, default=DEMO_MAX_SIDE, help=f"long side before scaling (default: {DEMO_MAX_SIDE})")
     p.add_argument("--top-k", type=int, default=5, help="neighbours shown per query (default: 5)")
     p.add_argument("--queries", type=int, default=15, help="queries shown in the table and page (default: 15)")
-    p.add_argument("--workers", type=int, default=1, help="decoding processes (default 1: decoding overlaps the model, which uses the cores)")
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: 0 on CPU, up to 8 on GPU)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.set_defaults(func=run)
 

@@ -25,8 +25,8 @@ def add_model_arguments(p) -> None:
     p.add_argument("--backbone", help="backbone of a timm state dict, e.g. timm:convnext_tiny")
     p.add_argument("--scales", type=parse_scales, default=None, help="comma-separated scales (default: the CFCD five)")
     p.add_argument("--max-side", type=int, default=None, help="resize so the long side is this many px before scaling")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="decoding processes")
+    p.add_argument("--batch-size", type=int, default=None, help="images per batch (default: 1 on CPU, 16 on GPU)")
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: 0 on CPU, up to 8 on GPU)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 on GPU)")
 
