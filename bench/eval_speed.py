@@ -12,7 +12,6 @@ cfcd`` loads torch), after making the descriptors, and after each ranking. ``ext
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import sys
 import time
@@ -81,16 +80,18 @@ def bench_extract(args) -> None:
     model = load_model("default")
     extract(model, paths[:1], scales=(1.0,), max_side=args.max_side, progress=False)  # warm-up
     side = f"long side {args.max_side}" if args.max_side else "original size (<= 1024 px)"
-    print(f"extraction: {len(paths)} photos of {args.photos}, {side}, {args.workers} workers, "
+    print(f"extraction: {len(paths)} photos of {args.photos}, {side}, "
           f"torch threads {__import__('torch').get_num_threads()}")
-    print(f"{'scales':>36s}{'batch':>7s}{'seconds':>9s}{'images/s':>10s}")
+    print(f"{'scales':>36s}{'batch':>7s}{'workers':>9s}{'seconds':>9s}{'images/s':>10s}")
     for name in args.scale_lists:
-        for batch_size in args.batch_sizes:
-            t = time.perf_counter()
-            extract(model, paths, scales=SCALE_LISTS[name], max_side=args.max_side, batch_size=batch_size,
-                    num_workers=args.workers, progress=False)
-            elapsed = time.perf_counter() - t
-            print(f"{','.join(map(str, SCALE_LISTS[name])):>36s}{batch_size:7d}{elapsed:9.1f}{len(paths) / elapsed:10.2f}")
+        for workers in args.workers:
+            for batch_size in args.batch_sizes:
+                t = time.perf_counter()
+                extract(model, paths, scales=SCALE_LISTS[name], max_side=args.max_side, batch_size=batch_size,
+                        num_workers=workers, progress=False)
+                elapsed = time.perf_counter() - t
+                scales = ",".join(map(str, SCALE_LISTS[name]))
+                print(f"{scales:>36s}{batch_size:7d}{workers:9d}{elapsed:9.1f}{len(paths) / elapsed:10.2f}")
 
 
 def ints(text: str) -> list[int]:
@@ -112,7 +113,7 @@ def main(argv=None) -> int:
     e.add_argument("--batch-sizes", type=ints, default=[1, 16])
     e.add_argument("--scale-lists", type=lambda s: s.split(","), default=list(SCALE_LISTS),
                    help="comma-separated scale-list lengths among 1, 3 (reference), 5 (CFCD); default all")
-    e.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    e.add_argument("--workers", type=ints, default=[0, 1], help="comma-separated decoding worker counts")
     e.set_defaults(func=bench_extract)
     args = p.parse_args(argv)
     args.func(args)
