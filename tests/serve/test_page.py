@@ -35,22 +35,21 @@ def browser():
 
 @pytest.fixture(scope="module")
 def page_index(tmp_path_factory, served_index):
-    """Real photos (instances-dev, default model) when present, for a meaningful page;
-    otherwise the generated images of the service tests."""
-    from samples import INSTANCES_DEV
-
-    if not (INSTANCES_DEV / "manifest.csv").is_file():
-        return served_index, sorted((served_index.parent / "photos").glob("*.png"))[0]
+    """The demo's redistributable photos (scikit-image's samples, default model) when present,
+    so the page and its screenshot in the docs show real photos we may publish; otherwise the
+    generated images of the service tests."""
+    fallback = served_index, sorted((served_index.parent / "photos").glob("*.png"))[0]
+    from cfcd.demo import build_default_collection
     from cfcd.data.images import list_images
     from cfcd.index import Index
     from cfcd.model import load_model
 
     try:
         model = load_model("default")
-    except Exception:  # noqa: BLE001 - weights not installed: fall back to the tiny model
-        return served_index, sorted((served_index.parent / "photos").glob("*.png"))[0]
-    groups = sorted(p for p in (INSTANCES_DEV / "images").iterdir() if p.is_dir())[:8]
-    images = [img for g in groups for img in list_images(g)[:5]]
+        collection = build_default_collection(tmp_path_factory.mktemp("page-photos") / "collection")
+    except Exception:  # noqa: BLE001 - weights or scikit-image not installed
+        return fallback
+    images = list_images(collection)
     index = Index(model.output_dim)
     index.add_images(model, images, scales=(1.0,), max_side=256, progress=False)
     root = tmp_path_factory.mktemp("page") / "idx"
