@@ -60,6 +60,10 @@ class StageConfig:
     base_lr: float = 0.005
     batch_size: int = 128  # global: the same whatever the number of processes
     init: str = ""  # stage 1: ImageNet weights (name or path); stage 2: "" = this run's stage-1 model
+    # Stage 1 only: how a freshly created projection head (fc + BatchNorm1d) starts. random:
+    # PyTorch's default init; pca: fc = the top-`model.dim` principal directions of the training
+    # images' GeM vectors (centred), BatchNorm at identity. Not used when `init` supplies the head.
+    head_init: str = "random"
 
 
 @dataclass

@@ -106,8 +106,9 @@ def training_data(cfg: TrainConfig) -> tuple[Samples, Samples]:
     return split_validation(read_samples(cfg.data), cfg.data.val_fraction, cfg.run.seed)
 
 
-def load_init_weights(model: CFCDNet, source: str) -> None:
-    """Backbone (and head, when shapes match) from an ImageNet model or a cfcd checkpoint."""
+def load_init_weights(model: CFCDNet, source: str) -> set[str]:
+    """Backbone (and head, when shapes match) from an ImageNet model or a cfcd checkpoint;
+    returns the names of the loaded tensors."""
     converted = read_checkpoint(source)
     if converted.config.backbone != model.config.backbone:
         raise ValueError(f"{source}: weights of a {converted.config.backbone}, but model.backbone = {model.config.backbone}")
@@ -117,6 +118,50 @@ def load_init_weights(model: CFCDNet, source: str) -> None:
     if missing:
         raise ValueError(f"{source}: no weights for {len(missing)} backbone keys, e.g. {missing[:3]}")
     model.load_state_dict(state, strict=False)
+    return set(state)
+
+
+HEAD_INITS = ("random", "pca")
+
+
+def pca_components(features: torch.Tensor, dim: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(components (dim, C), mean (C,))`` of ``features`` (N, C), float64: the rows are the top
+    principal directions of the centred features (right singular vectors, largest singular
+    value first, sign fixed so that each row's largest-magnitude entry is positive). With fewer
+    than ``dim`` directions (N < dim), the rest are random unit rows orthogonal to them and to
+    each other (seeded), so all rows stay orthonormal. Needs dim <= C."""
+    x = features.double()
+    n, c = x.shape
+    if dim > c:
+        raise ValueError(f"PCA head init: model.dim = {dim} exceeds the {c} GeM channels")
+    mean = x.mean(dim=0) if n else torch.zeros(c, dtype=torch.float64)
+    rows = torch.zeros(0, c, dtype=torch.float64)
+    if n:
+        _, _, vh = torch.linalg.svd(x - mean, full_matrices=False)
+        rows = vh[:dim]
+        flip = torch.sign(rows.gather(1, rows.abs().argmax(dim=1, keepdim=True)))
+        rows = rows * torch.where(flip == 0, torch.ones_like(flip), flip)
+    missing = dim - rows.shape[0]
+    if missing > 0:
+        g = torch.Generator().manual_seed(seed)
+        extra = torch.randn(missing, c, generator=g, dtype=torch.float64)
+        extra -= (extra @ rows.T) @ rows
+        q, _ = torch.linalg.qr(extra.T)  # (C, missing), orthonormal columns
+        q -= rows.T @ (rows @ q)  # re-orthogonalise against the principal rows
+        q, _ = torch.linalg.qr(q)
+        rows = torch.cat([rows, q.T])
+    return rows, mean
+
+
+@torch.no_grad()
+def set_head_from_pca(model: CFCDNet, components: torch.Tensor, mean: torch.Tensor) -> None:
+    """fc(g) = components (g - mean); BatchNorm1d at identity (weight 1, bias 0, running mean 0,
+    running var 1), so the eval descriptor is the L2-normalised PCA projection of GeM (up to
+    BatchNorm's eps)."""
+    comp = components.to(torch.float64)
+    model.fc.weight.copy_(comp.to(model.fc.weight))
+    model.fc.bias.copy_((-(comp @ mean.to(torch.float64))).to(model.fc.bias))
+    model.bn.reset_parameters()  # weight 1, bias 0, running_mean 0, running_var 1, batches 0
 
 
 class TrainModule(nn.Module):
@@ -184,6 +229,9 @@ class StageTrainer:
         self.folder = cfg.out_dir / f"stage{stage}"
         self.predictions = predictions
         torch.manual_seed(cfg.run.seed)
+        if self.scfg.head_init not in HEAD_INITS:
+            raise ValueError(f"stage{stage}.head_init must be one of {', '.join(HEAD_INITS)}, got {self.scfg.head_init!r}")
+        self.fresh_head = False  # a stage-1 head with no loaded weights: head_init applies to it
         self.model, classifier = self._initial_model()
         self.head = MadaCos(self.model.output_dim, train.num_classes, cfg.loss.alpha, cfg.loss.k, cfg.loss.min_scale)
         if classifier is not None:
@@ -208,8 +256,8 @@ class StageTrainer:
     def _initial_model(self) -> tuple[CFCDNet, torch.Tensor | None]:
         if self.stage == 1:
             model = CFCDNet(self.cfg.model)
-            if self.scfg.init:
-                load_init_weights(model, self.scfg.init)
+            loaded = load_init_weights(model, self.scfg.init) if self.scfg.init else set()
+            self.fresh_head = model.fc is not None and not any(k.startswith(("fc.", "bn.")) for k in loaded)
             return model, None
         source = self.scfg.init or str(self.cfg.out_dir / "stage1" / FINAL)
         converted = read_checkpoint(source)
@@ -246,6 +294,7 @@ class StageTrainer:
             raise ValueError(f"{path}: its class map differs from the classes of data.train")
         self.model.load_state_dict(converted.model_state)
         self.head.weight.data.copy_(converted.classifier)
+        self.fresh_head = False
         self.optimizer.load_state_dict(state["optimizer_state"])
         self.scaler.load_state_dict(state["scaler_state"])
         _set_rng_state(state["rng_state"])
@@ -255,6 +304,38 @@ class StageTrainer:
             log.info("stage %d: resuming from %s at epoch %d, step %d", self.stage, path, self.epoch, self.step)
 
     # -- the loop ------------------------------------------------------------------------------
+    def init_head_from_pca(self) -> None:
+        """``head_init = pca``: the projection head from PCA of the training images' GeM vectors
+        (eval view). Every process computes the features of its shard, all gather them, rank 0's
+        head is broadcast so that the processes start identical. Training RNG state is untouched."""
+        from .hem import gem_features
+
+        cfg, rt, model = self.cfg, self.rt, self.model
+        dim, channels = model.fc.out_features, model.fc.in_features
+        if dim > channels:
+            if rt.main:
+                log.warning("stage1.head_init = pca: model.dim = %d > %d GeM channels; keeping the random head", dim, channels)
+            return
+        tic = time.perf_counter()
+        with torch.random.fork_rng(devices=[]):
+            feats, errors = gem_features(model, self.train_samples, cfg.data.image_size, cfg.run.hem_batch_size, rt,
+                                         num_workers=cfg.data.num_workers)
+        if feats.shape[0] - 1 < dim and rt.main:
+            log.warning("stage1.head_init = pca: %d training images give at most %d principal directions for "
+                        "model.dim = %d; the other %d rows are random orthonormal directions",
+                        feats.shape[0], max(0, feats.shape[0] - 1), dim, dim - max(0, feats.shape[0] - 1))
+        components, mean = pca_components(feats, dim, seed=cfg.run.seed)
+        set_head_from_pca(model, components, mean)
+        if rt.distributed:
+            for t in (model.fc.weight.data, model.fc.bias.data):
+                dist.broadcast(t, src=0)
+        if rt.main:
+            total = float((feats - mean).square().sum())
+            share = float(((feats - mean) @ components.T).square().sum()) / total if total > 0 else float("nan")
+            log.info("stage 1: projection head from PCA of %d GeM vectors (%d -> %d, %.1f%% of the variance kept) "
+                     "in %.0f s%s", len(feats), channels, dim, 100 * share, time.perf_counter() - tic,
+                     f"; {len(errors)} unreadable" if errors else "")
+
     def _sampler(self):
         seed = self.cfg.run.seed + 1000 * self.stage
         if self.stage == 1:
@@ -301,6 +382,9 @@ class StageTrainer:
         cfg, rt = self.cfg, self.rt
         self.folder.mkdir(parents=True, exist_ok=True)
         logger = StepLog(self.folder, rt.main, cfg.run.tensorboard)
+        if self.stage == 1 and self.fresh_head and self.scfg.head_init == "pca":
+            self.init_head_from_pca()
+        self.fresh_head = False
         net = self.module
         if rt.distributed:
             net = nn.parallel.DistributedDataParallel(self.module, device_ids=[rt.device.index] if self.on_gpu else None)

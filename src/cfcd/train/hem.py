@@ -84,6 +84,39 @@ def predict(model: CFCDNet, classifier: torch.Tensor, samples: Samples, image_si
     return preds, scores, all_errors
 
 
+@torch.no_grad()
+def gem_features(model: CFCDNet, samples: Samples, image_size: int, batch_size: int, rt: Runtime,
+                 progress: bool = True, num_workers: int = 0) -> tuple[torch.Tensor, list[str]]:
+    """GeM vectors (before the projection head) of the readable samples, in sample order, as a
+    float64 CPU tensor (N, C): the eval view of ``predict``, computed on ``rt.rank::rt.world_size``
+    by each process and gathered on all of them; also the messages of the unreadable images."""
+    was_training = model.training
+    model.eval()
+    shard = list(range(rt.rank, len(samples), rt.world_size))
+    loader = DataLoader(_EvalImages(samples, shard, image_size), batch_size=batch_size,
+                        num_workers=num_workers, collate_fn=_collate)
+    rows: list[int] = []
+    feats: list[torch.Tensor] = []
+    errors: list[str] = []
+    for idx, x, bad in tqdm(loader, disable=not (progress and rt.main), unit="batch", desc="GeM"):
+        errors.extend(msg for _, msg in bad)
+        if x is None:
+            continue
+        g = model.pool(model.backbone(x.to(rt.device)))
+        rows.extend(idx)
+        feats.append(g.double().cpu())
+    model.train(was_training)
+    mine = (rows, torch.cat(feats) if feats else torch.zeros(0, model.backbone_channels, dtype=torch.float64), errors)
+    by_row: dict[int, torch.Tensor] = {}
+    all_errors: list[str] = []
+    for part_rows, part_feats, part_errors in rt.gather_objects(mine):
+        by_row.update(zip(part_rows, part_feats))
+        all_errors.extend(part_errors)
+    order = sorted(by_row)
+    out = torch.stack([by_row[i] for i in order]) if order else torch.zeros(0, model.backbone_channels, dtype=torch.float64)
+    return out, all_errors
+
+
 def write_table(path: Path, samples: Samples, preds: list[int], scores: list[float]) -> None:
     """Write the table atomically (temporary file, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
