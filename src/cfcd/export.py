@@ -8,15 +8,16 @@ once per scale and sum the normalised vectors (``cfcd.extract`` does this, with
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from .atomic import atomic_write
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "descriptors"
@@ -29,33 +30,25 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = DEFAULT_OPSET, 
     import onnx
 
     model = getattr(model, "module", model).cpu().eval()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(1, 3, *example_size)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with warnings.catch_warnings():
-            # The TorchScript exporter needs no extra package (the dynamo one needs onnxscript).
-            warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            torch.onnx.export(
-                model, (example,), tmp, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, OUTPUT_NAME: {0: "batch"}},
-                opset_version=opset, dynamo=False,
-            )
-        graph = onnx.load(tmp)
-        meta = {"cfcd.config": json.dumps(model.config.to_dict()), "cfcd.name": str(getattr(model, "name", "unnamed"))}
-        for key, value in meta.items():
-            graph.metadata_props.add(key=key, value=value)
-        onnx.checker.check_model(graph)
-        onnx.save(graph, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the model is meant to be shipped
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # The TorchScript exporter needs no extra package (the dynamo one needs onnxscript).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            model, (example,), buffer, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=opset, dynamo=False,
+        )
+    graph = onnx.load_model_from_string(buffer.getvalue())
+    meta = {"cfcd.config": json.dumps(model.config.to_dict()), "cfcd.name": str(getattr(model, "name", "unnamed"))}
+    for key, value in meta.items():
+        graph.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(graph)
+    with atomic_write(path) as f:
+        f.write(graph.SerializeToString())
+    return Path(path)
 
 
 class OnnxRuntimeModel(nn.Module):

@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import threading
-import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from torch.fx.experimental.optimization import fuse
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from .atomic import atomic_write
 from .data.images import DEFAULT_MAX_PIXELS, ImageError, load_image, resize_to_scale, to_tensor
 
 log = logging.getLogger(__name__)
@@ -221,16 +221,13 @@ def failed_rows(descriptors: np.ndarray) -> np.ndarray:
 
 
 def _write_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_write(path) as f:
         np.save(f, array)
-    os.replace(tmp, path)
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    with atomic_write(path, "w") as f:
+        f.write(json.dumps(data, indent=1))
 
 
 def _dist_info() -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""The cfcd checkpoint format and atomic writes.
+"""The cfcd checkpoint format, written atomically.
 
 A checkpoint is a dict ``{format: "cfcd", version, config, model_state, classifier?, ...}``
 readable with ``torch.load(weights_only=True)``; training adds optimizer, scheduler, sampler
@@ -7,11 +7,11 @@ and RNG state under their own keys.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from ..atomic import atomic_write
 
 FORMAT = "cfcd"
 VERSION = 1
@@ -20,18 +20,8 @@ VERSION = 1
 def atomic_save(obj, path: str | Path) -> None:
     """Write ``obj`` with ``torch.save`` to a temporary file in the same directory, then
     rename it over ``path``: readers see the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        torch.save(obj, f)
 
 
 def make_checkpoint(model, classifier: torch.Tensor | None = None, **extra) -> dict:

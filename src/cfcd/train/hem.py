@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 from pathlib import Path
 
 import torch
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from ..atomic import atomic_write
 from ..data.images import ImageError, load_image
 from ..model import CFCDNet, read_checkpoint
 from .config import TrainConfig
@@ -119,15 +119,12 @@ def gem_features(model: CFCDNet, samples: Samples, image_size: int, batch_size: 
 
 def write_table(path: Path, samples: Samples, preds: list[int], scores: list[float]) -> None:
     """Write the table atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_write(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(HEADER)
         for p, y, pred, score in zip(samples.paths, samples.labels, preds, scores):
             if pred >= 0:
                 w.writerow([p, samples.classes[y], samples.classes[pred], f"{score:.6f}"])
-    os.replace(tmp, path)
 
 
 def read_table(path: Path, samples: Samples) -> list[int]:
