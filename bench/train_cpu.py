@@ -65,7 +65,7 @@ def main() -> int:
         results.append((f"after {stage} (512-d)", leave_one_out_map(load_model(paths[stage]), eval_rows)))
 
     print(f"\ninstances-dev, held-out identities, leave-one-out, scales {list(SCALES)} at 512 px")
-    print(f"| model | mAP |\n|---|---|")
+    print("| model | mAP |\n|---|---|")
     for name, value in results:
         print(f"| {name} | {value:.2f} |")
     print(f"\ntraining time: {minutes:.1f} min on {torch.get_num_threads()} CPU thread(s)")

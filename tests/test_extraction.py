@@ -1,4 +1,3 @@
-import json
 import os
 import subprocess
 import sys
@@ -7,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from samples import make_image
 from PIL import Image
 from refmodels import OfficialCFCD, bgr_input, randomize_batchnorm
 
