@@ -53,10 +53,17 @@ def register(sub) -> None:
     p.add_argument("--cache-dir", help="write the extracted descriptors here (resumable); --features reads them back")
     p.add_argument("--topk", type=int, default=DEFAULT_TOPK, help=f"ranking depth with distractors (default {DEFAULT_TOPK})")
     p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument(
+        "--select", nargs="+", metavar="CANDIDATE",
+        help="with --images: choose among candidates MODEL[+MODEL][@MAX_SIDE][:S1,S2,...] by leave-one-source-out "
+        "(docs/evaluation.md); single-scale descriptors are cached in --cache-dir (default ~/.cache/cfcd/descriptors)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args) -> None:
+    if args.select:
+        return _select(args)
     if args.features and args.model != "default":
         raise ValueError("give either --model or --features, not both")
     if args.query_features and not args.features:
@@ -242,3 +249,19 @@ def _eval_instances(args) -> tuple[str, dict]:
     title = f"{data.root}: {len(data)} images of {n_ids} identities, {LEAVE_ONE_OUT}"
     settings = {"dataset": str(data.root), **settings, "crop": WHOLE_IMAGES}
     return format_instance_report(result, title), {"settings": settings, "results": result.to_dict()}
+
+
+def _select(args) -> None:
+    from ..data.instances import load_instances
+    from ..selection import Candidate, DescriptorCache, format_selection, run_selection
+
+    if not args.images:
+        raise ValueError("--select goes with --images (a set whose manifest.csv names each image's source)")
+    data = load_instances(args.images)
+    candidates = [Candidate.parse(c) for c in args.select]
+    selection, seconds = run_selection(data, candidates, DescriptorCache(data.paths, args.cache_dir))
+    print(f"cfcd eval: {data.root}, leave-one-source-out over {len(selection.groups)} source groups")
+    print(format_selection(selection, seconds))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({**selection.to_dict(), "seconds_per_image": seconds}, indent=1))

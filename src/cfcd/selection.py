@@ -1,0 +1,319 @@
+"""Choosing a model and its extraction settings without overfitting the set they are chosen on.
+
+Protocol (leave-one-source-out over a folder-per-identity set with sources, e.g. instances-dev):
+every candidate (models, long side, scales) is scored leave-one-out on the whole set
+(``cfcd.data.instances.evaluate_leave_one_out``). For each held-out source group G, the
+candidate with the best score on the *other* groups is chosen, and its score on G is reported:
+the number a user would see on photos of a kind the choice never saw. Scores on a set of groups
+are the mean of the per-group mAPs (each group counts once, however many photos it has), ties
+going to the candidate listed first (list cheaper ones first).
+
+Source groups merge sources that are the same kind of photo (the two PhotoTourism samples, the
+UKBench and Holidays samples, the two OpenSfM streets), so that holding one out does not leave
+its twin in the tuning set. The hard groups, reported separately, are the ones where candidates
+differ: extreme viewpoints (EVD), Internet photos (PhotoTourism) and UKBench/Holidays objects.
+
+Descriptors of a multi-scale candidate are the L2-normalised sum of its single-scale
+descriptors (spec section 6), so only single-scale descriptors are extracted, once per (model,
+long side, scale), and cached on disk (``DescriptorCache``); a candidate of several models
+concatenates their L2-normalised descriptors (equal weight) and normalises the result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .data.instances import InstanceResult
+
+# Sources of instances-dev that are one kind of photo; any other source is its own group.
+SOURCE_GROUPS = {
+    "phototourism-sacre-coeur": "phototourism",
+    "phototourism-samples": "phototourism",
+    "ukbench-samples": "ukbench/holidays",
+    "holidays-samples": "ukbench/holidays",
+    "opensfm-lund": "opensfm",
+    "opensfm-berlin": "opensfm",
+}
+HARD_GROUPS = ("evd", "phototourism", "ukbench/holidays")
+METRICS = ("mAP", "R@1")
+# Bump when the way single-scale descriptors are made changes, so stale caches are not reused.
+CACHE_VERSION = 1
+
+
+def group_of(source: str, groups: Mapping[str, str] = SOURCE_GROUPS) -> str:
+    return groups.get(source, source)
+
+
+# candidates ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Candidate:
+    """One configuration: model names joined by ``+`` (descriptors concatenated), long side
+    (None: the original size) and scales. Written ``MODEL[+MODEL][@MAX_SIDE][:S1,S2,...]``."""
+
+    models: tuple[str, ...]
+    max_side: int | None = None
+    scales: tuple[float, ...] = (1.0,)
+
+    @classmethod
+    def parse(cls, spec: str, default_scales: Sequence[float] = (1.0,)) -> "Candidate":
+        m = re.fullmatch(r"([^@:]+)(?:@(\d+|orig))?(?::([\d.,]+))?", spec.strip())
+        if not m:
+            raise ValueError(f"candidate {spec!r}: expected MODEL[+MODEL][@MAX_SIDE][:S1,S2,...], "
+                             "e.g. mobilenet_v2-imagenet@512:0.7071,1,1.4142")
+        models, side, scales = m.groups()
+        try:
+            scales = tuple(float(s) for s in scales.split(",")) if scales else tuple(default_scales)
+        except ValueError:
+            raise ValueError(f"candidate {spec!r}: scales must be comma-separated numbers") from None
+        if not scales or min(scales) <= 0:
+            raise ValueError(f"candidate {spec!r}: scales must be positive")
+        return cls(tuple(models.split("+")), None if side in (None, "orig") else int(side), scales)
+
+    @property
+    def name(self) -> str:
+        side = "orig" if self.max_side is None else str(self.max_side)
+        return f"{'+'.join(self.models)}@{side}:{','.join(f'{s:g}' for s in self.scales)}"
+
+
+# the protocol ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Fold:
+    """One held-out group: the candidate chosen on the others and what it scores on the group."""
+
+    group: str
+    chosen: str
+    held_out: dict  # {"mAP", "R@1", "queries"} of ``chosen`` on the group
+    best: str  # the candidate that would have been best on the group itself (hindsight)
+    best_held_out: dict
+
+
+@dataclass
+class Selection:
+    """The protocol's outcome; ``chosen`` is the candidate chosen on all groups together."""
+
+    candidates: list[str]
+    groups: list[str]
+    scores: dict[str, dict[str, dict]]  # candidate -> group -> summary
+    folds: list[Fold]
+    chosen: str
+    held_out: dict  # every query scored by the candidate chosen without its group
+    metric: str = "mAP"
+    hard: tuple[str, ...] = field(default=HARD_GROUPS)
+
+    def macro(self, candidate: str, groups: Sequence[str], metric: str | None = None) -> float:
+        return float(np.mean([self.scores[candidate][g][metric or self.metric] for g in groups]))
+
+    def to_dict(self) -> dict:
+        return {
+            "metric": self.metric,
+            "chosen": self.chosen,
+            "held_out": self.held_out,
+            "folds": [f.__dict__ for f in self.folds],
+            "scores": self.scores,
+        }
+
+
+def _group_masks(sources: Sequence[str], groups: Mapping[str, str]) -> dict[str, np.ndarray]:
+    names = np.array([group_of(s, groups) for s in sources])
+    return {g: names == g for g in dict.fromkeys(names)}
+
+
+def _summary(aps: np.ndarray, recall1: np.ndarray) -> dict:
+    keep = ~np.isnan(aps)
+    if not keep.any():
+        return {"mAP": float("nan"), "R@1": float("nan"), "queries": 0}
+    return {"mAP": float(aps[keep].mean()), "R@1": float(recall1[keep].mean()), "queries": int(keep.sum())}
+
+
+def leave_one_source_out(
+    results: Mapping[str, InstanceResult],
+    groups: Mapping[str, str] = SOURCE_GROUPS,
+    metric: str = "mAP",
+    hard: Sequence[str] = HARD_GROUPS,
+) -> Selection:
+    """Run the protocol on leave-one-out results of several candidates over the same images
+    (``results`` in preference order: ties go to the earlier one)."""
+    if metric not in METRICS:
+        raise ValueError(f"metric {metric!r}: choose one of {METRICS}")
+    if not results:
+        raise ValueError("no candidates to choose from")
+    names = list(results)
+    first = results[names[0]]
+    masks = _group_masks(first.sources, groups)
+    if len(masks) < 2:
+        raise ValueError("leave-one-source-out needs a set with at least two sources (manifest.csv column 'source')")
+    for name in names[1:]:
+        if list(results[name].sources) != list(first.sources):
+            raise ValueError(f"candidate {name}: scored on other images than {names[0]}")
+    scores = {n: {g: results[n].summary(m) for g, m in masks.items()} for n in names}
+    selection = Selection(names, list(masks), scores, [], "", {}, metric, tuple(g for g in hard if g in masks))
+
+    def best(on: Sequence[str]) -> str:
+        values = [selection.macro(n, on) for n in names]
+        return names[int(np.nanargmax(values))]  # first of equal maxima
+
+    aps = np.full(len(first.aps), np.nan)
+    recall1 = np.full(len(first.aps), np.nan)
+    for g, mask in masks.items():
+        chosen = best([o for o in masks if o != g])
+        oracle = best([g])
+        aps[mask], recall1[mask] = results[chosen].aps[mask], results[chosen].recall1[mask]
+        selection.folds.append(Fold(g, chosen, scores[chosen][g], oracle, scores[oracle][g]))
+    selection.chosen = best(list(masks))
+    selection.held_out = {
+        "pooled": _summary(aps, recall1),
+        "groups": {f.group: f.held_out for f in selection.folds},
+        "hard": {m: float(np.mean([f.held_out[m] for f in selection.folds if f.group in selection.hard])) for m in METRICS}
+        if selection.hard else None,
+    }
+    return selection
+
+
+def format_selection(selection: Selection, seconds_per_image: Mapping[str, float] | None = None) -> str:
+    """Two markdown tables in percent: every candidate (pooled over queries, mean over groups,
+    the hard groups, then each group), and the leave-one-source-out folds."""
+    hard = list(selection.hard)
+    others = [g for g in selection.groups if g not in hard]
+    speed = seconds_per_image or {}
+    head = ["candidate", "img/s", "pooled mAP", "pooled R@1", "groups mAP", "hard mAP", "hard R@1", *hard, *others]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
+    for n in selection.candidates:
+        pooled = _pooled(selection, n)
+        hard_r1 = selection.macro(n, hard, "R@1") if hard else float("nan")
+        cells = [f"{1 / speed[n]:.2f}" if n in speed else "-", f"{100 * pooled['mAP']:.2f}", f"{100 * pooled['R@1']:.2f}",
+                 f"{100 * selection.macro(n, selection.groups):.2f}",
+                 f"{100 * selection.macro(n, hard):.2f}" if hard else "-", f"{100 * hard_r1:.2f}" if hard else "-",
+                 *(f"{100 * selection.scores[n][g]['mAP']:.2f}" for g in hard + others)]
+        mark = " **(chosen)**" if n == selection.chosen else ""
+        lines.append(f"| `{n}`{mark} | " + " | ".join(cells) + " |")
+    lines += ["", "| held-out group | chosen on the other groups | its mAP | its R@1 | best on the group (hindsight) | its mAP |",
+              "|---|---|---:|---:|---|---:|"]
+    for f in selection.folds:
+        lines.append(f"| {f.group}{' (hard)' if f.group in hard else ''} | `{f.chosen}` | {100 * f.held_out['mAP']:.2f} | "
+                     f"{100 * f.held_out['R@1']:.2f} | `{f.best}` | {100 * f.best_held_out['mAP']:.2f} |")
+    h = selection.held_out
+    lines += ["", f"Held-out score of the protocol (each query scored by the candidate chosen without its group): "
+              f"pooled mAP {100 * h['pooled']['mAP']:.2f}, R@1 {100 * h['pooled']['R@1']:.2f} ({h['pooled']['queries']} queries)"
+              + (f"; mean over the hard groups mAP {100 * h['hard']['mAP']:.2f}, R@1 {100 * h['hard']['R@1']:.2f}" if h["hard"] else "")
+              + ".", f"Chosen on all groups: `{selection.chosen}`."]
+    return "\n".join(lines)
+
+
+def _pooled(selection: Selection, name: str) -> dict:
+    """Query-weighted mean over all groups (the classic pooled number)."""
+    s = selection.scores[name].values()
+    n = sum(v["queries"] for v in s)
+    return {m: sum(v[m] * v["queries"] for v in s if v["queries"]) / max(n, 1) for m in METRICS}
+
+
+# descriptors, cached per (model, long side, scale) -----------------------------------------------
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("CFCD_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "cfcd")
+    return Path(base) / "descriptors"
+
+
+def _model_key(name: str) -> str:
+    """Named models by name; files by path, size and modification time (retrained = new key)."""
+    if name == "default":
+        from .model.pretrained import DEFAULT_MODEL
+
+        name = DEFAULT_MODEL
+    path = Path(name).expanduser()
+    if path.is_file():
+        st = path.stat()
+        name = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    return hashlib.sha256(name.encode()).hexdigest()[:16]
+
+
+class DescriptorCache:
+    """Single-scale descriptors of one image list, per (model, long side, scale), on disk.
+
+    ``root/<model key>/<images key>/<side>-<scale>.npy`` with a JSON sidecar holding the model
+    name, the settings and the seconds per image the extraction took (for speed estimates).
+    """
+
+    def __init__(self, paths: Sequence[str | Path], root: str | Path | None = None, progress: bool = True):
+        self.paths = [str(Path(p).resolve()) for p in paths]
+        self.root = Path(root) if root is not None else default_cache_dir()
+        self.images_key = hashlib.sha256("\n".join([str(CACHE_VERSION), *self.paths]).encode()).hexdigest()[:16]
+        self.progress = progress
+        self._models: dict[str, object] = {}
+
+    def _file(self, model: str, max_side: int | None, scale: float) -> Path:
+        side = "orig" if max_side is None else str(max_side)
+        return self.root / _model_key(model) / self.images_key / f"{side}-{scale:g}.npy"
+
+    def _model(self, name: str):
+        if name not in self._models:
+            from .model import load_model
+
+            self._models = {name: load_model(name)}  # one model in memory at a time
+        return self._models[name]
+
+    def single_scale(self, model: str, max_side: int | None, scale: float) -> tuple[np.ndarray, float]:
+        """(descriptors (n, d), seconds per image), extracting them on the first call."""
+        path = self._file(model, max_side, scale)
+        meta = path.with_suffix(".json")
+        if path.is_file() and meta.is_file():
+            return np.load(path), json.loads(meta.read_text())["seconds_per_image"]
+        from .atomic import atomic_write
+        from .extraction import extract
+
+        net = self._model(model)
+        start = time.perf_counter()
+        desc = extract(net, self.paths, scales=(scale,), max_side=max_side, progress=self.progress)
+        seconds = (time.perf_counter() - start) / max(len(self.paths), 1)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path) as f:
+            np.save(f, desc)
+        with atomic_write(meta, "w") as f:
+            json.dump({"model": model, "max_side": max_side, "scale": scale, "images": len(self.paths),
+                       "seconds_per_image": seconds}, f)
+        return desc, seconds
+
+    def descriptors(self, candidate: Candidate) -> tuple[np.ndarray, float]:
+        """(descriptors (n, d), estimated seconds per image: the sum over its single scales)."""
+        parts, seconds = [], 0.0
+        for model in candidate.models:
+            acc = None
+            for s in candidate.scales:
+                d, t = self.single_scale(model, candidate.max_side, s)
+                acc = d.astype(np.float64) if acc is None else acc + d
+                seconds += t
+            parts.append(_l2(acc))
+        return _l2(np.concatenate(parts, axis=1)).astype(np.float32), seconds
+
+
+def _l2(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def run_selection(
+    data,
+    candidates: Sequence[Candidate],
+    cache: DescriptorCache | None = None,
+    groups: Mapping[str, str] = SOURCE_GROUPS,
+    metric: str = "mAP",
+) -> tuple[Selection, dict[str, float]]:
+    """Score ``candidates`` on an ``InstanceSet`` and run the protocol; also returns the
+    estimated seconds per image of each candidate (from the cache's extraction times)."""
+    from .data.instances import evaluate_leave_one_out
+
+    cache = cache or DescriptorCache(data.paths)
+    results, seconds = {}, {}
+    for c in candidates:
+        desc, seconds[c.name] = cache.descriptors(c)
+        results[c.name] = evaluate_leave_one_out(desc, data.identities, data.sources)
+    return leave_one_source_out(results, groups, metric), seconds
