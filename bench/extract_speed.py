@@ -130,7 +130,8 @@ def timed(fn, repeats: int):
 
 
 def run_setting(setting, paths, max_side, repeats, batch_size, workers, onnx_dir):
-    from cfcd.export import OnnxRuntimeModel, export_onnx
+    from cfcd.export import export_onnx
+    from cfcd.model.onnx import OnnxRuntimeModel
 
     model, scales, label = build(setting)
     shapes = input_shapes(paths, scales, max_side)

@@ -9,9 +9,10 @@ import torch
 pytest.importorskip("onnxruntime")
 
 from cfcd.cli import main  # noqa: E402
-from cfcd.export import OnnxRuntimeModel, export_onnx  # noqa: E402
+from cfcd.export import export_onnx  # noqa: E402
 from cfcd.extraction import extract  # noqa: E402
 from cfcd.model import load_model, save_checkpoint  # noqa: E402
+from cfcd.model.onnx import OnnxRuntimeModel  # noqa: E402
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:

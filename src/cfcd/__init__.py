@@ -1,21 +1,19 @@
 """cfcd: single-stage image retrieval with CFCD compact descriptors (ICCV 2023)."""
 
-from .model import CFCDNet, ModelConfig, load_model
-
 __version__ = "0.1.0"
+
+__all__ = ["CFCDNet", "Index", "ModelConfig", "extract", "load_model"]
 
 
 def __getattr__(name):
-    # Heavier parts (FAISS, extraction workers) load on first use, keeping `import cfcd` fast.
-    if name == "extract":
-        from .extraction import extract
-
-        return extract
-    if name == "Index":
-        from .index import Index
-
-        return Index
-    raise AttributeError(f"module 'cfcd' has no attribute {name!r}")
-
-
-__all__ = ["CFCDNet", "Index", "ModelConfig", "extract", "load_model"]
+    # Every part loads on first use (PEP 562): `import cfcd` and `cfcd --help` stay free of
+    # torch, torchvision and FAISS, which take seconds to import.
+    if name in ("CFCDNet", "ModelConfig", "load_model"):
+        from . import model as module
+    elif name == "extract":
+        from . import extraction as module
+    elif name == "Index":
+        from . import index as module
+    else:
+        raise AttributeError(f"module 'cfcd' has no attribute {name!r}")
+    return getattr(module, name)

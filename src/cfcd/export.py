@@ -3,7 +3,7 @@
 The input is what ``cfcd.data.images.to_tensor`` makes (RGB, [0, 1], ImageNet mean/std); the
 output rows are L2-normalised. Multi-scale extraction stays outside the graph: run the model
 once per scale and sum the normalised vectors (``cfcd.extract`` does this, with
-``OnnxRuntimeModel`` standing in for the PyTorch network).
+``cfcd.model.onnx.OnnxRuntimeModel`` standing in for the PyTorch network).
 """
 
 from __future__ import annotations
@@ -13,14 +13,12 @@ import json
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from .atomic import atomic_write
+from .model.onnx import INPUT_NAME, OUTPUT_NAME
 
-INPUT_NAME = "images"
-OUTPUT_NAME = "descriptors"
 DEFAULT_OPSET = 17
 
 
@@ -49,29 +47,3 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = DEFAULT_OPSET, 
     with atomic_write(path) as f:
         f.write(graph.SerializeToString())
     return Path(path)
-
-
-class OnnxRuntimeModel(nn.Module):
-    """An exported model run by onnxruntime behind the module interface ``cfcd.extract``
-    uses: ``forward`` takes and returns CPU tensors; ``output_dim`` and ``config`` as CFCDNet."""
-
-    def __init__(self, path: str | Path, threads: int | None = None):
-        super().__init__()
-        import onnxruntime as ort
-
-        from .model import ModelConfig
-
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if "cfcd.config" not in meta:
-            raise ValueError(f"{path}: not a model written by cfcd export (no cfcd.config metadata)")
-        self.config = ModelConfig.from_dict(json.loads(meta["cfcd.config"]))
-        self.name = meta.get("cfcd.name", str(path))
-        self.output_dim = int(self.session.get_outputs()[0].shape[1])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        array = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
-        return torch.from_numpy(self.session.run([OUTPUT_NAME], {INPUT_NAME: array})[0])

@@ -50,6 +50,13 @@ def test_search_returns_ranked_hits(server, photos):
     assert crop["query"]["bbox"] == [10, 10, 60, 50] and len(crop["results"]) == 3
 
 
+def test_search_without_k_returns_the_default_number(server, photos):
+    from cfcd.serve.settings import DEFAULT_K
+
+    body = search(server, photos[0]).json()
+    assert DEFAULT_K < 12 and body["k"] == DEFAULT_K and len(body["results"]) == DEFAULT_K
+
+
 def test_images_and_thumbnails(server, photos):
     hit = next(h for h in search(server, photos[0], k=12).json()["results"] if h["path"] == str(photos[0].resolve()))
     full = httpx.get(f"{server}/images/{hit['id']}")

@@ -5,8 +5,7 @@ from __future__ import annotations
 from ..data import revisitop
 
 
-def register(sub) -> None:
-    p = sub.add_parser("data", help="download evaluation datasets")
+def register(p) -> None:
     dsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     dl = dsub.add_parser(
         "download",

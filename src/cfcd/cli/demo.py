@@ -8,15 +8,13 @@ import os
 from .extract import parse_scales
 
 
-def register(sub) -> None:
+def register(p) -> None:
     from ..demo import DEMO_MAX_SIDE, DEMO_SCALES
 
-    p = sub.add_parser(
-        "demo",
-        help="index photos, query them, print ranked neighbours + mAP, write an HTML results page",
-        description="Without --images: scikit-image's sample photos (public domain / CC0), several views of "
+    p.description = (
+        "Without --images: scikit-image's sample photos (public domain / CC0), several views of "
         "each. With --images DIR: your folder; one sub-folder per object or place gives the "
-        "leave-one-out mAP, a flat folder shows the neighbours only.",
+        "leave-one-out mAP, a flat folder shows the neighbours only."
     )
     p.add_argument("--images", help="a folder of images (default: the built-in collection)")
     p.add_argument("-o", "--output", default="cfcd-demo", help="where index.html and its thumbnails go (default: cfcd-demo)")

@@ -26,12 +26,8 @@ WHOLE_IMAGES = "whole images (the set has no query boxes)"
 CROP_ID = "#crop="
 
 
-def register(sub) -> None:
-    p = sub.add_parser(
-        "eval",
-        help="mAP on Revisited Oxford/Paris (+1M) or a folder-per-identity set (leave-one-out)",
-        description="Evaluate a model (--model, extracting descriptors) or descriptors made elsewhere (--features).",
-    )
+def register(p) -> None:
+    p.description = "Evaluate a model (--model, extracting descriptors) or descriptors made elsewhere (--features)."
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--dataset", choices=revisitop.DATASETS[:2], help="Revisited Oxford or Paris")
     target.add_argument("--images", help="a folder-per-identity set (<identity>/<image>, optional manifest.csv)")

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 
-def register(sub) -> None:
-    p = sub.add_parser("export", help="write the deploy model as ONNX (dynamic batch, height, width)")
+def register(p) -> None:
     p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the file to write")
     p.add_argument("--model", default="default", help="model name or weights file (default: ImageNet MobileNetV2)")
     p.add_argument("--backbone", help="backbone of a timm state dict, e.g. timm:convnext_tiny")

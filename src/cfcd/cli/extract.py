@@ -6,11 +6,8 @@ import json
 import os
 from pathlib import Path
 
-from ..data.images import list_images
 
-
-def register(sub) -> None:
-    p = sub.add_parser("extract", help="extract descriptors into .npy shards + manifest (resumable, torchrun-aware)")
+def register(p) -> None:
     p.add_argument("images", help="a folder of images, or a text file with one image path per line")
     p.add_argument("-o", "--output", required=True, help="output directory (rerun the same command to resume)")
     add_model_arguments(p)
@@ -56,6 +53,8 @@ def extract_kwargs(args) -> dict:
 
 
 def read_image_list(source: str) -> list[Path]:
+    from ..data.images import list_images
+
     path = Path(source)
     if path.is_dir():
         return list_images(path)

@@ -5,8 +5,7 @@ from __future__ import annotations
 from .train import add_config_arguments
 
 
-def register(sub) -> None:
-    p = sub.add_parser("hem", help="write the hard-negative table (path,true,pred,score) for stage 2")
+def register(p) -> None:
     add_config_arguments(p)
     p.add_argument("--checkpoint", help="stage-1 checkpoint (default: <run.out_dir>/stage1/model.pt)")
     p.set_defaults(func=main)

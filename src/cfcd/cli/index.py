@@ -11,8 +11,7 @@ from .extract import add_model_arguments, extract_kwargs, read_image_list
 log = logging.getLogger(__name__)
 
 
-def register(sub) -> None:
-    p = sub.add_parser("index", help="build, update or describe an image index")
+def register(p) -> None:
     isub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     build = isub.add_parser("build", help="index a folder or list of images, or a features directory from `cfcd extract`")

@@ -7,8 +7,7 @@ import json
 from ..index.rerank import DEFAULT_DBA_ALPHA, DEFAULT_QE_ALPHA
 
 
-def register(sub) -> None:
-    p = sub.add_parser("search", help="find the indexed images most similar to query images")
+def register(p) -> None:
     p.add_argument("index", help="index directory (from `cfcd index build`)")
     p.add_argument("queries", nargs="+", help="query image files")
     p.add_argument("-k", type=int, default=10, help="results per query (default 10)")

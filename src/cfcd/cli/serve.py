@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 
 
-def register(sub) -> None:
+def register(p) -> None:
     from ..serve.settings import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES
 
-    p = sub.add_parser("serve", help="serve an index over HTTP, with a search page at /")
     p.add_argument("index", help="index directory (from `cfcd index build`)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=8000)

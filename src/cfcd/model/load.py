@@ -41,7 +41,7 @@ def load_model(name_or_path: str | Path = "default", backbone: str | None = None
     interface (often faster on CPU; see docs/results.md).
     """
     if Path(str(name_or_path)).suffix == ".onnx":
-        from ..export import OnnxRuntimeModel
+        from .onnx import OnnxRuntimeModel
 
         return OnnxRuntimeModel(resolve(name_or_path))
     converted = read_checkpoint(name_or_path, backbone)

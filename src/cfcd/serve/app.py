@@ -25,7 +25,7 @@ from PIL import Image
 from .. import __version__
 from ..data.images import ImageError, load_image
 from ..index import Index, store
-from .settings import API_KEY_HEADER, MAX_K, THUMBNAIL_SIZES, ServeSettings
+from .settings import API_KEY_HEADER, DEFAULT_K, MAX_K, THUMBNAIL_SIZES, ServeSettings
 
 STATIC = Path(__file__).parent / "static"
 # Multipart framing and form fields around the uploaded file.
@@ -166,7 +166,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     @app.post("/search", dependencies=[Depends(require_key)], summary="Find the indexed images most similar to an uploaded image")
     async def search(
         image: UploadFile = File(..., description="query image (JPEG, PNG, WebP ...)"),
-        k: int = Form(10, ge=1, le=MAX_K, description="number of results"),
+        k: int = Form(DEFAULT_K, ge=1, le=MAX_K, description="number of results"),
         bbox: str | None = Form(None, description="query region x0,y0,x1,y1 in pixels of the uploaded image"),
         qe: int = Form(0, ge=0, le=100, description="alpha query expansion over the top qe results (0: off)"),
     ):

@@ -1,0 +1,43 @@
+"""A model exported by ``cfcd export`` (``cfcd.export``), run by onnxruntime.
+
+The graph maps ``INPUT_NAME`` images (B, 3, H, W) to ``OUTPUT_NAME`` descriptors (B, d);
+the model config travels in the file's metadata, so the runtime needs nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .net import ModelConfig
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "descriptors"
+
+
+class OnnxRuntimeModel(nn.Module):
+    """An exported model run by onnxruntime behind the module interface ``cfcd.extract``
+    uses: ``forward`` takes and returns CPU tensors; ``output_dim`` and ``config`` as CFCDNet."""
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        super().__init__()
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "cfcd.config" not in meta:
+            raise ValueError(f"{path}: not a model written by cfcd export (no cfcd.config metadata)")
+        self.config = ModelConfig.from_dict(json.loads(meta["cfcd.config"]))
+        self.name = meta.get("cfcd.name", str(path))
+        self.output_dim = int(self.session.get_outputs()[0].shape[1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        array = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+        return torch.from_numpy(self.session.run([OUTPUT_NAME], {INPUT_NAME: array})[0])
