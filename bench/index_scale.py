@@ -128,10 +128,10 @@ def real_descriptors(folder: str, cache: str) -> tuple[np.ndarray, list[str]]:
 
 def leave_one_out_map(x: np.ndarray, labels: list[str], qe: int = 0, dba: int = 0, alpha: float = 3.0) -> tuple[float, float]:
     """(mAP, recall@1) in % with every image a query against all the others: the instances-dev
-    protocol of `cfcd eval` (`cfcd.data.instances.evaluate_leave_one_out`). DBA is recomputed
+    protocol of `cfcd eval` (`cfcd.evaluate.benchmarks.folder`). DBA is recomputed
     on the database without the query, so nothing of the query leaks into the database; QE
     expands the query with its top-``qe`` database images."""
-    from cfcd.data.instances import leave_one_out_gnd
+    from cfcd.evaluate.benchmarks.folder import leave_one_out_gnd
     from cfcd.evaluate import compute_map
     from cfcd.index.rerank import alpha_query_expansion, database_augmentation
 

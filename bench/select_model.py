@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from cfcd.data.instances import load_instances
+from cfcd.evaluate import open_benchmark
 from cfcd.selection import Candidate, DescriptorCache, format_selection, run_selection
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "instances-dev"
@@ -40,13 +40,13 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="also write the selection as JSON")
     args = p.parse_args(argv)
 
-    data = load_instances(args.images)
+    benchmark = open_benchmark("folder", args.images)
     candidates = [Candidate.parse(f"{m}@{side}:{scales}") for m in [*args.models, *args.concat]
                   for side in args.sides for scales in args.scale_sets]
     candidates += [Candidate.parse(c) for c in args.candidates]
-    cache = DescriptorCache(data.paths, args.cache)
-    selection, seconds = run_selection(data, candidates, cache, metric=args.metric)
-    print(f"{data.root}: {len(data)} images, {len(set(data.identities))} identities; "
+    cache = DescriptorCache(benchmark.images, args.cache)
+    selection, seconds = run_selection(benchmark, candidates, cache, metric=args.metric)
+    print(f"{benchmark.name}: {len(benchmark.images)} images, {len(set(benchmark.identities))} identities; "
           f"leave-one-source-out over {len(selection.groups)} source groups, choosing by {args.metric}")
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
           "img/s estimated from single-scale extraction times (shared machine: indicative)")

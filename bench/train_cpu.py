@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from cfcd import extract, load_model
-from cfcd.data.instances import evaluate_leave_one_out
+from cfcd import evaluate, load_model
+from cfcd.evaluate.benchmarks.folder import leave_one_out
 from cfcd.train.config import load_config
 from cfcd.train.engine import run
 
@@ -37,8 +37,9 @@ def split(data: Path) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
 
 
 def leave_one_out_map(model, rows: list[tuple[str, str]]) -> float:
-    desc = extract(model, [p for p, _ in rows], scales=SCALES, max_side=512, batch_size=8, progress=False)
-    return 100.0 * evaluate_leave_one_out(desc, [i for _, i in rows]).summary()["mAP"]
+    benchmark = leave_one_out([p for p, _ in rows], [i for _, i in rows])
+    scored = evaluate.run(model, benchmark, scales=SCALES, max_side=512, batch_size=8, progress=False)
+    return 100.0 * scored.result.summary()["mAP"]
 
 
 def main() -> int:

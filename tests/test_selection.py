@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from cfcd.cli import main
-from cfcd.data.instances import InstanceResult, load_instances
+from cfcd.data.instances import load_instances
+from cfcd.evaluate import open_benchmark
+from cfcd.evaluate.benchmarks.folder import InstanceResult
 from cfcd.extraction import extract
 from cfcd.model import CFCDNet, ModelConfig, save_checkpoint
 from cfcd.selection import Candidate, DescriptorCache, leave_one_source_out, run_selection
@@ -112,9 +114,9 @@ def test_cached_scales_sum_to_the_multi_scale_descriptor(sourced_set):
 
 def test_run_selection_and_cli(sourced_set, tmp_path, capsys):
     root, weights, cache_dir = sourced_set
-    data = load_instances(root)
+    bench = open_benchmark("folder", root)
     cands = [Candidate.parse(f"{weights}@48:1"), Candidate.parse(f"{weights}@48:0.7071,1")]
-    sel, seconds = run_selection(data, cands, DescriptorCache(data.paths, cache_dir, progress=False))
+    sel, seconds = run_selection(bench, cands, DescriptorCache(bench.images, cache_dir, progress=False))
     assert sel.groups == ["evd", "strecha"] and set(seconds) == {c.name for c in cands}
     out_json = tmp_path / "sel.json"
     assert main(["eval", "--images", str(root), "--select", *(c.name for c in cands),

@@ -23,8 +23,8 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 from .data.images import list_images, load_image
-from .data.instances import evaluate_leave_one_out
-from .evaluate import rank
+from .evaluate import Descriptors, rank, run as evaluate
+from .evaluate.benchmarks.folder import leave_one_out
 
 # The instances-dev reference settings (max side 512, three scales): checked against mAP 85.91.
 DEMO_SCALES = (0.7071, 1.0, 1.4142)
@@ -185,11 +185,14 @@ def run(
         model, paths, scales=scales, max_side=max_side, batch_size=batch_size,
         num_workers=num_workers, device=device, progress=progress,
     )
-    ranks = rank(desc, desc)
-    result = DemoResult(paths, groups, desc, ranks, desc.astype(np.float64) @ desc.astype(np.float64).T)
-    if groups is not None:
-        scored = evaluate_leave_one_out(desc, groups).summary()
-        result.mean_ap, result.recall_at_1, result.n_scored = scored["mAP"], scored["R@1"], scored["queries"]
+    similarities = desc.astype(np.float64) @ desc.astype(np.float64).T
+    if groups is None:
+        result = DemoResult(paths, groups, desc, rank(desc, desc), similarities)
+    else:
+        scored = evaluate(Descriptors(desc), leave_one_out(paths, groups))
+        result = DemoResult(paths, groups, desc, scored.ranks, similarities)
+        summary = scored.result.summary()
+        result.mean_ap, result.recall_at_1, result.n_scored = summary["mAP"], summary["R@1"], summary["queries"]
     result.queries = pick_queries(paths, groups, n_queries)
     result.page = write_page(result, out, root, top_k, title=_title(images), model_name=getattr(model, "name", "model"))
     return result

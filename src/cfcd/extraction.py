@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from .atomic import atomic_write
 from .data.images import DEFAULT_MAX_PIXELS, ImageError, load_image, resize_to_scale, to_tensor
+from .sharded import ShardedArray
 
 log = logging.getLogger(__name__)
 
@@ -275,6 +276,7 @@ def extract_to_dir(
         "dtype": dtype,
         "count": len(ids),
         "ids": ids,
+        **_boxes(images),
         "shards": [
             {"file": f"shard-{k:05d}.npy", "start": start, "count": min(shard_size, len(ids) - start)}
             for k, start in enumerate(range(0, len(ids), shard_size))
@@ -315,8 +317,9 @@ def extract_to_dir(
     return out
 
 
-def load_features(path: str | Path, mmap: bool = False) -> tuple[list[str], np.ndarray, dict]:
-    """(ids, descriptors (n, d) float32, manifest) of a directory written by ``extract_to_dir``."""
+def read_manifest(path: str | Path) -> dict:
+    """The manifest of a directory written by ``extract_to_dir``: ids, model, settings, shards
+    (cheap: no descriptor is read)."""
     path = Path(path)
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
@@ -325,6 +328,27 @@ def load_features(path: str | Path, mmap: bool = False) -> tuple[list[str], np.n
     manifest = json.loads(manifest_path.read_text())
     if manifest.get("format") != FEATURES_FORMAT:
         raise ValueError(f"{manifest_path}: not a cfcd features manifest")
+    return manifest
+
+
+def _boxes(images: Sequence[ImageInput]) -> dict:
+    """``{"boxes": [bbox or None per image]}`` when some inputs are crops: the manifest says
+    which rows describe a crop, and of which box."""
+    boxes = [split_input(x)[1] for x in images]
+    return {"boxes": [list(b) if b else None for b in boxes]} if any(boxes) else {}
+
+
+def load_features(path: str | Path, mmap: bool = False) -> tuple[list[str], np.ndarray | ShardedArray, dict]:
+    """(ids, descriptors (n, d) float32, manifest) of a directory written by ``extract_to_dir``.
+
+    With ``mmap`` the descriptors stay on disk: a ``cfcd.sharded.ShardedArray`` over the
+    shards' memory maps, read block by block by whoever consumes it.
+    """
+    path = Path(path)
+    manifest = read_manifest(path)
     parts = [np.load(path / s["file"], mmap_mode="r" if mmap else None) for s in manifest["shards"]]
-    array = np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros((0, manifest["model"]["dim"]), np.float32)
-    return manifest["ids"], array, manifest
+    if not parts:
+        return manifest["ids"], np.zeros((0, manifest["model"]["dim"]), np.float32), manifest
+    if mmap:
+        return manifest["ids"], ShardedArray(parts), manifest
+    return manifest["ids"], np.concatenate(parts).astype(np.float32, copy=False), manifest

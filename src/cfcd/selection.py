@@ -2,7 +2,7 @@
 
 Protocol (leave-one-source-out over a folder-per-identity set with sources, e.g. instances-dev):
 every candidate (models, long side, scales) is scored leave-one-out on the whole set
-(``cfcd.data.instances.evaluate_leave_one_out``). For each held-out source group G, the
+(``cfcd.evaluate.run`` on the folder benchmark, ``cfcd.evaluate.benchmarks.folder``). For each held-out source group G, the
 candidate with the best score on the *other* groups is chosen, and its score on G is reported:
 the number a user would see on photos of a kind the choice never saw. Scores on a set of groups
 are the mean of the per-group mAPs (each group counts once, however many photos it has), ties
@@ -32,7 +32,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .data.instances import InstanceResult
+from .evaluate.benchmarks.folder import FolderBenchmark, InstanceResult
 
 # Sources of instances-dev that are one kind of photo; any other source is its own group.
 SOURCE_GROUPS = {
@@ -301,19 +301,20 @@ def _l2(x: np.ndarray) -> np.ndarray:
 
 
 def run_selection(
-    data,
+    benchmark: FolderBenchmark,
     candidates: Sequence[Candidate],
     cache: DescriptorCache | None = None,
     groups: Mapping[str, str] = SOURCE_GROUPS,
     metric: str = "mAP",
 ) -> tuple[Selection, dict[str, float]]:
-    """Score ``candidates`` on an ``InstanceSet`` and run the protocol; also returns the
-    estimated seconds per image of each candidate (from the cache's extraction times)."""
-    from .data.instances import evaluate_leave_one_out
+    """Score ``candidates`` on a folder benchmark (``cfcd.evaluate.open_benchmark("folder", root)``,
+    leave-one-out) and run the protocol; also returns the estimated seconds per image of each
+    candidate (from the cache's extraction times)."""
+    from .evaluate import Descriptors, run
 
-    cache = cache or DescriptorCache(data.paths)
+    cache = cache or DescriptorCache(benchmark.images)
     results, seconds = {}, {}
     for c in candidates:
         desc, seconds[c.name] = cache.descriptors(c)
-        results[c.name] = evaluate_leave_one_out(desc, data.identities, data.sources)
+        results[c.name] = run(Descriptors(desc), benchmark).result
     return leave_one_source_out(results, groups, metric), seconds

@@ -3,13 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from cfcd.data.instances import (
-    NO_SOURCE,
-    evaluate_leave_one_out,
-    format_instance_report,
-    leave_one_out_gnd,
-    load_instances,
-)
+from cfcd.data.instances import NO_SOURCE, load_instances
+from cfcd.evaluate.benchmarks.folder import evaluate_leave_one_out, format_instance_report, leave_one_out_gnd
 from samples import make_image
 
 

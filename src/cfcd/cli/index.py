@@ -54,7 +54,7 @@ def _add_source(index, args):
     from ..extraction import load_features
 
     if _is_features_dir(args.source):
-        ids, desc, manifest = load_features(args.source)
+        ids, desc, manifest = load_features(args.source, mmap=True)  # read once, by desc[rows]
         failed = set(manifest.get("failed", []))
         rows = [i for i in range(len(ids)) if i not in failed]
         inputs = [ids[i] for i in rows]
@@ -92,9 +92,9 @@ def run_build(args) -> None:
     if store.is_index(root) and not args.force:
         raise FileExistsError(f"{root}: an index already exists; use `cfcd index add`, or --force to rebuild it")
     if _is_features_dir(args.source):
-        from ..extraction import load_features
+        from ..extraction import read_manifest
 
-        dim = load_features(args.source, mmap=True)[2]["model"]["dim"]
+        dim = read_manifest(args.source)["model"]["dim"]
     else:
         from ..model import load_model
 

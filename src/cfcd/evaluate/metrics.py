@@ -35,21 +35,23 @@ def rank(query_descs, db_descs, topk: int | None = None, chunk: int = DEFAULT_CH
     Without ``topk`` the whole similarity matrix is built and sorted. With ``topk`` (for +1M
     distractors) the database is scored ``chunk`` rows at a time and only the best ``topk`` per
     query are kept: memory O((chunk + topk) n_q), selection by partition, and only the final
-    ``topk`` rows are sorted.
+    ``topk`` rows are sorted. ``db_descs`` may then be anything sliced by rows, such as the
+    ``cfcd.sharded.ShardedArray`` of descriptors left on disk: only one chunk is read at a time.
     """
-    q, db = _as_float(query_descs), _as_float(db_descs)
-    if q.ndim != 2 or db.ndim != 2 or q.shape[1] != db.shape[1]:
+    q = _as_float(query_descs)
+    db = db_descs if topk is not None and hasattr(db_descs, "shape") else _as_float(db_descs)
+    if q.ndim != 2 or len(db.shape) != 2 or q.shape[1] != db.shape[1]:
         raise ValueError(f"descriptors must be (n, d) with the same d; got queries {q.shape} and database {db.shape}")
     if topk is not None and topk < 1:
         raise ValueError(f"topk must be at least 1; got {topk}")
     n_db, n_q = db.shape[0], q.shape[0]
     if topk is None or topk >= n_db:
-        sim = _similarity(db, q, 0)
+        sim = _similarity(_as_float(db), q, 0)
         return np.argsort(-sim, axis=0, kind="stable")
-    best_sim = np.empty((0, n_q), dtype=np.result_type(q, db))
+    best_sim = np.empty((0, n_q), dtype=np.result_type(q, np.promote_types(db.dtype, np.float32)))
     best_idx = np.empty((0, n_q), dtype=np.int64)
     for start in range(0, n_db, chunk):
-        sim = _similarity(db[start:start + chunk], q, start)
+        sim = _similarity(_as_float(db[start:start + chunk]), q, start)
         idx = np.broadcast_to(np.arange(start, start + len(sim))[:, None], sim.shape)
         best_sim, best_idx = _keep_best(np.concatenate([best_sim, sim]), np.concatenate([best_idx, idx]), topk)
     order = np.lexsort((best_idx, -best_sim), axis=0)

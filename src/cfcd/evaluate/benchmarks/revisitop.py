@@ -1,0 +1,39 @@
+"""Revisited Oxford and Paris (Radenovic et al., CVPR 2018): queries cropped to their box,
+Easy / Medium / Hard protocols, +1M distractors appended after the database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...data import revisitop
+from ..metrics import evaluate_revisitop, format_report
+from .base import Benchmark
+
+CROP_POLICY = {True: "queries cropped to their box", False: "queries uncropped (full image)", None: "as in the descriptor file"}
+
+
+@dataclass(frozen=True)
+class RevisitopBenchmark(Benchmark):
+    cropped: bool = True
+
+    def query_policy(self, cropped: bool | None) -> str:
+        return CROP_POLICY[cropped]
+
+    def score(self, ranks):
+        return evaluate_revisitop(ranks, self.gnd)
+
+    def report(self, result, title: str) -> str:
+        return format_report(result, title)
+
+
+def load(name: str, root, crop: bool = True) -> RevisitopBenchmark:
+    """``<root>/<name>`` in revisitop's layout; ``crop``: the queries are their boxes (the protocol)."""
+    data = revisitop.load_dataset(root, name)
+    queries = data.query_crops if crop else data.queries
+    return RevisitopBenchmark(data.name, data.images, queries, data.gnd, cropped=crop)
+
+
+def distractor_images(root) -> list[Path]:
+    """The revisitop1m images under ``root``, in the order their descriptors follow the database."""
+    return revisitop.load_dataset(root, revisitop.DISTRACTORS).images

@@ -1,0 +1,134 @@
+"""``run``: describe a benchmark with a model (or take its descriptors), rank, score.
+
+Ranking precision is decided here, once: without distractors the similarities are float64
+and fully sorted (stable, ties to the lower index), so the ranking is that of exact
+arithmetic whatever the descriptors' dtype; with distractors (+1M) they are float32, scored
+``DEFAULT_CHUNK`` database rows at a time and cut to the best ``topk`` per query, so memory
+stays O((chunk + topk) x queries) beside the descriptors, which may stay on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..sharded import ShardedArray
+from .benchmarks import Benchmark
+from .descriptors import DB, DISTRACTORS, QUERIES, Descriptors
+from .metrics import rank
+
+log = logging.getLogger(__name__)
+
+# Rows kept per query when distractors are added: ranking 1M images in full is never needed,
+# and AP over a truncated ranking is a lower bound short by at most (missed positives) / TOPK.
+DEFAULT_TOPK = 10000
+
+
+@dataclass
+class Evaluation:
+    """The benchmark's result, the ranking it scored, and how the descriptors were made."""
+
+    benchmark: Benchmark
+    result: object
+    ranks: np.ndarray
+    settings: dict
+    title: str
+
+    def report(self) -> str:
+        return self.benchmark.report(self.result, self.title)
+
+    def to_dict(self) -> dict:
+        return {"settings": self.settings, "results": self.result.to_dict()}
+
+
+def run(
+    model_or_descriptors,
+    benchmark: Benchmark,
+    distractors=None,
+    topk: int = DEFAULT_TOPK,
+    cache_dir: str | Path | None = None,
+    **extract_options,
+) -> Evaluation:
+    """Score ``benchmark`` with a model (its descriptors are extracted, through
+    ``cache_dir/db``, ``/queries``, ``/distractors`` when given: resumable, and readable later by
+    ``cfcd.evaluate.descriptors.read``) or with ready ``Descriptors``.
+
+    ``distractors``: descriptors (an array, a memory map, a ``ShardedArray``) or images to
+    extract (needs a model and ``cache_dir``), appended after the database so the ground truth
+    stays valid; the ranking then keeps the best ``topk`` per query. ``extract_options`` go to
+    ``cfcd.extract`` (scales, max_side, batch_size, device ...).
+    """
+    given = isinstance(model_or_descriptors, Descriptors)
+    if given and extract_options:
+        raise ValueError(f"extraction options {sorted(extract_options)} need a model, not descriptors")
+    if distractors is not None and not hasattr(distractors, "shape"):  # images: refuse before any work
+        if given:
+            raise ValueError("distractor images need a model to describe them; with descriptors, give the distractors' descriptors")
+        if cache_dir is None:
+            raise ValueError("extracting the 1M distractors takes hours: give a cache directory (--cache-dir) so an interrupted run resumes")
+    if given:
+        desc, model = model_or_descriptors, None
+    else:
+        model = model_or_descriptors
+        desc = describe(model, benchmark, cache_dir, **extract_options)
+    database = desc.database
+    queries = database if benchmark.leave_one_out else desc.queries
+    if queries is None:
+        raise ValueError(f"{benchmark.name}: no query descriptors")
+    title, n_dis = benchmark.title, 0
+    start = time.perf_counter()
+    if distractors is not None:
+        if not hasattr(distractors, "shape"):
+            distractors = _extract_distractors(model, distractors, cache_dir, **extract_options)
+        n_dis = len(distractors)
+        parts = distractors.parts if isinstance(distractors, ShardedArray) else [distractors]
+        database = ShardedArray([np.asarray(database, np.float32), *parts])
+        ranks = rank(np.asarray(queries, np.float32), database, topk=topk)
+        title += f" + {n_dis} distractors (top {topk} ranked)"
+    else:
+        ranks = rank(np.asarray(queries, np.float64), np.asarray(database, np.float64))
+    result = benchmark.score(ranks)
+    log.info("ranking and scoring: %.1f s", time.perf_counter() - start)
+    about = {k: v for k, v in desc.about.items() if k != "crop"}
+    settings = {
+        "dataset": benchmark.name + ("+1M" if n_dis else ""),
+        **about,
+        "crop": benchmark.query_policy(desc.about.get("crop")),
+        "distractors": n_dis,
+    }
+    return Evaluation(benchmark, result, ranks, settings, title)
+
+
+def describe(model, benchmark: Benchmark, cache_dir: str | Path | None = None, **extract_options) -> Descriptors:
+    """The benchmark's database and query descriptors made by ``model``."""
+    from ..extraction import CFCD_SCALES
+
+    database = _extract(model, benchmark.images, cache_dir, DB, **extract_options)
+    queries = None if benchmark.leave_one_out else _extract(model, benchmark.queries, cache_dir, QUERIES, **extract_options)
+    cropped = not benchmark.leave_one_out and all(isinstance(q, tuple) for q in benchmark.queries)
+    about = {"model": getattr(model, "name", "unnamed"), "scales": [float(s) for s in extract_options.get("scales") or CFCD_SCALES],
+             "max_side": extract_options.get("max_side"), "crop": cropped}
+    return Descriptors(database, queries, about)
+
+
+def _extract(model, items: Sequence, cache_dir, part: str, mmap: bool = False, **extract_options) -> np.ndarray:
+    """Descriptors of ``items``, through ``cache_dir/part`` (resumable; left there with ``mmap``) when given."""
+    from ..extraction import extract, extract_to_dir, load_features
+
+    start = time.perf_counter()
+    if cache_dir is not None:
+        desc = load_features(extract_to_dir(model, items, Path(cache_dir) / part, **extract_options), mmap=mmap)[1]
+    else:
+        desc = extract(model, items, **extract_options)
+    elapsed = time.perf_counter() - start
+    log.info("%s: %d images in %.1f s (%.2f images/s)", part, len(items), elapsed, len(items) / max(elapsed, 1e-9))
+    return desc
+
+
+def _extract_distractors(model, images: Sequence, cache_dir, **extract_options) -> ShardedArray:
+    return _extract(model, images, cache_dir, DISTRACTORS, mmap=True, **extract_options)
