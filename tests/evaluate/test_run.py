@@ -54,3 +54,33 @@ def test_distractor_images_need_a_model_and_a_cache():
         run(given, revisitop_toy(), distractors=["a.jpg"])
     with pytest.raises(ValueError, match="need a model"):
         run(given, revisitop_toy(), scales=(1.0,))
+
+
+BENCHMARK_MODULE = '''
+from cfcd.evaluate.benchmarks.revisitop import RevisitopBenchmark
+
+def load(name, root, **options):
+    groups = [line.split() for line in (root / "groups.txt").read_text().splitlines()]
+    images = [p for g in groups for p in g[1:]]
+    gnd, start = [], 0
+    for g in groups:
+        gnd.append({"easy": list(range(start, start + len(g) - 1)), "hard": [], "junk": []})
+        start += len(g) - 1
+    return RevisitopBenchmark(name, images, [g[0] for g in groups], gnd)
+'''
+
+
+def test_a_benchmark_is_one_module_and_one_registration(tmp_path, monkeypatch):
+    from cfcd.evaluate import open_benchmark
+    from cfcd.evaluate.benchmarks import BENCHMARKS
+
+    (tmp_path / "holidays_like.py").write_text(BENCHMARK_MODULE)
+    (tmp_path / "groups.txt").write_text("q0 a0 a1\nq1 b0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(BENCHMARKS, "holidays-like", "holidays_like")
+    bench = open_benchmark("holidays-like", tmp_path)
+    assert bench.images == ["a0", "a1", "b0"] and bench.queries == ["q0", "q1"]
+    db = np.eye(3, 4, dtype=np.float32)
+    queries = np.array([[0, 1, 0, 0], [0, 0, 1, 0]], dtype=np.float32)  # q0 finds a1 first, q1 finds b0
+    scored = run(Descriptors(db, queries), bench)
+    assert scored.to_dict()["results"]["easy"]["mAP"] == 1.0

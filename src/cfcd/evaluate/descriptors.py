@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .benchmarks import Benchmark
+from .benchmarks.base import Benchmark
 
 # Parts of a cache directory written by ``run``.
 DB, QUERIES, DISTRACTORS = "db", "queries", "distractors"

@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from ..sharded import ShardedArray
-from .benchmarks import Benchmark
+from .benchmarks.base import Benchmark
 from .descriptors import DB, DISTRACTORS, QUERIES, Descriptors
 from .metrics import rank
 
@@ -78,8 +78,11 @@ def run(
         desc = describe(model, benchmark, cache_dir, **extract_options)
     database = desc.database
     queries = database if benchmark.leave_one_out else desc.queries
-    if queries is None:
-        raise ValueError(f"{benchmark.name}: no query descriptors")
+    for part, rows, items in (("database", database, benchmark.images), ("query", queries, benchmark.queries or benchmark.images)):
+        if rows is None or len(rows.shape) != 2 or len(rows) != len(items):
+            shape = None if rows is None else rows.shape
+            raise ValueError(f"{shape[0] if shape else 'no'} {part} descriptors for {len(items)} images of {benchmark.name}; "
+                             f"expected ({len(items)}, d), got {shape}")
     title, n_dis = benchmark.title, 0
     start = time.perf_counter()
     if distractors is not None:

@@ -7,12 +7,12 @@ import importlib
 
 from .base import Benchmark
 
-# name -> the module of this package that loads it (imported on use: listing the names for
-# the command line costs nothing).
+# name -> the module that loads it, relative to this package or absolute (imported on use:
+# listing the names for the command line costs nothing).
 BENCHMARKS = {
-    "roxford5k": "revisitop",
-    "rparis6k": "revisitop",
-    "folder": "folder",
+    "roxford5k": ".revisitop",
+    "rparis6k": ".revisitop",
+    "folder": ".folder",
 }
 
 __all__ = ["BENCHMARKS", "Benchmark", "open_benchmark"]
@@ -22,4 +22,4 @@ def open_benchmark(name: str, root, **options) -> Benchmark:
     """The benchmark ``name`` read from ``root`` (its data folder; for ``folder``, the set itself)."""
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}")
-    return importlib.import_module(f".{BENCHMARKS[name]}", __name__).load(name, root, **options)
+    return importlib.import_module(BENCHMARKS[name], __name__).load(name, root, **options)

@@ -99,13 +99,3 @@ def load(name: str, root, **options) -> FolderBenchmark:
     data = load_instances(root)
     return leave_one_out(data.paths, data.identities, data.sources, name=str(data.root))
 
-
-def evaluate_leave_one_out(descriptors, identities, sources=None) -> InstanceResult:
-    """Leave-one-out AP and recall@1 of (n, d) ``descriptors`` whose rows have these identities."""
-    from ..descriptors import Descriptors
-    from ..runner import run
-
-    x = np.asarray(descriptors)
-    if x.ndim != 2 or len(x) != len(identities):
-        raise ValueError(f"descriptors of shape {x.shape} for {len(identities)} images; expected ({len(identities)}, d)")
-    return run(Descriptors(x), leave_one_out(range(len(x)), identities, sources)).result
