@@ -50,6 +50,13 @@ def test_search_returns_ranked_hits(server, photos):
     assert crop["query"]["bbox"] == [10, 10, 60, 50] and len(crop["results"]) == 3
 
 
+def test_upload_limit_is_within_the_decoders():
+    from cfcd.data.images import DEFAULT_MAX_PIXELS as DECODER
+    from cfcd.serve.settings import DEFAULT_MAX_PIXELS
+
+    assert DEFAULT_MAX_PIXELS <= DECODER
+
+
 def test_search_without_k_returns_the_default_number(server, photos):
     from cfcd.serve.settings import DEFAULT_K
 

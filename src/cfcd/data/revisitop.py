@@ -22,8 +22,6 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from ..download import DownloadError, download
-from ..safe_pickle import load_pickle
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +64,8 @@ def _missing(path: Path, name: str, root: Path) -> FileNotFoundError:
 
 def read_gnd(path: str | Path) -> dict:
     """The ``gnd_<dataset>.pkl`` dict, checked for the fields the protocol uses."""
+    from ..safe_pickle import load_pickle  # numpy: not needed to list the datasets (cfcd data --help)
+
     cfg = load_pickle(path)
     if not isinstance(cfg, dict) or not {"imlist", "qimlist", "gnd"} <= cfg.keys():
         raise ValueError(f"{path}: not a revisitop ground-truth file (expected a dict with imlist, qimlist, gnd)")
@@ -210,6 +210,8 @@ def download_dataset(name: str, root: str | Path, progress: bool = True) -> Path
     marker ``.<archive>.extracted``, so rerunning after an interruption skips finished work.
     Set ``CFCD_REVISITOP_MIRROR`` to fetch ``<mirror>/<name>/<file name>`` instead.
     """
+    from ..download import DownloadError, download
+
     root, name = Path(root), _check_name(name)
     source = SOURCES[name]
     data_dir = root / name

@@ -1,14 +1,13 @@
-"""Settings of the search service (importable without FastAPI installed)."""
+"""Settings of the search service (imports nothing heavy: `cfcd serve --help` reads them)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..data.images import DEFAULT_MAX_PIXELS as _DECODER_MAX_PIXELS
-
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 2**20
-# Uploads are queries, not archives: 40 megapixels covers any camera's full-size photo.
-DEFAULT_MAX_PIXELS = min(40_000_000, _DECODER_MAX_PIXELS)
+# Uploads are queries, not archives: 40 megapixels covers any camera's full-size photo, and
+# stays under the decoder's own limit (cfcd.data.images.DEFAULT_MAX_PIXELS; a test checks).
+DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_K = 10
 MAX_K = 1000
 THUMBNAIL_SIZES = (64, 128, 256, 512)
