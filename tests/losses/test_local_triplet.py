@@ -3,8 +3,9 @@ import math
 import pytest
 import torch
 
-from cfcd.losses import LocalTripletLoss
-from cfcd.model.net import local_features
+from cfcd.losses import LocalTripletLoss, StepOutputs, local_triplet_loss
+from cfcd.losses.local_triplet import match_pairs, split_tuples
+from cfcd.model.net import LocalFeatures, local_features
 
 DIM = 16
 
@@ -62,48 +63,52 @@ def unmatched_tuple():
     return desc, torch.rand(4, 8, generator=torch.Generator().manual_seed(0))
 
 
-def pairs(loss, desc, attention):
-    return [tuple(int(v) for v in pair) for pair in zip(*loss.matches(desc, attention))]
+def pairs(desc, attention, ratio=0.9, tuple_size=4):
+    tuples, att = split_tuples(desc, attention, tuple_size)
+    return [tuple(int(v) for v in pair) for pair in zip(*match_pairs(tuples[:, 0], tuples[:, 1], att[:, 1], ratio))]
+
+
+def triplet(desc, attention, **kwargs):
+    return local_triplet_loss(desc, attention, **{"tuple_size": 4, **kwargs})
 
 
 def test_kept_pairs_pass_mutual_ratio_and_attention():
     desc, attention = hand_tuple()
-    assert pairs(LocalTripletLoss(tuple_size=4), desc, attention) == [(0, 0, 0), (0, 1, 1)]
+    assert pairs(desc, attention) == [(0, 0, 0), (0, 1, 1)]
     # Each rejection has the stated cause: relaxing it alone admits the pair.
-    assert (0, 2, 2) in pairs(LocalTripletLoss(tuple_size=4, ratio=0.95), desc, attention)
+    assert (0, 2, 2) in pairs(desc, attention, ratio=0.95)
     attention[1, 3] = 10.0
-    assert (0, 4, 3) in pairs(LocalTripletLoss(tuple_size=4), desc, attention)
+    assert (0, 4, 3) in pairs(desc, attention)
 
 
 def test_loss_value_with_hard_negatives():
     desc, attention = hand_tuple()
     assert EXPECTED > 0.2  # both pairs contribute
-    loss = LocalTripletLoss(tuple_size=4)(desc, attention)
+    loss = triplet(desc, attention)
     assert loss.item() == pytest.approx(EXPECTED, rel=1e-5)
-    weighted = LocalTripletLoss(tuple_size=4, weight=0.05)(desc, attention)
+    weighted = triplet(desc, attention, weight=0.05)
     assert weighted.item() == pytest.approx(0.05 * EXPECTED, rel=1e-5)
-    smaller_margin = LocalTripletLoss(margin=0.05, tuple_size=4)(desc, attention)
+    smaller_margin = triplet(desc, attention, margin=0.05)
     assert smaller_margin.item() == pytest.approx(EXPECTED - 2 * 0.05, rel=1e-5)
 
 
 def test_tuple_without_kept_pair_contributes_zero():
-    loss_fn = LocalTripletLoss(tuple_size=4)
     empty_desc, empty_att = unmatched_tuple()
     empty_desc.requires_grad_()
-    loss = loss_fn(empty_desc, empty_att)
+    loss = triplet(empty_desc, empty_att)
     loss.backward()
     assert loss.item() == 0.0 and not empty_desc.grad.any()
 
     desc, attention = hand_tuple()
     batch = torch.cat([desc, empty_desc.detach(), desc]), torch.cat([attention, empty_att, attention])
-    assert pairs(loss_fn, *batch) == [(0, 0, 0), (0, 1, 1), (2, 0, 0), (2, 1, 1)]
-    assert loss_fn(*batch).item() == pytest.approx(2 * EXPECTED, rel=1e-5)
+    assert pairs(*batch) == [(0, 0, 0), (0, 1, 1), (2, 0, 0), (2, 1, 1)]
+    assert triplet(*batch).item() == pytest.approx(2 * EXPECTED, rel=1e-5)
 
 
 def test_gradients_reach_the_kept_descriptors_only():
     desc, attention = hand_tuple()
     desc.requires_grad_()
-    LocalTripletLoss(tuple_size=4)(desc, attention).backward()
+    triplet(desc, attention).backward()
     q0, p0, n = desc.detach()[0, 0], desc.detach()[1, 0], desc.detach()[2, 0]
     # d/dq (|q-p|^2 - |q-n|^2) = 2 (n - p); only the N1 term of q0 is active.
     torch.testing.assert_close(desc.grad[0, 0], 2 * (n - p0))
@@ -121,9 +126,8 @@ def test_runs_on_local_features_and_backpropagates():
     f4[2] = f4[0] + 0.05 * torch.randn(32, 4, 4, generator=g)  # a negative as hard as the positive
     f4.requires_grad_()
     local = local_features(f4)
-    loss_fn = LocalTripletLoss(tuple_size=4)
-    assert len(loss_fn.matches(local.descriptors, local.attention)[0]) > 0
-    loss = loss_fn(local.descriptors, local.attention)
+    assert pairs(local.descriptors, local.attention)
+    loss = triplet(local.descriptors, local.attention)
     loss.backward()
     assert torch.isfinite(loss) and loss.item() > 0
     assert torch.isfinite(f4.grad).all()
@@ -133,4 +137,17 @@ def test_runs_on_local_features_and_backpropagates():
 def test_batch_must_hold_whole_tuples():
     desc, attention = hand_tuple()
     with pytest.raises(ValueError, match="multiple of the tuple size"):
-        LocalTripletLoss(tuple_size=3)(desc, attention)
+        triplet(desc, attention, tuple_size=3)
+
+
+def test_term_normalises_the_sum_by_the_process_batch():
+    # the term's contract: mean over processes = sum over the global batch * norm_images / B_global
+    desc, attention = hand_tuple()
+    desc = torch.cat([desc, desc])  # 2 tuples, B = 8 images
+    attention = torch.cat([attention, attention])
+    outputs = StepOutputs(torch.zeros(8, 2), torch.zeros(8, 3), LocalFeatures(desc, attention), tuple_size=4)
+    term = LocalTripletLoss(norm_images=16)
+    assert term(outputs, torch.zeros(8)).item() == pytest.approx(2 * EXPECTED * 16 / 8, rel=1e-5)
+    assert term.logs() == {"local_triplet": pytest.approx(2 * EXPECTED * 2, rel=1e-5)}
+    with pytest.raises(ValueError, match="sampler = tuples"):
+        term(StepOutputs(torch.zeros(8, 2), torch.zeros(8, 3), LocalFeatures(desc, attention)), torch.zeros(8))

@@ -16,9 +16,13 @@ def test_packaged_recipes_load_with_paper_settings():
     assert {"r50-gldv2", "r101-gldv2", "cpu-mobilenet"} <= set(packaged_recipes())
     r50 = load_config("r50-gldv2")
     assert (r50.stage1.batch_size, r50.data.image_size, r50.stage1.epochs, r50.stage2.epochs) == (128, 512, 50, 50)
-    assert (r50.stage1.base_lr, r50.loss.alpha, r50.loss.tuple_size, r50.loss.weight) == (0.005, 0.02, 8, 1.0)
+    assert (r50.stage1.base_lr, r50.loss["madacos"]["alpha"], r50.stage2.tuple_size) == (0.005, 0.02, 8)
+    assert (r50.stage1.sampler, r50.stage1.head, r50.stage1.terms) == ("shuffle", "madacos", {"cross_entropy": 1.0})
+    assert (r50.stage2.sampler, r50.stage2.terms) == ("tuples", {"cross_entropy": 1.0, "local_triplet": 1.0})
+    assert r50.loss["local_triplet"] == {"margin": 0.1, "ratio": 0.9, "norm_images": 16}
     assert (r50.stage1.warmup_epochs, r50.stage2.warmup_epochs) == (5, 0)
-    assert load_config("r101-gldv2").model.backbone == "resnet101"
+    r101 = load_config("r101-gldv2")
+    assert (r101.model.backbone, r101.stage2.tuple_size) == ("resnet101", 4)
     cpu = load_config("cpu-mobilenet", ["stage1.epochs=3", "data.drop_landmarks=[1, 2]", "run.amp=off"])
     assert (cpu.model.backbone, cpu.model.dim, cpu.stage1.epochs, cpu.data.drop_landmarks) == ("mobilenet_v2", 512, 3, [1, 2])
     assert cpu.run.amp == "off"
@@ -28,6 +32,27 @@ def test_packaged_recipes_load_with_paper_settings():
 def test_unknown_key_is_an_error_naming_it(override, name):
     with pytest.raises(ConfigError, match=f"unknown config key '{name}'"):
         load_config("cpu-mobilenet", [override])
+
+
+def test_loss_settings_are_checked_against_the_registry():
+    cfg = load_config("cpu-mobilenet", ["stage2.terms.local_triplet=0.05", "loss.madacos.alpha=0.05"])
+    # an override adds to the recipe's mapping instead of replacing it
+    assert cfg.stage2.terms == {"cross_entropy": 1.0, "local_triplet": 0.05}
+    assert cfg.loss["madacos"] == {"alpha": 0.05} and cfg.loss["local_triplet"] == {"norm_images": 16}
+    with pytest.raises(ConfigError, match="loss.madacos.alpah: madacos has no such parameter; its parameters: alpha, k, min_scale"):
+        load_config("cpu-mobilenet", ["loss.madacos.alpah=0.1"])
+    with pytest.raises(ConfigError, match="unknown head 'cosface'; registered: arcface, madacos"):
+        load_config("cpu-mobilenet", ["stage1.head=cosface"])
+    with pytest.raises(ConfigError, match="unknown loss term 'triplet'"):
+        load_config("cpu-mobilenet", ["stage2.terms.triplet=1"])
+    with pytest.raises(ConfigError, match="loss.foo: not a registered head or loss term"):
+        load_config("cpu-mobilenet", ["loss.foo.x=1"])
+
+
+def test_stage2_has_no_head_init():
+    # stage 2 always continues stage 1's head: the setting would do nothing, so it does not exist
+    with pytest.raises(ConfigError, match="unknown config key 'stage2.head_init'"):
+        load_config("cpu-mobilenet", ["stage2.head_init=pca"])
 
 
 def test_unknown_key_in_file(tmp_path):

@@ -8,8 +8,10 @@ from tinytrain import tiny_overrides
 
 from cfcd.model.checkpoint import atomic_save, make_checkpoint
 from cfcd.train.config import load_config
-from cfcd.train.engine import StageTrainer, init_runtime, pca_components, training_data
-from cfcd.train.hem import gem_features
+from cfcd.train.engine import StageTrainer, training_data
+from cfcd.train.head_init import pca_components
+from cfcd.train.predict import EvalImages, gem_features
+from cfcd.train.runtime import init_runtime
 
 
 def _trainer(class_folder, tmp_path, *extra):
@@ -45,8 +47,7 @@ def test_pca_head_is_the_projection_of_gem(class_folder, tmp_path):
     assert torch.allclose(model.fc.bias.double(), -components @ mean, atol=1e-5)
 
     # the model's descriptor = L2-normalised PCA projection of its GeM vector
-    from cfcd.train.hem import _EvalImages
-    x = torch.stack([_EvalImages(train, [i], cfg.data.image_size)[0][1] for i in range(6)])
+    x = torch.stack([EvalImages(train, [i], cfg.data.image_size)[0][1] for i in range(6)])
     with torch.no_grad():
         got = model(x).double()
         g = model.pool(model.backbone(x)).double()

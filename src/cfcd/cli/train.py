@@ -28,5 +28,5 @@ def main(args) -> int:
     cfg = load_config(args.config, args.overrides)
     result = run(cfg, args.stage, args.resume)
     for stage, path in result.items():
-        print(f"{stage}: {path if path is not None else 'stopped early (run.stop_after_steps); continue with --resume'}")
+        print(f"{stage}: {path}")
     return 0

@@ -14,16 +14,23 @@ and a_P the positive's attention:
 
 with mu = 0.1; a tuple with no kept pair contributes 0; L sums (not averages) over tuples.
 
+As a stage's loss term (``LocalTripletLoss``) lambda is the term's weight in the stage
+(``stage2.terms.local_triplet``) and L over the global batch of B images is normalised to
+L * norm_images / B: the official 8 x 16 runs summed L over each GPU's 16 images and DDP averaged
+the 8 GPUs, i.e. (global sum) / 8 = (global sum) * 16 / 128, so norm_images = 16 reproduces
+them on any number of processes.
+
 lambda: the official configs set LAMDA: 0.05, but the official loss class ignores the configured
 value and builds its triplet term with its default weight 1.0, so the released models were trained
-with lambda = 1.0. ``weight`` defaults to 1.0 to reproduce them; pass 0.05 for what the configs say.
+with lambda = 1.0. The recipes use 1.0 to reproduce them; 0.05 is what the configs say.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from .base import LossTerm, StepOutputs
 
 
 def prominent_mask(attention: torch.Tensor) -> torch.Tensor:
@@ -103,28 +110,34 @@ def local_triplet_loss(
     return weight * F.relu(d_pos[:, None] - d_neg + margin).sum()
 
 
-class LocalTripletLoss(nn.Module):
-    """Local triplet loss over a batch of tuples; formulas and the lambda note in the module docstring.
+class LocalTripletLoss(LossTerm):
+    """The local triplet loss as a stage's loss term (formulas and the lambda note in the module
+    docstring; lambda is the term's weight in the stage).
 
-    ``forward(local_descriptors, attention)`` takes what ``cfcd.model.net.local_features`` returns:
-    descriptors (B, HW, C), L2-normalised per position, and attention (B, HW), B a multiple of
-    ``tuple_size``.
+    Reads ``outputs.local`` (descriptors (B, HW, C), L2-normalised per position, and attention
+    (B, HW), from ``cfcd.model.net.local_features``) grouped in tuples of ``outputs.tuple_size``.
+    Returns this process's sum times norm_images / (its batch size): the mean of that over W
+    processes of equal batches b is (global sum) * norm_images / (W b), the module docstring's
+    normalised L, so gradients do not depend on W.
     """
 
-    def __init__(self, margin: float = 0.1, weight: float = 1.0, ratio: float = 0.9, tuple_size: int = 8):
+    name = "local_triplet"
+    needs_local = True
+    needs_tuples = True
+
+    def __init__(self, margin: float = 0.1, ratio: float = 0.9, norm_images: int = 16):
         super().__init__()
         self.margin = margin
-        self.weight = weight
         self.ratio = ratio
-        self.tuple_size = tuple_size
+        self.norm_images = norm_images
 
-    def forward(self, local_descriptors: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
-        return local_triplet_loss(local_descriptors, attention, self.margin, self.weight, self.ratio, self.tuple_size)
-
-    def matches(self, local_descriptors: torch.Tensor, attention: torch.Tensor):
-        """The kept pairs of the batch as ``(tuple, anchor_position, positive_position)``."""
-        tuples, att = split_tuples(local_descriptors, attention, self.tuple_size)
-        return match_pairs(tuples[:, 0], tuples[:, 1], att[:, 1], self.ratio)
+    def forward(self, outputs: StepOutputs, labels: torch.Tensor) -> torch.Tensor:
+        if outputs.local is None or not outputs.tuple_size:
+            raise ValueError("the local_triplet term needs local features in tuples: use it in a stage with sampler = tuples")
+        local = outputs.local
+        total = local_triplet_loss(local.descriptors.float(), local.attention.float(), self.margin, 1.0,
+                                   self.ratio, outputs.tuple_size)
+        return total * (self.norm_images / local.descriptors.shape[0])
 
     def extra_repr(self) -> str:
-        return f"margin={self.margin}, weight={self.weight}, ratio={self.ratio}, tuple_size={self.tuple_size}"
+        return f"margin={self.margin}, ratio={self.ratio}, norm_images={self.norm_images}"

@@ -24,9 +24,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.distributed as dist
-import torch.nn.functional as F
-from torch import nn
+
+from .base import CosineHead
+from .distributed import all_gather_cat
 
 # A median cosine of 1 (or just above, after rounding) would divide by zero or flip the sign of s.
 _MIN_GAP = 1e-6
@@ -59,23 +59,11 @@ def madacos_logits(cos: torch.Tensor, labels: torch.Tensor, scale: float, margin
     return scale * (cos - margins)
 
 
-def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
-    """``t`` concatenated over the default process group, in rank order; ``t`` without one.
-
-    Every process must pass the same shape (use loaders that drop the last incomplete batch).
-    """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return t
-    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, t.contiguous())
-    return torch.cat(parts)
-
-
-class MadaCos(nn.Module):
-    """MadaCos classifier head: ``forward`` returns the logits z to feed to ``F.cross_entropy``.
+class MadaCos(CosineHead):
+    """MadaCos classifier head: ``logits`` (also ``forward``) returns z, to feed to cross-entropy.
 
     Formulas in the module docstring. After each call, ``last_scale``, ``last_margin`` and
-    ``last_median`` hold s, m and c~ of that batch as floats, for logging.
+    ``last_median`` hold s, m and c~ of that (global) batch as floats; ``logs()`` returns them.
     """
 
     def __init__(
@@ -86,30 +74,22 @@ class MadaCos(nn.Module):
         k: float = 9_999_999,
         min_scale: float = 32.0,
     ):
-        super().__init__()
         if not 0.0 < alpha < 1.0:
             raise ValueError(f"MadaCos alpha is a target probability and must lie in (0, 1), got {alpha}")
-        self.embedding_dim = embedding_dim
-        self.num_classes = num_classes
+        super().__init__(embedding_dim, num_classes)
         self.alpha = alpha
         self.k = k
         self.min_scale = min_scale
-        self.weight = nn.Parameter(torch.empty(num_classes, embedding_dim))
-        self.reset_parameters()
         self.last_scale = self.last_margin = self.last_median = float("nan")
 
-    def reset_parameters(self) -> None:
-        bound = 1.0 / math.sqrt(self.embedding_dim)
-        nn.init.uniform_(self.weight, -bound, bound)
-
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        # Cosines in float32 even under autocast: with s up to ~1e4, fp16 rounding of a cosine
-        # near 1 (~5e-4) would move a logit by several units.
-        with torch.autocast(device_type=embeddings.device.type, enabled=False):
-            cos = F.linear(F.normalize(embeddings.float(), dim=1), F.normalize(self.weight.float(), dim=1))
+    def logits(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        cos = self.cosines(embeddings)
         scale, margin, median = self._statistics(cos, labels)
         self.last_scale, self.last_margin, self.last_median = scale, margin, median
         return madacos_logits(cos, labels, scale, margin)
+
+    def logs(self) -> dict[str, float]:
+        return {"scale": self.last_scale, "margin": self.last_margin, "median_cos": self.last_median}
 
     @torch.no_grad()
     def _statistics(self, cos: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, float]:
@@ -125,7 +105,4 @@ class MadaCos(nn.Module):
         return scale, madacos_margin(median, log_b, scale, self.alpha), median
 
     def extra_repr(self) -> str:
-        return (
-            f"embedding_dim={self.embedding_dim}, num_classes={self.num_classes}, "
-            f"alpha={self.alpha}, k={self.k}, min_scale={self.min_scale}"
-        )
+        return f"{super().extra_repr()}, alpha={self.alpha}, k={self.k}, min_scale={self.min_scale}"

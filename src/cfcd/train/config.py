@@ -32,38 +32,45 @@ class DataConfig:
 
 
 @dataclass
-class LossConfig:
-    alpha: float = 0.02  # MadaCos target probability of the median sample
-    k: float = 9_999_999
-    min_scale: float = 32.0
-    margin: float = 0.1  # local triplet mu
-    weight: float = 1.0  # local triplet lambda (the released models: 1.0; the official configs say 0.05)
-    ratio: float = 0.9  # Lowe's ratio test
-    tuple_size: int = 8  # stage-2 tuple: anchor, positive, tuple_size - 2 negatives
-    # The triplet sum over the global batch is scaled by triplet_norm_images / batch_size. 16
-    # reproduces the official 8 x 16 runs, where DDP averaged the per-GPU sums of 16 images.
-    triplet_norm_images: int = 16
-
-
-@dataclass
 class OptimConfig:
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 1e-4
     warmup_factor: float = 0.1  # warm-up starts at this fraction of the base LR
+    # batch: BatchNorm normalises with each process's batch statistics and updates its running
+    # statistics (the paper); frozen: BatchNorm layers stay in eval mode (running statistics,
+    # affine parameters still trained), as cirtorch fine-tunes; then N processes compute exactly
+    # what one process computes on the whole batch.
+    batchnorm: str = "batch"
 
 
 @dataclass
 class StageConfig:
+    """One stage = a sampler, a classifier head and weighted loss terms, plus its schedule."""
+
     epochs: int = 50
     warmup_epochs: int = 0
     base_lr: float = 0.005
     batch_size: int = 128  # global: the same whatever the number of processes
     init: str = ""  # stage 1: ImageNet weights (name or path); stage 2: "" = this run's stage-1 model
-    # Stage 1 only: how a freshly created projection head (fc + BatchNorm1d) starts. random:
-    # PyTorch's default init; pca: fc = the top-`model.dim` principal directions of the training
-    # images' GeM vectors (centred), BatchNorm at identity. Not used when `init` supplies the head.
+    sampler: str = "shuffle"  # shuffle | tuples (hard-negative tuples from the table, cfcd.train.stages)
+    tuple_size: int = 8  # sampler = tuples: anchor, positive, tuple_size - 2 negatives
+    head: str = "madacos"  # a classifier head of cfcd.losses.registry.HEADS; parameters in loss.<head>
+    # Loss terms of cfcd.losses.registry.TERMS and their weights; parameters in loss.<term>.
+    terms: dict = field(default_factory=lambda: {"cross_entropy": 1.0})
+
+
+@dataclass
+class Stage1Config(StageConfig):
+    # How a freshly created projection head (fc + BatchNorm1d) starts. random: PyTorch's default
+    # init; pca: fc = the top-`model.dim` principal directions of the training images' GeM
+    # vectors (centred), BatchNorm at identity. Not used when `init` supplies the head. Stage 2
+    # has no such setting: it always continues stage 1's head.
     head_init: str = "random"
+
+
+def _stage2() -> StageConfig:
+    return StageConfig(sampler="tuples", terms={"cross_entropy": 1.0, "local_triplet": 1.0})
 
 
 @dataclass
@@ -77,19 +84,18 @@ class RunConfig:
     tensorboard: bool = False
     hem_batch_size: int = 64
     hem_table: str = ""  # "" = <out_dir>/hem.csv
-    # Test hook: end the process after this many steps of this invocation as if it were killed
-    # (no checkpoint is written at that point); 0 disables it.
-    stop_after_steps: int = 0
 
 
 @dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    # Parameters of heads and loss terms by registered name, e.g. {"madacos": {"alpha": 0.02}};
+    # what is not given takes the constructor's default (cfcd.losses).
+    loss: dict = field(default_factory=dict)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    stage1: StageConfig = field(default_factory=lambda: StageConfig(warmup_epochs=5))
-    stage2: StageConfig = field(default_factory=StageConfig)
+    stage1: Stage1Config = field(default_factory=lambda: Stage1Config(warmup_epochs=5))
+    stage2: StageConfig = field(default_factory=_stage2)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict:
@@ -190,10 +196,55 @@ def load_config(name_or_path: str | Path | None = None, overrides: typing.Iterab
             raise ConfigError(f"{path}: not valid YAML ({err})") from err
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a recipe is a mapping of sections, got {type(data).__name__}")
+    data = _over_defaults(data)
     for text in overrides:
         _set(data, *parse_override(text))
     return config_from_dict(data)
 
 
+def _over_defaults(data: dict) -> dict:
+    """The defaults with a recipe's sections laid over them key by key; a mapping-valued setting
+    (``stageN.terms``, a ``loss.<name>`` entry) in the recipe replaces the default whole, so that
+    overrides then add to or change what the recipe (or the default) says."""
+    merged = TrainConfig().to_dict()
+    for section, values in data.items():
+        if isinstance(merged.get(section), dict) and isinstance(values, dict) and section != "loss":
+            merged[section] = {**merged[section], **values}
+        else:
+            merged[section] = values
+    return merged
+
+
 def config_from_dict(data: dict) -> TrainConfig:
-    return _build(TrainConfig, data)
+    cfg = _build(TrainConfig, data)
+    _check_losses(cfg)
+    return cfg
+
+
+def _check_losses(cfg: TrainConfig) -> None:
+    """Every head and term named exists and every ``loss.<name>`` parameter is one it takes."""
+    from ..losses import registry
+
+    for key in ("stage1", "stage2"):
+        stage = getattr(cfg, key)
+        try:
+            registry.parameters("head", stage.head)
+            for name, weight in stage.terms.items():
+                registry.parameters("term", name)
+                if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+                    raise ValueError(f"weight of {name} must be a number, got {weight!r}")
+        except ValueError as err:
+            raise ConfigError(f"{key}: {err}") from None
+        if not stage.terms:
+            raise ConfigError(f"{key}.terms: a stage needs at least one loss term, e.g. {{cross_entropy: 1.0}}")
+    for name, params in cfg.loss.items():
+        kind = "head" if name in registry.HEADS else "term" if name in registry.TERMS else None
+        if kind is None:
+            raise ConfigError(f"loss.{name}: not a registered head or loss term "
+                              f"({', '.join(sorted({**registry.HEADS, **registry.TERMS}))})")
+        if not isinstance(params, dict):
+            raise ConfigError(f"loss.{name}: expected a mapping of parameters, got {params!r}")
+        try:
+            registry.check_params(kind, name, params)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None

@@ -1,0 +1,92 @@
+"""``stage1.head_init``: how a freshly created projection head (fc + BatchNorm1d) starts.
+
+random: PyTorch's default init. pca: fc from the PCA of the training images' GeM vectors
+(``init_head_from_pca``), so that the first descriptor is the PCA projection of the backbone's.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+import torch.distributed as dist
+
+from ..model import CFCDNet
+from .datasets import Samples
+from .predict import gem_features
+from .runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+HEAD_INITS = ("random", "pca")
+
+
+def pca_components(features: torch.Tensor, dim: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(components (dim, C), mean (C,))`` of ``features`` (N, C), float64: the rows are the top
+    principal directions of the centred features (right singular vectors, largest singular
+    value first, sign fixed so that each row's largest-magnitude entry is positive). With fewer
+    than ``dim`` directions (N < dim), the rest are random unit rows orthogonal to them and to
+    each other (seeded), so all rows stay orthonormal. Needs dim <= C."""
+    x = features.double()
+    n, c = x.shape
+    if dim > c:
+        raise ValueError(f"PCA head init: model.dim = {dim} exceeds the {c} GeM channels")
+    mean = x.mean(dim=0) if n else torch.zeros(c, dtype=torch.float64)
+    rows = torch.zeros(0, c, dtype=torch.float64)
+    if n:
+        _, _, vh = torch.linalg.svd(x - mean, full_matrices=False)
+        rows = vh[:dim]
+        flip = torch.sign(rows.gather(1, rows.abs().argmax(dim=1, keepdim=True)))
+        rows = rows * torch.where(flip == 0, torch.ones_like(flip), flip)
+    missing = dim - rows.shape[0]
+    if missing > 0:
+        g = torch.Generator().manual_seed(seed)
+        extra = torch.randn(missing, c, generator=g, dtype=torch.float64)
+        extra -= (extra @ rows.T) @ rows
+        q, _ = torch.linalg.qr(extra.T)  # (C, missing), orthonormal columns
+        q -= rows.T @ (rows @ q)  # re-orthogonalise against the principal rows
+        q, _ = torch.linalg.qr(q)
+        rows = torch.cat([rows, q.T])
+    return rows, mean
+
+
+@torch.no_grad()
+def set_head_from_pca(model: CFCDNet, components: torch.Tensor, mean: torch.Tensor) -> None:
+    """fc(g) = components (g - mean); BatchNorm1d at identity (weight 1, bias 0, running mean 0,
+    running var 1), so the eval descriptor is the L2-normalised PCA projection of GeM (up to
+    BatchNorm's eps)."""
+    comp = components.to(torch.float64)
+    model.fc.weight.copy_(comp.to(model.fc.weight))
+    model.fc.bias.copy_((-(comp @ mean.to(torch.float64))).to(model.fc.bias))
+    model.bn.reset_parameters()  # weight 1, bias 0, running_mean 0, running_var 1, batches 0
+
+
+def init_head_from_pca(model: CFCDNet, samples: Samples, image_size: int, batch_size: int, rt: Runtime,
+                       seed: int = 0, num_workers: int = 0) -> None:
+    """The projection head from PCA of ``samples``' GeM vectors (eval view). Every process
+    computes the features of its shard, all gather them, rank 0's head is broadcast so that the
+    processes start identical. The caller's RNG state is untouched."""
+    dim, channels = model.fc.out_features, model.fc.in_features
+    if dim > channels:
+        if rt.main:
+            log.warning("stage1.head_init = pca: model.dim = %d > %d GeM channels; keeping the random head", dim, channels)
+        return
+    tic = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        feats, errors = gem_features(model, samples, image_size, batch_size, rt, num_workers=num_workers)
+    if feats.shape[0] - 1 < dim and rt.main:
+        log.warning("stage1.head_init = pca: %d training images give at most %d principal directions for "
+                    "model.dim = %d; the other %d rows are random orthonormal directions",
+                    feats.shape[0], max(0, feats.shape[0] - 1), dim, dim - max(0, feats.shape[0] - 1))
+    components, mean = pca_components(feats, dim, seed=seed)
+    set_head_from_pca(model, components, mean)
+    if rt.distributed:
+        for t in (model.fc.weight.data, model.fc.bias.data):
+            dist.broadcast(t, src=0)
+    if rt.main:
+        total = float((feats - mean).square().sum())
+        share = float(((feats - mean) @ components.T).square().sum()) / total if total > 0 else float("nan")
+        log.info("stage 1: projection head from PCA of %d GeM vectors (%d -> %d, %.1f%% of the variance kept) "
+                 "in %.0f s%s", len(feats), channels, dim, 100 * share, time.perf_counter() - tic,
+                 f"; {len(errors)} unreadable" if errors else "")

@@ -1,0 +1,104 @@
+"""Passes over the training images in the eval view (shorter side to ``data.image_size``, centre
+crop), sharded over the processes and gathered on all of them: the classifier head's prediction
+(hard-negative table, validation accuracy) and the GeM vectors (PCA head initialisation)."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from ..data.images import ImageError, load_image
+from ..model import CFCDNet
+from .datasets import Samples
+from .runtime import Runtime
+from .transforms import EvalTransform
+
+
+class EvalImages(Dataset):
+    """``dataset[k]`` -> (sample index, eval-view tensor), or (index, error message) if unreadable."""
+
+    def __init__(self, samples: Samples, indices: list[int], size: int):
+        self.samples, self.indices, self.transform = samples, indices, EvalTransform(size)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int):
+        i = self.indices[k]
+        try:
+            return i, self.transform(load_image(self.samples.paths[i]))
+        except ImageError as err:
+            return i, str(err)
+
+
+def _collate(batch):
+    good = [(i, x) for i, x in batch if isinstance(x, torch.Tensor)]
+    bad = [(i, x) for i, x in batch if not isinstance(x, torch.Tensor)]
+    return [i for i, _ in good], torch.stack([x for _, x in good]) if good else None, bad
+
+
+def _shard_loader(samples: Samples, image_size: int, batch_size: int, rt: Runtime, num_workers: int):
+    shard = list(range(rt.rank, len(samples), rt.world_size))
+    return DataLoader(EvalImages(samples, shard, image_size), batch_size=batch_size,
+                      num_workers=num_workers, collate_fn=_collate)
+
+
+@torch.no_grad()
+def predict(model: CFCDNet, head, samples: Samples, image_size: int, batch_size: int, rt: Runtime,
+            amp: torch.dtype | None = None, progress: bool = True,
+            num_workers: int = 0) -> tuple[list[int], list[float], list[str]]:
+    """Class and score of ``head.predict`` for every sample (class -1, score nan where unreadable),
+    under autocast ``amp`` (None: float32); also the messages of the unreadable images."""
+    was_training = model.training
+    model.eval()
+    mine: list[tuple[int, int, float]] = []
+    errors: list[str] = []
+    loader = _shard_loader(samples, image_size, batch_size, rt, num_workers)
+    for rows, x, bad in tqdm(loader, disable=not (progress and rt.main), unit="batch", desc="predict"):
+        errors.extend(msg for _, msg in bad)
+        mine.extend((i, -1, float("nan")) for i, _ in bad)
+        if x is None:
+            continue
+        with rt.autocast(amp):
+            g = model(x.to(rt.device))
+        pred, score = head.predict(g.float())
+        mine.extend(zip(rows, pred.tolist(), score.float().tolist()))
+    model.train(was_training)
+    preds, scores = [-1] * len(samples), [float("nan")] * len(samples)
+    all_errors: list[str] = []
+    for part, part_errors in rt.gather_objects((mine, errors)):
+        for i, p, s in part:
+            preds[i], scores[i] = p, s
+        all_errors.extend(part_errors)
+    return preds, scores, all_errors
+
+
+@torch.no_grad()
+def gem_features(model: CFCDNet, samples: Samples, image_size: int, batch_size: int, rt: Runtime,
+                 progress: bool = True, num_workers: int = 0) -> tuple[torch.Tensor, list[str]]:
+    """GeM vectors (before the projection head) of the readable samples, in sample order, as a
+    float64 CPU tensor (N, C); also the messages of the unreadable images."""
+    was_training = model.training
+    model.eval()
+    rows: list[int] = []
+    feats: list[torch.Tensor] = []
+    errors: list[str] = []
+    loader = _shard_loader(samples, image_size, batch_size, rt, num_workers)
+    for idx, x, bad in tqdm(loader, disable=not (progress and rt.main), unit="batch", desc="GeM"):
+        errors.extend(msg for _, msg in bad)
+        if x is None:
+            continue
+        g = model.pool(model.backbone(x.to(rt.device)))
+        rows.extend(idx)
+        feats.append(g.double().cpu())
+    model.train(was_training)
+    empty = torch.zeros(0, model.backbone_channels, dtype=torch.float64)
+    mine = (rows, torch.cat(feats) if feats else empty, errors)
+    by_row: dict[int, torch.Tensor] = {}
+    all_errors: list[str] = []
+    for part_rows, part_feats, part_errors in rt.gather_objects(mine):
+        by_row.update(zip(part_rows, part_feats))
+        all_errors.extend(part_errors)
+    order = sorted(by_row)
+    return (torch.stack([by_row[i] for i in order]) if order else empty), all_errors
