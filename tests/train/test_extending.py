@@ -6,7 +6,6 @@ import json
 import re
 from pathlib import Path
 
-import torch
 from tinytrain import tiny_overrides
 
 from cfcd.cli import main
