@@ -1,4 +1,10 @@
-"""Killing `cfcd index add` mid-write leaves the previous index loadable and answering."""
+"""Index writes by real `cfcd index` processes: killed at each point of a write, racing to
+build the same new index, or adding while another add is still extracting.
+
+A writer is stopped at a named point (``CFCD_FAILPOINT``: it SIGSTOPs itself there), the
+test checks that the point was reached as described (files on disk), then SIGKILLs it and
+asserts the one state the index must be in.
+"""
 
 from __future__ import annotations
 
@@ -17,13 +23,19 @@ from cfcd.index import Index, store
 
 DIM = 32
 MODEL = {"name": "synthetic", "config": {"backbone": "none"}, "dim": DIM}
+SETTINGS = {"scales": [1.0], "max_side": None}
+BASE, MORE = 1000, 5000
+
+
+def unit_rows(n: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def features_dir(path: Path, n: int, seed: int, prefix: str) -> Path:
     """A `cfcd extract`-style directory of n random unit descriptors."""
     path.mkdir(parents=True)
-    x = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
-    np.save(path / "shard-00000.npy", x / np.linalg.norm(x, axis=1, keepdims=True))
+    np.save(path / "shard-00000.npy", unit_rows(n, seed))
     manifest = {"format": "cfcd-features", "version": 1, "model": MODEL, "scales": [1.0], "max_side": None,
                 "dtype": "float32", "count": n, "ids": [f"{prefix}{i}" for i in range(n)],
                 "shards": [{"file": "shard-00000.npy", "start": 0, "count": n}], "failed": []}
@@ -35,37 +47,111 @@ def cfcd(*args) -> list[str]:
     return [sys.executable, "-m", "cfcd", *map(str, args)]
 
 
-def check_index(root: Path, expected: set[int]) -> None:
-    index = Index.load(root)
-    assert len(index) in expected
-    assert index.faiss.ntotal == len(index)
-    q = index.reconstruct(np.array([0]))
-    assert index.search(q, k=1).hits(0)[0]["id"] == 0
+def start(*args, failpoint: str | None = None) -> subprocess.Popen:
+    env = {**os.environ, store.FAILPOINT_ENV: failpoint} if failpoint else None
+    return subprocess.Popen(cfcd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
-@pytest.mark.parametrize("moment", ["staging", "early"])
-def test_kill_during_add(tmp_path, moment):
-    root = tmp_path / "idx"
-    small = features_dir(tmp_path / "f0", 1000, 0, "base")
-    subprocess.run(cfcd("index", "build", root, small), check=True, capture_output=True)
-    big = features_dir(tmp_path / "f1", 100_000, 1, "more")
-    proc = subprocess.Popen(cfcd("index", "add", root, big), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    if moment == "staging":
-        # Wait for the writer to start writing the new version, then kill it.
-        while not any(p.name.startswith(store.STAGING_PREFIX) for p in root.iterdir()):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.001)
-    else:
-        time.sleep(0.5)
+def wait_stopped(proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Until ``proc`` has stopped itself at its failpoint."""
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{proc.pid}/stat").read_text().split(") ")[1][0] != "T":
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the writer never reached its failpoint"
+        time.sleep(0.01)
+
+
+def kill(proc: subprocess.Popen) -> None:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    killed_before_publish = store.current(root)[0] == 1
-    if moment == "staging":
-        assert killed_before_publish, "the writer finished before it was killed; make the added set larger"
-    check_index(root, {1000, 101_000})
-    # The next writer cleans up after the dead one and succeeds.
-    subprocess.run(cfcd("index", "add", root, big), check=True, capture_output=True)
-    check_index(root, {101_000})
-    assert not any(p.name.startswith(store.STAGING_PREFIX) for p in root.iterdir())
+
+
+def check_index(root: Path, n: int, generation: int) -> None:
+    """The published version is ``generation``, complete with ``n`` images, and answers."""
+    index = Index.load(root)
+    assert (index.generation, len(index), len(index.vectors)) == (generation, n, n)
+    q = index.reconstruct(np.array([n - 1]))
+    assert index.search(q, k=1).hits(0)[0]["id"] == n - 1
+
+
+def leftovers(root: Path) -> list[str]:
+    """Directories that are neither the current version nor a kept previous one."""
+    gen = store.current(root)[0]
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not (
+        p.name.startswith("v") and gen - store.KEEP_PREVIOUS <= int(p.name[1:]) <= gen))
+
+
+def add_in_process(root: Path, n: int, seed: int, prefix: str) -> None:
+    with Index.edit(root) as index:
+        index.add(unit_rows(n, seed), [f"{prefix}{i}" for i in range(n)], model=MODEL, settings=SETTINGS)
+
+
+@pytest.fixture
+def built(tmp_path) -> tuple[Path, Path]:
+    """An index of BASE descriptors (version 1), and a features directory of MORE others."""
+    root = tmp_path / "idx"
+    Index.build(unit_rows(BASE, 0), [f"base{i}" for i in range(BASE)], model=MODEL, settings=SETTINGS).save(root)
+    return root, features_dir(tmp_path / "f1", MORE, 1, "more")
+
+
+@pytest.mark.parametrize("point", ["index.commit", "index.staged", "index.renamed", "index.published"])
+def test_kill_at_each_point_of_an_add(built, point):
+    root, more = built
+    proc = start("index", "add", root, more, failpoint=point)
+    wait_stopped(proc)
+    staged = [p for p in root.iterdir() if p.name.startswith(store.STAGING_PREFIX)]
+    faiss_files = [p / store.FAISS_FILE for p in staged]
+    if point == "index.commit":  # descriptors read, nothing written yet
+        assert not staged
+    elif point == "index.staged":  # the new version's vectors and records are on disk, unpublished
+        assert len(staged) == 1 and faiss_files[0].stat().st_size > MORE * DIM * 4
+        assert (staged[0] / store.META_FILE).stat().st_size > 0
+    else:  # renamed to v2; CURRENT switched to it only at "published"
+        assert not staged and (root / store.version_name(2) / store.FAISS_FILE).is_file()
+    assert store.current(root)[0] == (2 if point == "index.published" else 1)
+    kill(proc)
+    if point == "index.published":
+        check_index(root, BASE + MORE, generation=2)  # the new version, complete
+    else:
+        check_index(root, BASE, generation=1)  # the old version, intact
+    if point == "index.renamed":
+        assert leftovers(root) == ["v00000002"]  # the orphan: renamed, never published
+    # The next writer removes what the dead one left, and publishes the next version.
+    add_in_process(root, MORE, 1, "more")
+    check_index(root, BASE + MORE, generation=2)
+    assert leftovers(root) == []
+
+
+def test_concurrent_builds_never_replace_each_other(tmp_path):
+    # The first build has extracted everything and is about to save when the second builds
+    # the same new index: the first must then fail clearly, not replace the second's.
+    root = tmp_path / "idx"
+    first = start("index", "build", root, features_dir(tmp_path / "fa", 300, 2, "a"), failpoint="index.commit")
+    wait_stopped(first)
+    second = subprocess.run(cfcd("index", "build", root, features_dir(tmp_path / "fb", 200, 3, "b")),
+                            capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr
+    os.kill(first.pid, signal.SIGCONT)
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 2 and "an index already exists" in err, (out, err)
+    index = Index.load(root)
+    assert index.generation == 1 and len(index) == 200
+    assert {r.path[0] for r in index.records(index.ids()).values()} == {"b"}
+
+
+def test_a_second_writer_does_not_wait_for_the_first_ones_extraction(built):
+    # The first add is stopped after extraction (holding no lock); the second completes at
+    # once; the first then publishes on top of it, its additions replayed, nothing lost.
+    root, more = built
+    first = start("index", "add", root, more, failpoint="index.commit")
+    wait_stopped(first)
+    add_in_process(root, 700, 4, "other")
+    check_index(root, BASE + 700, generation=2)
+    os.kill(first.pid, signal.SIGCONT)
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert f"added {MORE} images" in out and "version 3" in out
+    index = Index.load(root)
+    assert index.generation == 3 and len(index) == BASE + MORE + 700
+    paths = [r.path for r in index.records(index.ids()).values()]
+    assert sum(p.startswith("more") for p in paths) == MORE and sum(p.startswith("other") for p in paths) == 700

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cfcd.index import Index, IndexMismatchError, store
-from cfcd.index.index import _layers
+from cfcd.index.vectors import layers
 
 MODEL = {"name": "test-model", "config": {"backbone": "x"}, "dim": 16}
 SETTINGS = {"scales": [1.0], "max_side": None}
@@ -51,7 +51,7 @@ def test_same_content_is_indexed_once(tmp_path):
     assert report.added == [0, 1] and report.repeated == {1: 0}
     again = index.add(x, [b, tmp_path / "c.jpg", a])
     assert again.added == [] and again.duplicates == {0: 0, 1: 1, 2: 0}
-    assert len(index) == 2 and index.faiss.ntotal == 2
+    assert len(index) == 2 and len(index.vectors) == 2
     rec = index.record(0)
     assert rec.sha256 and rec.size == 10 and rec.path == str(a.resolve())
 
@@ -120,7 +120,7 @@ def test_other_model_or_settings_refused():
 def test_factory_strings(tmp_path, factory):
     x = unit_rows(1000)
     index = Index.build(x, names(1000), factory=factory)
-    assert index.faiss.is_trained
+    assert not index.vectors.capabilities.needs_training
     res = index.search(x[:50], k=10)
     assert (res.ids[:, :10] == np.arange(50)[:, None]).any(axis=1).mean() >= 0.9
     index.remove(ids=[0, 1])
@@ -139,7 +139,7 @@ def test_pq_skips_polysemous_training():
 
     for factory in ("IVF8,PQ4x4", "OPQ4,IVF8,PQ4x4", "PQ4x4"):
         index = Index(16, factory=factory)
-        trainable = [layer for layer in _layers(index.faiss) if hasattr(layer, "do_polysemous_training")]
+        trainable = [layer for layer in layers(index.vectors.faiss) if hasattr(layer, "do_polysemous_training")]
         assert trainable and not any(layer.do_polysemous_training for layer in trainable), factory
     assert faiss.downcast_index(faiss.index_factory(16, "IVF8,PQ4x4")).do_polysemous_training  # faiss's default
 
@@ -170,9 +170,32 @@ def test_bad_factory_and_too_few_training_points():
 def test_one_writer_at_a_time(tmp_path):
     root = tmp_path / "idx"
     Index.build(unit_rows(5), names(5)).save(root)
-    with Index.edit(root):
+    with store.WriteLock(root):
         with pytest.raises(RuntimeError, match="another process"):
-            store.WriteLock(root, timeout=0.2).acquire()
+            with Index.edit(root, timeout=0.2) as index:  # the block runs; the save waits for the lock
+                index.add(unit_rows(1, seed=9), ["late.jpg"])
+    assert len(Index.load(root)) == 5
+
+
+def test_interleaved_edits_both_land(tmp_path):
+    # The second writer publishes while the first is still inside its block (extracting):
+    # the first's changes are replayed on the newer version, its report updated.
+    root = tmp_path / "idx"
+    x = unit_rows(10, seed=4)
+    Index.build(x[:5], names(5)).save(root)
+    with Index.edit(root) as first:
+        report = first.add(x[5:7], ["a.jpg", "shared.jpg"])
+        removed = first.remove(ids=[1])
+        assert report.added == [5, 6]
+        with Index.edit(root) as second:
+            assert second.add(x[7:9], ["b.jpg", "shared.jpg"]).added == [5, 6]
+            second.remove(ids=[0])
+    assert report.added == [7] and report.duplicates == {1: 6} and removed == [1]
+    loaded = Index.load(root)
+    assert loaded.generation == 3 and first.generation == 3
+    assert sorted(r.path for r in loaded.records(loaded.ids()).values()) == [
+        "a.jpg", "b.jpg", "img00002.jpg", "img00003.jpg", "img00004.jpg", "shared.jpg"]
+    assert loaded.search(x[5:6], k=1).hits(0)[0]["path"] == "a.jpg"
 
 
 def test_readers_never_see_a_half_written_index(tmp_path):
@@ -187,7 +210,7 @@ def test_readers_never_see_a_half_written_index(tmp_path):
             try:
                 index = Index.load(root)
                 n = len(index)
-                assert index.faiss.ntotal == n, (index.faiss.ntotal, n)
+                assert len(index.vectors) == n, (len(index.vectors), n)
                 hit = index.search(x[n - 1:n], k=1).hits(0)[0]
                 assert hit["id"] == n - 1 and hit["path"] is not None
                 sizes.append(n)
@@ -225,3 +248,25 @@ def test_add_images_extracts_only_new_ones(tmp_path, image_folder, tiny_model):
         index.add_images(tiny_model, images, scales=(0.5, 1.0), progress=False)
     res = index.search_images([images[2], (images[2], (0, 0, 30, 30))], k=3, model=tiny_model)
     assert res.ids.shape == (2, 3) and res.ids[0, 0] == 2
+
+
+def test_index_reloads_its_model_from_the_stored_config(tmp_path):
+    # A timm state dict has no key that names its architecture: only the backbone stored in
+    # the index's model config can rebuild the model (guessing from keys fails).
+    timm = pytest.importorskip("timm")
+    import torch
+
+    from cfcd.model import WeightsError, load_model
+
+    torch.manual_seed(0)
+    path = tmp_path / "timm_resnet18.pth"
+    torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), path)
+    with pytest.raises(WeightsError):
+        load_model(path)
+    model = load_model(path, backbone="timm:resnet18")
+    Index(model.output_dim, model=model).save(tmp_path / "idx")
+    index = Index.load(tmp_path / "idx")
+    assert index.model["config"]["backbone"] == "timm:resnet18"
+    reloaded = index.load_model()
+    assert reloaded.config == model.config
+    assert all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), model.state_dict().values()))

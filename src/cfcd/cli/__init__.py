@@ -28,7 +28,7 @@ COMMANDS = {
     "hem": "write the hard-negative table (path,true,pred,score) for stage 2",
 }
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, RuntimeError, KeyError)
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, RuntimeError, KeyError)
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:

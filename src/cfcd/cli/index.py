@@ -16,7 +16,7 @@ def register(p) -> None:
 
     build = isub.add_parser("build", help="index a folder or list of images, or a features directory from `cfcd extract`")
     _source_arguments(build)
-    build.add_argument("--factory", default="Flat",
+    build.add_argument("--factory", default=None,
                        help="faiss index_factory string: Flat (exact, default), IVF4096,PQ64, HNSW32 ... (see docs/scaling.md)")
     build.add_argument("--force", action="store_true", help="replace an index that already exists at INDEX")
     build.set_defaults(func=run_build)
@@ -64,8 +64,10 @@ def _add_source(index, args):
     images = [str(p) for p in read_image_list(args.source)]
     if not images:
         raise ValueError(f"{args.source}: no images found")
-    name = args.model or (index.model["name"] if index.model else "default")
-    model = load_model(name, backbone=args.backbone)
+    if args.model is None and index.model:
+        model = index.load_model()  # the index's own, from its stored config
+    else:
+        model = load_model(args.model or "default", backbone=args.backbone)
     kwargs = extract_kwargs(args)
     if index.settings and args.scales is None:
         kwargs["scales"] = index.settings["scales"]
@@ -86,11 +88,11 @@ def _print_report(report, inputs) -> None:
 
 
 def run_build(args) -> None:
-    from ..index import Index, store
+    from ..index import Index
+    from ..index.engines import open_store
 
-    root = Path(args.index)
-    if store.is_index(root) and not args.force:
-        raise FileExistsError(f"{root}: an index already exists; use `cfcd index add`, or --force to rebuild it")
+    if open_store(args.index).exists() and not args.force:
+        raise FileExistsError(f"{args.index}: an index already exists; use `cfcd index add`, or --force to rebuild it")
     if _is_features_dir(args.source):
         from ..extraction import read_manifest
 
@@ -99,13 +101,13 @@ def run_build(args) -> None:
         from ..model import load_model
 
         dim = load_model(args.model, backbone=args.backbone).output_dim
-    with store.WriteLock(root) as lock:
-        index = Index(dim, factory=args.factory)
-        index._lock = lock
-        report, inputs = _add_source(index, args)
-        index.save(root, overwrite=True)
+    # Extraction runs without the write lock; saving checks again, under it, that no other
+    # build made an index here meanwhile.
+    index = Index(dim, factory=args.factory, location=args.index)
+    report, inputs = _add_source(index, args)
+    index.save(args.index, overwrite=args.force)
     _print_report(report, inputs)
-    print(f"{root}: {len(index)} images, {args.factory}, version {index.generation}")
+    print(f"{args.index}: {len(index)} images, {index.factory}, version {index.generation}")
 
 
 def run_add(args) -> None:
@@ -138,7 +140,7 @@ def run_info(args) -> None:
     settings = info["settings"] or {}
     print(f"index     {info['path']} (version {info['version']})")
     print(f"images    {info['images']}")
-    print(f"faiss     {info['factory']} ({info['faiss']}), {info['dim']}-d")
+    print(f"engine    {info['engine']} {info['factory']}, {info['dim']}-d")
     print(f"model     {model.get('name')} {model.get('config')}")
     print(f"settings  scales {settings.get('scales')}, max_side {settings.get('max_side')}")
     if info["removed_pending"]:

@@ -40,7 +40,7 @@ def run(args) -> None:
     index = Index.load(args.index)
     if args.dba:
         index = index.augmented(args.dba, args.dba_alpha)
-    model = load_model(args.model) if args.model else index.load_model()
+    model = load_model(args.model) if args.model else None  # None: the index's own
     queries = [(q, args.bbox) if args.bbox else q for q in args.queries]
     result = index.search_images(queries, k=args.k, model=model, qe=args.qe, alpha=args.alpha, device=args.device)
     if args.json:

@@ -1,15 +1,22 @@
-"""Persistent FAISS index of CFCD descriptors with SQLite metadata, and re-ranking."""
+"""Image descriptors indexed for search: ``Index`` over a vector engine (FAISS, or Milvus),
+a catalogue of image records, a versioned store, and re-ranking.
+
+Layers, bottom up: ``vectors`` (the vector index), ``catalogue`` (SQLite image records and
+settings), ``store`` (versions and the write lock), ``engines`` (which store a location
+names), ``index`` (``Index``), ``searcher`` (model + settings + index).
+"""
 
 __all__ = ["AddReport", "ImageRecord", "Index", "IndexMismatchError", "SearchResult"]
 
+_HOMES = {"AddReport": "results", "SearchResult": "results", "ImageRecord": "records", "Index": "index",
+          "IndexMismatchError": "index"}
+
 
 def __getattr__(name):
-    # FAISS and torch load on first use, so that `cfcd search --help` (which reads the
-    # re-ranking defaults from .rerank) does not wait for them.
-    if name == "ImageRecord":
-        from . import metadata as module
-    elif name in __all__:
-        from . import index as module
-    else:
+    # Loaded on first use, so that `cfcd search --help` (which reads the re-ranking defaults
+    # from .rerank) imports no more than it needs.
+    if name not in _HOMES:
         raise AttributeError(f"module 'cfcd.index' has no attribute {name!r}")
-    return getattr(module, name)
+    from importlib import import_module
+
+    return getattr(import_module(f".{_HOMES[name]}", __name__), name)

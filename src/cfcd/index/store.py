@@ -12,7 +12,11 @@ INDEX/
 A writer fills a staging directory, fsyncs it, renames it to the next version and then
 replaces ``CURRENT`` (write-temp-then-rename). A crash at any point leaves ``CURRENT``
 naming a complete version; a reader that reads ``CURRENT`` and opens that directory never
-sees a half-written file.
+sees a half-written file. What a dead writer left (staging directories, a version renamed
+but never named by ``CURRENT``) is removed by the next writer, under the lock.
+
+``DirectoryStore`` puts this behind the interface every engine's store has (``exists``,
+``version``, ``open``, ``create``, ``lock``, ``publish``), for ``cfcd.Index``.
 """
 
 from __future__ import annotations
@@ -22,9 +26,14 @@ import fcntl
 import os
 import re
 import shutil
+import signal
 import tempfile
 import time
 from pathlib import Path
+
+from .catalogue import Catalogue
+from .catalogue import Error as CatalogueError
+from .vectors import FaissVectors
 
 CURRENT = "CURRENT"
 LOCK = "write.lock"
@@ -35,6 +44,21 @@ STAGING_PREFIX = ".staging-"
 # a swap still finds its files.
 KEEP_PREVIOUS = 2
 _VERSION = re.compile(r"^v(\d{8})$")
+
+
+# Crash tests stop a real writer at a named point of a write (SIGSTOP to itself), check what
+# is on disk, then kill it: CFCD_FAILPOINT=index.staged (see failpoint()).
+FAILPOINT_ENV = "CFCD_FAILPOINT"
+
+
+def failpoint(name: str) -> None:
+    """Stop this process (SIGSTOP) at ``name`` if ``$CFCD_FAILPOINT`` names it; a no-op
+    otherwise. Points: ``index.commit`` (descriptors ready, lock not taken yet),
+    ``index.staged`` (new version's files written, not yet renamed), ``index.renamed``
+    (renamed, ``CURRENT`` not yet switched), ``index.published`` (switched, old versions
+    not yet collected)."""
+    if os.environ.get(FAILPOINT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def version_name(generation: int) -> str:
@@ -85,9 +109,13 @@ def publish(root: str | Path, staging: Path) -> int:
     for f in staging.iterdir():
         _fsync_path(f)
     _fsync_path(staging)
-    gen = max([0, *_versions(root)]) + 1
+    failpoint("index.staged")
+    base = current(root)[0] if is_index(root) else 0
+    _remove_orphans(root, base)
+    gen = base + 1
     target = root / version_name(gen)
     os.rename(staging, target)
+    failpoint("index.renamed")
     pointer = root / f".{CURRENT}.tmp"
     with open(pointer, "w") as f:
         f.write(version_name(gen) + "\n")
@@ -95,21 +123,29 @@ def publish(root: str | Path, staging: Path) -> int:
         os.fsync(f.fileno())
     os.replace(pointer, root / CURRENT)
     _fsync_path(root)
+    failpoint("index.published")
     collect_garbage(root)
     return gen
 
 
+def _remove_orphans(root: Path, gen: int) -> None:
+    """Versions after ``gen``: renamed by a writer that died before switching ``CURRENT``,
+    never published, so no reader opened them."""
+    for g in _versions(root):
+        if g > gen:
+            shutil.rmtree(root / version_name(g))
+
+
 def collect_garbage(root: Path) -> None:
-    """Remove staging directories of dead writers and versions no reader needs any more
-    (call with the write lock held)."""
+    """Remove staging directories of other writers (dead: the lock is ours) and versions
+    no reader needs any more (call with the write lock held)."""
     gen, _ = current(root)
     for p in root.iterdir():
         if p.name.startswith(STAGING_PREFIX):
             shutil.rmtree(p, ignore_errors=True)
+    _remove_orphans(root, gen)
     older = [g for g in _versions(root) if g < gen]
-    stale = older[:-KEEP_PREVIOUS] if KEEP_PREVIOUS else older
-    stale += [g for g in _versions(root) if g > gen]  # renamed by a writer that died before the swap
-    for g in stale:
+    for g in older[:-KEEP_PREVIOUS] if KEEP_PREVIOUS else older:
         shutil.rmtree(root / version_name(g), ignore_errors=True)
 
 
@@ -159,3 +195,65 @@ class WriteLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+class DirectoryStore:
+    """The FAISS engine's store: versions of ``index.faiss`` + ``meta.sqlite`` in a directory."""
+
+    engine = "faiss"
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @property
+    def location(self) -> str:
+        return str(self.root)
+
+    def exists(self) -> bool:
+        return is_index(self.root)
+
+    def version(self) -> int:
+        return current(self.root)[0]
+
+    def lock(self, timeout: float = 60.0) -> WriteLock:
+        return WriteLock(self.root, timeout)
+
+    @staticmethod
+    def create(dim: int, factory: str | None) -> tuple[FaissVectors, Catalogue]:
+        from .vectors import DEFAULT_FACTORY
+
+        return FaissVectors.create(dim, factory or DEFAULT_FACTORY), Catalogue.memory()
+
+    def open(self) -> tuple[FaissVectors, Catalogue, int]:
+        """The published version: (vectors, catalogue, generation), a consistent snapshot even
+        while another process publishes."""
+        for attempt in range(5):
+            gen, vdir = current(self.root)
+            try:
+                catalogue = Catalogue.open(vdir / META_FILE)
+                factory = catalogue.info().get("factory", "")
+                return FaissVectors.read(vdir / FAISS_FILE, factory), catalogue, gen
+            except (RuntimeError, OSError, CatalogueError):
+                # The version was collected between reading CURRENT and opening it: a newer
+                # one is published, read CURRENT again.
+                if attempt == 4 or current(self.root)[0] == gen:
+                    raise
+        raise AssertionError("unreachable")
+
+    def check_vacant(self) -> None:
+        """Refuse a directory that holds something other than a cfcd index."""
+        if self.root.exists() and not self.exists():
+            if not self.root.is_dir():
+                raise FileExistsError(f"{self.root}: exists and is not a directory; choose another path")
+            stray = [p.name for p in self.root.iterdir() if p.name != LOCK][:3]
+            if stray:
+                raise FileExistsError(f"{self.root}: exists and is not a cfcd index (holds {stray}); choose another path")
+
+    def publish(self, vectors: FaissVectors, catalogue: Catalogue) -> int:
+        """Write the next version (call with the lock held); returns its generation."""
+        if not isinstance(vectors, FaissVectors):
+            raise ValueError(f"{self.root}: a directory holds FAISS indexes; this index uses the {vectors.engine} engine")
+        staging = new_staging(self.root)
+        vectors.write(staging / FAISS_FILE)
+        catalogue.write(staging / META_FILE)
+        return publish(self.root, staging)

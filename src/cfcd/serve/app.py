@@ -24,7 +24,7 @@ from PIL import Image
 
 from .. import __version__
 from ..data.images import ImageError, load_image
-from ..index import Index, store
+from ..index import Index
 from .settings import API_KEY_HEADER, DEFAULT_K, MAX_K, THUMBNAIL_SIZES, ServeSettings
 
 STATIC = Path(__file__).parent / "static"
@@ -47,8 +47,7 @@ class IndexHolder:
         if now - self._checked >= self.settings.reload_interval:
             with self._lock:
                 self._checked = now
-                gen, _ = store.current(self.settings.index)
-                if gen != self.index.generation:
+                if self.index.store.version() != self.index.generation:
                     self.index = Index.load(self.settings.index)
         return self.index
 

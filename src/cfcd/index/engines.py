@@ -1,0 +1,30 @@
+"""Which store holds an index, chosen by its location.
+
+A plain directory is the embedded FAISS engine (``cfcd.index.store.DirectoryStore``). A
+vector engine registers here a test on the location and the module of its store; its store
+gives ``cfcd.Index`` the same interface (``exists``, ``version``, ``open``, ``create``,
+``lock``, ``publish``), so the index's behaviour (dedupe, model checks, re-ranking) is written
+once.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Callable
+
+
+# engine name -> (claims this location?, "module:StoreClass"); the first match wins.
+ENGINES: dict[str, tuple[Callable[[str], bool], str]] = {
+    "faiss": (lambda location: True, "cfcd.index.store:DirectoryStore"),
+}
+
+
+def engine_of(location: str | Path) -> str:
+    return next(name for name, (claims, _) in ENGINES.items() if claims(str(location)))
+
+
+def open_store(location: str | Path):
+    """The store of the index at ``location`` (which need not exist yet)."""
+    module, cls = ENGINES[engine_of(location)][1].split(":")
+    return getattr(importlib.import_module(module), cls)(location)

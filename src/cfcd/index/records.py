@@ -1,0 +1,51 @@
+"""What an index knows about one image, and how a file is described (engine-neutral)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """What the index knows about one image. ``sha256`` is the hash of the file's bytes, so
+    the same picture is indexed once whatever its path (None for descriptors whose image file
+    is not on this machine: those are told apart by path)."""
+
+    path: str
+    size: int | None = None
+    mtime: float | None = None
+    sha256: str | None = None
+    id: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def with_id(self, image_id: int) -> "ImageRecord":
+        return ImageRecord(self.path, self.size, self.mtime, self.sha256, int(image_id))
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def describe_file(path: str | Path) -> ImageRecord:
+    """The record of an image file (absolute path, size, mtime, content hash); for a name
+    that is not a file here (descriptors made elsewhere) only the name."""
+    p = Path(path)
+    if not p.is_file():
+        return ImageRecord(path=str(path))
+    st = p.stat()
+    return ImageRecord(path=str(p.resolve()), size=st.st_size, mtime=st.st_mtime, sha256=sha256_file(p))
+
+
+def resolve_paths(paths: Iterable[str]) -> list[str]:
+    """The form in which paths are stored: absolute for existing files, as given otherwise."""
+    return [str(Path(p).resolve()) if os.path.exists(p) else str(p) for p in paths]

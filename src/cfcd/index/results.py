@@ -1,0 +1,48 @@
+"""What ``Index.add`` and ``Index.search`` return."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .records import ImageRecord
+
+
+@dataclass
+class AddReport:
+    """What ``add`` did: the ids given to new images (in input order), the inputs skipped as
+    already indexed (input position -> id holding that content), repeated within the call
+    (input position -> first position) and inputs that could not be read."""
+
+    added: list[int] = field(default_factory=list)
+    duplicates: dict[int, int] = field(default_factory=dict)
+    repeated: dict[int, int] = field(default_factory=dict)
+    failed: dict[int, str] = field(default_factory=dict)
+
+    def update_from(self, other: "AddReport") -> None:
+        """Say what ``other`` says, in place (the caller may hold this object)."""
+        self.added[:] = other.added
+        for mine, theirs in ((self.duplicates, other.duplicates), (self.repeated, other.repeated), (self.failed, other.failed)):
+            mine.clear()
+            mine.update(theirs)
+
+
+@dataclass
+class SearchResult:
+    """``ids`` (m, k) int64, ``scores`` (m, k) float32, best first; -1 / -inf pad rows with
+    fewer than k hits. ``records`` maps every returned id to its metadata."""
+
+    ids: np.ndarray
+    scores: np.ndarray
+    records: dict[int, ImageRecord]
+
+    def hits(self, row: int = 0) -> list[dict]:
+        """The hits of query ``row`` as dicts {rank, id, score, path}."""
+        out = []
+        for rank, (i, s) in enumerate(zip(self.ids[row], self.scores[row]), start=1):
+            if i < 0:
+                break
+            rec = self.records.get(int(i))
+            out.append({"rank": rank, "id": int(i), "score": float(s), "path": rec.path if rec else None})
+        return out

@@ -1,0 +1,99 @@
+"""The searcher: a model and its extraction settings joined to an index.
+
+Images go in, ranked images come out (``Searcher.search``); images go in and their
+descriptors are added (``add_images``). The model is the index's own, rebuilt from the model
+config stored with the index (backbone included), and queries are extracted with the index's
+settings, so query and database descriptors are always made the same way. ``index`` is a
+``cfcd.Index`` (``Index.search_images``, ``add_images`` and ``load_model`` call this module).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from . import rerank
+from .records import describe_file
+from .results import AddReport, SearchResult
+
+
+def load_index_model(index):
+    """The model that made ``index``'s descriptors: its stored name (weights) with its stored
+    config's backbone (the weights' layout is not guessed), checked against the identity
+    stored with the index."""
+    from ..model import load_model
+
+    if not index.model:
+        raise ValueError("this index was built from descriptors without a model description; pass the model explicitly")
+    backbone = (index.model.get("config") or {}).get("backbone")
+    model = load_model(index.model["name"], backbone=backbone)
+    index.check_compatible(model)
+    return model
+
+
+def _settings(index, extract_kwargs: dict):
+    """The extraction settings: those given in ``extract_kwargs`` (removed from it; checked
+    against the index's), else the index's, else cfcd's defaults."""
+    from ..extraction import CFCD_SCALES, ExtractionSettings
+
+    stored = index.settings or {"scales": CFCD_SCALES, "max_side": None}
+    scales = extract_kwargs.pop("scales", None) or stored["scales"]
+    max_side = extract_kwargs.pop("max_side", None) or stored["max_side"]
+    settings = ExtractionSettings(tuple(float(s) for s in scales), max_side)
+    index.check_compatible(settings=settings)
+    return settings
+
+
+class Searcher:
+    """Query images against ``index`` with ``model`` (default: the index's own)."""
+
+    def __init__(self, index, model=None):
+        self.index = index
+        self.model = model if model is not None else load_index_model(index)
+        index.check_compatible(self.model)
+
+    def search(self, images: Sequence, k: int = 10, qe: int = 0, alpha: float = rerank.DEFAULT_QE_ALPHA,
+               **extract_kwargs) -> SearchResult:
+        """The k nearest indexed images of each query (paths, PIL images or
+        (image, (x0, y0, x1, y1)) crops). ``extract_kwargs`` go to ``cfcd.extract``."""
+        from ..extraction import extract
+
+        settings = _settings(self.index, extract_kwargs)
+        extract_kwargs.setdefault("progress", False)
+        desc = extract(self.model, list(images), scales=settings.scales, max_side=settings.max_side, **extract_kwargs)
+        return self.index.search(desc, k, qe=qe, alpha=alpha)
+
+
+def add_images(index, model, images: Sequence[str | Path], progress: bool = True, **extract_kwargs) -> AddReport:
+    """Extract and add ``images`` (paths) to ``index``; only images whose content is not
+    indexed yet are extracted. For an index opened with ``Index.edit``, the step is replayed
+    (without extracting again) if another writer publishes first."""
+    from ..extraction import extract, failed_rows
+
+    settings = _settings(index, extract_kwargs)
+    index.check_compatible(model)
+    recs = [describe_file(p) for p in images]
+    report = AddReport()
+    keep = index.new_positions(recs, report)
+    if not keep:
+        return report
+    desc = extract(model, [recs[k].path for k in keep], scales=settings.scales, max_side=settings.max_side,
+                   skip_errors=True, progress=progress, **extract_kwargs)
+    bad = set(failed_rows(desc).tolist())
+    for row in sorted(bad):
+        report.failed[keep[row]] = f"{recs[keep[row]].path}: not a readable image"
+    good = [row for row in range(len(keep)) if row not in bad]
+    chosen = [keep[row] for row in good]
+    desc = desc[good]
+    base = AddReport(duplicates=dict(report.duplicates), repeated=dict(report.repeated), failed=dict(report.failed))
+
+    def add(target) -> AddReport:
+        inner = target.add_records(desc, [recs[p] for p in chosen], model=model, settings=settings)
+        out = AddReport(inner.added, dict(base.duplicates), dict(base.repeated), dict(base.failed))
+        out.duplicates.update({chosen[pos]: i for pos, i in inner.duplicates.items()})
+        out.repeated.update({chosen[pos]: chosen[first] for pos, first in inner.repeated.items()})
+        return out
+
+    report.update_from(add(index))
+    index.journal(lambda newer: report.update_from(add(newer)))
+    return report
