@@ -74,6 +74,18 @@ def predict(model: CFCDNet, head, samples: Samples, image_size: int, batch_size:
     return preds, scores, all_errors
 
 
+def gem_vectors(model: CFCDNet, x: torch.Tensor) -> torch.Tensor:
+    """GeM vectors (B, C) of a batch as the model's own forward computes them (input preparation
+    included), caught at the pooling layer."""
+    caught = []
+    hook = model.pool.register_forward_hook(lambda module, args, out: caught.append(out))
+    try:
+        model(x)
+    finally:
+        hook.remove()
+    return caught[0]
+
+
 @torch.no_grad()
 def gem_features(model: CFCDNet, samples: Samples, image_size: int, batch_size: int, rt: Runtime,
                  progress: bool = True, num_workers: int = 0) -> tuple[torch.Tensor, list[str]]:
@@ -89,7 +101,7 @@ def gem_features(model: CFCDNet, samples: Samples, image_size: int, batch_size: 
         errors.extend(msg for _, msg in bad)
         if x is None:
             continue
-        g = model.pool(model.backbone(x.to(rt.device)))
+        g = gem_vectors(model, x.to(rt.device))
         rows.extend(idx)
         feats.append(g.double().cpu())
     model.train(was_training)
