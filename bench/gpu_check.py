@@ -50,7 +50,6 @@ from PIL import Image
 
 import cfcd
 from cfcd.model import CFCDNet, ModelConfig, pretrained
-from cfcd.settings import ExtractionSettings, Runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTANCES_DEV = Path(os.environ.get("CFCD_INSTANCES_DEV", ROOT.parent / "shared" / "data" / "instances-dev"))
@@ -151,7 +150,7 @@ def train_overrides(data: Path, out: Path, device: str, amp: str, mode: dict) ->
     return [
         f"data.train={data}", f"data.image_size={mode['image_size']}", "data.num_workers=4" if device == "cuda" else "data.num_workers=0",
         f"model.backbone={mode['backbone']}", f"model.dim={mode['dim']}", "stage1.init=''",
-        "loss.tuple_size=4", f"loss.triplet_norm_images={mode['batch']}",
+        "stage2.tuple_size=4", f"loss.local_triplet.norm_images={mode['batch']}",
         f"stage1.epochs={mode['stage1_epochs']}", "stage1.warmup_epochs=1", f"stage1.batch_size={mode['batch']}",
         f"stage2.epochs={mode['stage2_epochs']}", f"stage2.batch_size={mode['batch']}",
         f"run.out_dir={out}", f"run.device={device}", f"run.amp={amp}", f"run.hem_batch_size={mode['batch']}",
@@ -181,9 +180,8 @@ def step_train(report: Report, name: str, device: str, amp: str, data: Path, wor
         numbers[f"s{stage}_scale"] = f"{records[0]['scale']:.1f}->{records[-1]['scale']:.1f}" if records else "none"
         numbers[f"s{stage}_margin"] = f"{records[0]['margin']:.3f}->{records[-1]['margin']:.3f}" if records else "none"
     # the checkpoint, loaded on CPU, gives the device's fp32 descriptors
-    settings = ExtractionSettings(scales=(0.7071, 1.0))
-    on_device = cfcd.extract(cfcd.load_model(out / "stage2" / "model.pt"), probe, settings, Runtime(device=device, progress=False))
-    on_cpu = cfcd.extract(cfcd.load_model(out / "stage2" / "model.pt"), probe, settings, Runtime(device="cpu", progress=False))
+    on_device, on_cpu = (cfcd.extract(cfcd.load_model(out / "stage2" / "model.pt"), probe, scales=(0.7071, 1.0),
+                                      device=d, progress=False) for d in (device, "cpu"))
     cos = float(np.min(np.sum(on_device * on_cpu, axis=1)))
     ok &= cos > 0.9999
     report.add(name, "pass" if ok else "FAIL", **numbers, cpu_reload_min_cos=round(cos, 6))
@@ -260,16 +258,15 @@ def extraction_models(images: list[Path], side: int):
 
 
 def step_extract(report: Report, name: str, device: str, model: torch.nn.Module, weights: str, images: list[Path]) -> None:
-    settings = ExtractionSettings()  # the five CFCD scales of the (1024 px) images
     runs = {}
-    for amp in (False, True):
-        for label, rt in (("b1", Runtime(device=device, batch_size=1, num_workers=0, amp=amp, progress=False)),
-                          ("default", Runtime(device=device, amp=amp, progress=False))):
-            cfcd.extract(model, images[:1], settings, rt)  # warm-up: fusion, cudnn autotune
+    for amp in (False, True):  # the five CFCD scales (extract's default) of the 1024 px images
+        for label, runtime in (("b1", dict(batch_size=1, num_workers=0)), ("default", {})):
+            rt = dict(device=device, amp=amp, progress=False, **runtime)
+            cfcd.extract(model, images[:1], **rt)  # warm-up: fusion, cudnn autotune
             if device == "cuda":
                 torch.cuda.synchronize()
             t = time.perf_counter()
-            out = cfcd.extract(model, images, settings, rt)
+            out = cfcd.extract(model, images, **rt)
             if device == "cuda":
                 torch.cuda.synchronize()
             runs[("amp" if amp else "fp32", label)] = (len(images) / (time.perf_counter() - t), out)
