@@ -17,7 +17,9 @@ def register(p) -> None:
     build = isub.add_parser("build", help="index a folder or list of images, or a features directory from `cfcd extract`")
     _source_arguments(build)
     build.add_argument("--factory", default=None,
-                       help="faiss index_factory string: Flat (exact, default), IVF4096,PQ64, HNSW32 ... (see docs/scaling.md)")
+                       help="faiss index_factory string: Flat (exact, default), IVF4096,PQ64, HNSW32 ...; for a Milvus "
+                            "INDEX (.db, milvus://): FLAT (default), HNSW:M=32,efConstruction=200, IVF_FLAT:nlist=4096 ... "
+                            "(see docs/scaling.md)")
     build.add_argument("--force", action="store_true", help="replace an index that already exists at INDEX")
     build.set_defaults(func=run_build)
 
@@ -26,19 +28,19 @@ def register(p) -> None:
     add.set_defaults(func=run_add, model=None)
 
     remove = isub.add_parser("remove", help="remove images by id or by path")
-    remove.add_argument("index", help="index directory")
+    remove.add_argument("index", help="index: a directory, NAME.db or milvus://HOST:PORT/COLLECTION")
     remove.add_argument("paths", nargs="*", help="image paths to remove")
     remove.add_argument("--id", dest="ids", type=int, action="append", default=[], help="an image id to remove (repeatable)")
     remove.set_defaults(func=run_remove)
 
     info = isub.add_parser("info", help="what an index holds and how it was made")
-    info.add_argument("index", help="index directory")
+    info.add_argument("index", help="index: a directory, NAME.db or milvus://HOST:PORT/COLLECTION")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(func=run_info)
 
 
 def _source_arguments(p) -> None:
-    p.add_argument("index", help="index directory")
+    p.add_argument("index", help="index directory, Milvus Lite file (NAME.db) or milvus://HOST:PORT/COLLECTION")
     p.add_argument("source", help="a folder of images, a text file of image paths, or a `cfcd extract` output directory")
     add_model_arguments(p)
 

@@ -8,7 +8,7 @@ from ..index.rerank import DEFAULT_DBA_ALPHA, DEFAULT_QE_ALPHA
 
 
 def register(p) -> None:
-    p.add_argument("index", help="index directory (from `cfcd index build`)")
+    p.add_argument("index", help="index (from `cfcd index build`): a directory, NAME.db or milvus://HOST:PORT/COLLECTION")
     p.add_argument("queries", nargs="+", help="query image files")
     p.add_argument("-k", type=int, default=10, help="results per query (default 10)")
     p.add_argument("--bbox", type=parse_bbox, help="query region x0,y0,x1,y1 in pixels (applied to every query)")

@@ -8,7 +8,7 @@ import os
 def register(p) -> None:
     from ..serve.settings import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES
 
-    p.add_argument("index", help="index directory (from `cfcd index build`)")
+    p.add_argument("index", help="index (from `cfcd index build`): a directory, NAME.db or milvus://HOST:PORT/COLLECTION")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", default=os.environ.get("CFCD_API_KEY"),

@@ -14,8 +14,13 @@ from pathlib import Path
 from typing import Callable
 
 
+def _is_milvus(location: str) -> bool:
+    return location.startswith(("milvus://", "http://", "https://")) or location.endswith(".db")
+
+
 # engine name -> (claims this location?, "module:StoreClass"); the first match wins.
 ENGINES: dict[str, tuple[Callable[[str], bool], str]] = {
+    "milvus": (_is_milvus, "cfcd.index.milvus:MilvusStore"),
     "faiss": (lambda location: True, "cfcd.index.store:DirectoryStore"),
 }
 

@@ -199,6 +199,12 @@ class Index:
             self._publish()
         return self.path
 
+    def close(self) -> None:
+        """Release what the store holds open (a Milvus Lite data directory is one process's
+        at a time); the index is not usable afterwards."""
+        if self.store is not None:
+            self.store.close()
+
     def _publish(self) -> None:
         """Write this index as the store's next version (the lock is held)."""
         self.catalogue.set_info(format=FORMAT, version=VERSION, dim=self.dim, factory=self.factory, model=self.model,

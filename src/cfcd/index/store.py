@@ -218,6 +218,9 @@ class DirectoryStore:
     def lock(self, timeout: float = 60.0) -> WriteLock:
         return WriteLock(self.root, timeout)
 
+    def close(self) -> None:
+        pass  # nothing held between calls: versions are opened read-only and immutable
+
     @staticmethod
     def create(dim: int, factory: str | None) -> tuple[FaissVectors, Catalogue]:
         from .vectors import DEFAULT_FACTORY
