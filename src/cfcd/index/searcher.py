@@ -21,12 +21,11 @@ def load_index_model(index):
     """The model that made ``index``'s descriptors: its stored name (weights) with its stored
     config's backbone (the weights' layout is not guessed), checked against the identity
     stored with the index."""
-    from ..model import load_model
+    from ..model.load import load_described
 
     if not index.model:
         raise ValueError("this index was built from descriptors without a model description; pass the model explicitly")
-    backbone = (index.model.get("config") or {}).get("backbone")
-    model = load_model(index.model["name"], backbone=backbone)
+    model = load_described(index.model)
     index.check_compatible(model)
     return model
 

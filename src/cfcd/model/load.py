@@ -16,17 +16,21 @@ def resolve(name_or_path: str | Path) -> Path:
     """A named pretrained model ('default', 'mobilenet_v2-imagenet', ...) or a file path."""
     name = str(name_or_path)
     name = pretrained.DEFAULT_MODEL if name == "default" else name
-    if name in pretrained.PRETRAINED:
+    if name in pretrained.named():
         return pretrained.fetch(name)
     path = Path(name).expanduser()
     if not path.exists():
-        known = ", ".join(["default", *pretrained.PRETRAINED])
+        known = ", ".join(["default", *pretrained.named()])
         raise WeightsError(f"{name}: neither a weights file nor a known model name ({known})")
     return path
 
 
 def read_checkpoint(name_or_path: str | Path, backbone: str | None = None) -> Converted:
-    """The converted content of a weights source, classifier and training state included."""
+    """The converted content of a weights source, classifier and training state included.
+    Named weights are read as their registered backbone's, never recognised from their keys."""
+    name = pretrained.DEFAULT_MODEL if str(name_or_path) == "default" else str(name_or_path)
+    if backbone is None and name in pretrained.named():
+        backbone = pretrained.backbone_of(name)
     return convert(read_file(resolve(name_or_path)), backbone)
 
 
@@ -49,5 +53,31 @@ def load_model(name_or_path: str | Path = "default", backbone: str | None = None
     dropped = load_state(model, converted, str(name_or_path))
     if dropped:
         log.info("%s: ignored the classification head (%d keys)", name_or_path, len(dropped))
-    model.name = str(name_or_path)
+    # "default" is stored as what it stands for today: indexes keep working when it changes.
+    model.name = pretrained.DEFAULT_MODEL if str(name_or_path) == "default" else str(name_or_path)
     return model.eval()
+
+
+def load_described(info: dict) -> CFCDNet:
+    """The model an index or features manifest describes (``describe_model``'s dict).
+
+    Files written before named models were stored by their own name say ``"default"``; that
+    is the named ImageNet model with the stored backbone. A model whose config is not the
+    stored one is refused with the command that rebuilds.
+    """
+    name, config = info.get("name"), info.get("config") or {}
+    if name == "default":
+        named = [n for n in pretrained.named() if pretrained.backbone_of(n) == config.get("backbone")]
+        if not named or config.get("dim"):
+            raise WeightsError(f"made with the former default model ({config}); no named model matches it now: "
+                               f"rebuild with --model {pretrained.DEFAULT_MODEL} (or the model you mean)")
+        name = named[0]
+    try:
+        model = load_model(name, backbone=config.get("backbone"))
+    except (WeightsError, FileNotFoundError, OSError) as err:
+        raise WeightsError(f"the model it was made with, {name!r}, cannot be loaded ({err}); "
+                           "pass the model explicitly or rebuild with --model") from err
+    if model.config.to_dict() != config and config:
+        raise WeightsError(f"made with {name!r} as {config}, but {name!r} is now {model.config.to_dict()}; "
+                           f"rebuild with --model {name}")
+    return model

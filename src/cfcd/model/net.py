@@ -59,6 +59,9 @@ class CFCDNet(nn.Module):
         trunk = build_backbone(self.config.backbone)
         self.backbone = trunk.module
         self.backbone_channels = trunk.channels
+        # The backbone's own input statistics; not saved, so checkpoint keys stay those of the layers.
+        self.register_buffer("input_mean", torch.tensor(trunk.spec.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("input_std", torch.tensor(trunk.spec.std).view(1, 3, 1, 1), persistent=False)
         self.pool = GeM(self.config.gem_p, learnable=self.config.gem_learnable)
         if self.config.dim:
             self.fc = nn.Linear(trunk.channels, self.config.dim, bias=True)
@@ -77,11 +80,16 @@ class CFCDNet(nn.Module):
             g = self.bn(self.fc(g))
         return F.normalize(g, dim=-1)
 
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """RGB [0, 1] -> the backbone's input convention, (x - mean) / std."""
+        return (x - self.input_mean) / self.input_std
+
     def forward(self, x: torch.Tensor, with_local: bool = False):
-        """``x`` (B, 3, H, W), RGB ImageNet-normalised -> descriptors (B, d).
+        """``x`` (B, 3, H, W), RGB in [0, 1] (``cfcd.data.images.to_tensor``) -> descriptors (B, d),
+        normalised with the backbone's own mean/std first.
 
         With ``with_local=True`` returns ``(descriptors, LocalFeatures)``.
         """
-        f4 = self.backbone(x)
+        f4 = self.backbone(self.normalize(x))
         g = self.head(f4)
         return (g, local_features(f4)) if with_local else g

@@ -17,6 +17,9 @@ from .net import ModelConfig
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "descriptors"
+# Metadata ``cfcd.input``: the graph takes RGB in [0, 1] and normalises it itself. Files
+# without it were exported when the input was ImageNet-normalised outside the model.
+INPUT_RGB01 = "rgb01"
 
 
 class OnnxRuntimeModel(nn.Module):
@@ -37,7 +40,16 @@ class OnnxRuntimeModel(nn.Module):
         self.config = ModelConfig.from_dict(json.loads(meta["cfcd.config"]))
         self.name = meta.get("cfcd.name", str(path))
         self.output_dim = int(self.session.get_outputs()[0].shape[1])
+        self.normalizes = meta.get("cfcd.input") == INPUT_RGB01
+        if not self.normalizes:
+            from .registry import get
+
+            spec = get(self.config.backbone)
+            self.mean, self.std = (torch.tensor(v).view(1, 3, 1, 1) for v in (spec.mean, spec.std))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """RGB [0, 1] (B, 3, H, W) -> descriptors (B, d)."""
+        if not self.normalizes:
+            x = (x - self.mean) / self.std
         array = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
         return torch.from_numpy(self.session.run([OUTPUT_NAME], {INPUT_NAME: array})[0])

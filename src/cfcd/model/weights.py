@@ -6,8 +6,11 @@ Layouts (detected from the keys, never from shapes):
   ``model_state`` with the ResNet under ``globalmodel.`` (or without that prefix), the head
   ``fc``/``bn`` and, in training checkpoints, the MadaCos weight ``desc_cls.weight``.
 - ``pycls``: a pycls ImageNet ResNet ``.pyth`` (``stem``/``s1..s4``/``head.fc``).
-- ``torchvision`` / ``timm``: a classification state dict whose keys match the trunk, plus its
-  classifier head, which is dropped by name.
+- ``classification`` / ``timm``: a classification state dict (torchvision, a weights package,
+  timm) of a registered backbone, recognised by its key layout (``match_backbone``) unless
+  ``backbone=`` names it; its classifier head is dropped by name.
+
+A cfcd checkpoint is loaded by its stored config, never by its keys.
 
 pycls (and therefore the official CFCD code) feeds BGR images normalised with the reversed
 ImageNet statistics. Reversing the input channels of the first convolution makes those weights
@@ -22,14 +25,15 @@ from pathlib import Path
 
 import torch
 
+from . import registry
 from .net import CFCDNet, ModelConfig
 
 OFFICIAL_PREFIX = "globalmodel."
 CLASSIFIER_KEY = "desc_cls.weight"
+# Older torchvision files lack BatchNorm's step counter; it does not tell layouts apart.
+OPTIONAL_KEY = "num_batches_tracked"
 RESNET_DEPTH_BY_STAGE3_BLOCKS = {6: "resnet50", 23: "resnet101"}
 PYCLS_TRANSFORM = {"a": "conv1", "a_bn": "bn1", "b": "conv2", "b_bn": "bn2", "c": "conv3", "c_bn": "bn3"}
-# Classification heads that a backbone-only model does not use; dropped by name, not by shape.
-CLASSIFIER_HEADS = ("fc.", "classifier.", "head.fc.", "head.", "last_linear.")
 
 
 class WeightsError(ValueError):
@@ -114,22 +118,40 @@ def _convert_official(model_state: dict) -> Converted:
     return Converted("official", config, state, classifier)
 
 
+def match_backbone(state: dict[str, torch.Tensor]) -> str:
+    """The registered backbone whose classification state dicts have exactly ``state``'s layout.
+
+    A backbone is a candidate when ``state`` holds its signature keys; it matches when the keys
+    of ``state`` outside its classifier head are exactly its trunk's, with the same shapes.
+    Anything else (a VGG, DenseNet, torchvision EfficientNet, an unknown ResNet depth, or two
+    backbones sharing a layout) is an error asking for ``backbone=``.
+    """
+    matches = []
+    for name, spec in registry.REGISTRY.items():
+        if not spec.signature or not all(k in state for k in spec.signature):
+            continue
+        trunk = {k: v for k, v in spec.build().state_dict().items() if not k.endswith(OPTIONAL_KEY)}
+        body = {k: v for k, v in state.items() if not k.startswith(spec.classifier) and not k.endswith(OPTIONAL_KEY)}
+        if body.keys() == trunk.keys() and all(v.shape == trunk[k].shape for k, v in body.items()):
+            matches.append(name)
+    if len(matches) != 1:
+        known = ", ".join(registry.REGISTRY)
+        found = f"it fits {' and '.join(matches)}" if matches else "its keys fit no registered backbone"
+        raise WeightsError(f"cannot tell the backbone from the keys ({found}); pass backbone= "
+                           f"(one of {known}, or timm:<name>)")
+    return matches[0]
+
+
 def _convert_classification(state: dict, layout: str, backbone: str | None) -> Converted:
-    """torchvision / timm / pycls ImageNet state dicts: the trunk; the classifier head is
-    dropped by name when the model is loaded."""
-    if backbone is None:
-        if any(k.startswith("layer3.") for k in state):
-            backbone = _resnet_name(state)
-        elif any(k.startswith("features.") for k in state):
-            backbone = "mobilenet_v2"
-        else:
-            raise WeightsError("cannot tell the backbone from the keys; pass backbone='timm:<name>' or similar")
-    prefix = "backbone.body." if backbone.startswith("timm:") else "backbone."  # see TimmTrunk
+    """torchvision / timm / pycls / package ImageNet state dicts: the trunk; the classifier head
+    is dropped by name when the model is loaded."""
+    spec = registry.get(backbone or match_backbone(state))
+    prefix = "backbone." + spec.key_prefix
     model_state = _prefixed(state, prefix)
     if layout == "pycls":
         model_state = _bgr_first_conv(model_state)
-    heads = tuple(prefix + h for h in CLASSIFIER_HEADS)
-    return Converted(layout, ModelConfig(backbone=backbone, dim=0), model_state, droppable=heads)
+    heads = tuple(prefix + h for h in spec.classifier)
+    return Converted(layout, ModelConfig(backbone=spec.name, dim=0), model_state, droppable=heads)
 
 
 def convert(obj: dict, backbone: str | None = None) -> Converted:
@@ -152,7 +174,7 @@ def convert(obj: dict, backbone: str | None = None) -> Converted:
             obj = obj[wrapper]
             break
     state = _strip(obj, "module.")
-    layout = "timm" if backbone and backbone.startswith("timm:") else "torchvision"
+    layout = "timm" if backbone and backbone.startswith("timm:") else "classification"
     return _convert_classification(state, layout, backbone)
 
 

@@ -1,5 +1,6 @@
 """Training augmentation (spec section 5): random resized crop, horizontal flip, PCA lighting,
-then the one normalisation of ``cfcd.data.images.to_tensor`` (RGB, ImageNet mean/std).
+then ``cfcd.data.images.to_tensor`` (RGB in [0, 1]; the model normalises with its backbone's
+mean/std).
 
 Every random draw comes from an explicit ``torch.Generator`` so that a sample's augmentation is a
 function of its seed alone (see ``TrainDataset``).
@@ -12,7 +13,7 @@ import math
 import torch
 from PIL import Image
 
-from ..data.images import IMAGENET_STD, to_tensor
+from ..data.images import to_tensor
 
 CROP_AREA = (0.08, 1.0)
 CROP_ASPECT = (3 / 4, 4 / 3)
@@ -66,7 +67,7 @@ def lighting_offset(generator: torch.Generator, std: float = LIGHTING_STD) -> to
 
 
 class TrainTransform:
-    """``transform(image, generator)`` -> normalised tensor (3, size, size)."""
+    """``transform(image, generator)`` -> RGB tensor (3, size, size), [0, 1] plus lighting noise."""
 
     def __init__(self, size: int, lighting_std: float = LIGHTING_STD, flip: bool = True):
         self.size = size
@@ -80,8 +81,7 @@ class TrainTransform:
             image = image.transpose(Image.FLIP_LEFT_RIGHT)
         x = to_tensor(image)
         if self.lighting_std > 0:
-            # Adding the offset before normalisation equals adding offset / std after it.
-            x += (lighting_offset(generator, self.lighting_std) / torch.tensor(IMAGENET_STD)).view(3, 1, 1)
+            x += lighting_offset(generator, self.lighting_std).view(3, 1, 1)
         return x
 
     def __repr__(self) -> str:
