@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -38,6 +40,9 @@ def main(argv=None) -> int:
     p.add_argument("--metric", default="mAP", choices=["mAP", "R@1"])
     p.add_argument("--cache", default=None, help="descriptor cache folder (default ~/.cache/cfcd/descriptors)")
     p.add_argument("--json", help="also write the selection as JSON")
+    p.add_argument("--speed-images", type=int, default=0,
+                   help="measure images/s of each candidate end to end on this many images (best of 2) instead of "
+                   "estimating it from the cached single-scale times")
     args = p.parse_args(argv)
 
     benchmark = open_benchmark("folder", args.images)
@@ -46,15 +51,35 @@ def main(argv=None) -> int:
     candidates += [Candidate.parse(c) for c in args.candidates]
     cache = DescriptorCache(benchmark.images, args.cache)
     selection, seconds = run_selection(benchmark, candidates, cache, metric=args.metric)
+    how = "estimated from single-scale extraction times"
+    if args.speed_images:
+        seconds = {c.name: measure_seconds(c, benchmark.images[: args.speed_images]) for c in candidates}
+        how = f"measured end to end on {args.speed_images} images, best of 2"
     print(f"{benchmark.name}: {len(benchmark.images)} images, {len(set(benchmark.identities))} identities; "
           f"leave-one-source-out over {len(selection.groups)} source groups, choosing by {args.metric}")
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-          "img/s estimated from single-scale extraction times (shared machine: indicative)")
+          f"load average {os.getloadavg()[0]:.1f}; img/s {how} (shared machine: indicative)")
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}\n")
     print(format_selection(selection, seconds))
     if args.json:
         Path(args.json).write_text(json.dumps({**selection.to_dict(), "seconds_per_image": seconds}, indent=1))
     return 0
+
+
+def measure_seconds(candidate: Candidate, images) -> float:
+    """Seconds per image of ``cfcd.extract`` with the candidate's models and settings (best of 2)."""
+    from cfcd import extract, load_model
+
+    models = [load_model(m) for m in candidate.models]
+    for m in models:  # warm-up: BatchNorm folding, first-call allocations
+        extract(m, images[:1], scales=candidate.scales, max_side=candidate.max_side, progress=False)
+    best = float("inf")
+    for _ in range(2):
+        start = time.perf_counter()
+        for m in models:
+            extract(m, images, scales=candidate.scales, max_side=candidate.max_side, progress=False)
+        best = min(best, (time.perf_counter() - start) / len(images))
+    return best
 
 
 if __name__ == "__main__":

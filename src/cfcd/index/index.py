@@ -51,6 +51,14 @@ def normalise_settings(settings) -> dict | None:
     return {"scales": [float(s) for s in d.get("scales", [])], "max_side": d.get("max_side")}
 
 
+def same_model(a: dict, b: dict) -> bool:
+    """Two model descriptions name the same model. Files written before models were stored by
+    their own name say "default": the same model when config and dimension agree."""
+    if "default" in (a.get("name"), b.get("name")):
+        return a.get("config") == b.get("config") and a.get("dim") == b.get("dim")
+    return a == b
+
+
 def model_identity(model) -> dict | None:
     """The identity stored with an index: a model object or an already described one."""
     if model is None or isinstance(model, dict):
@@ -250,7 +258,7 @@ class Index:
         info = model_identity(model)
         if dim is not None and dim != self.dim:
             raise IndexMismatchError(f"descriptors are {dim}-d but the index holds {self.dim}-d descriptors")
-        if info is not None and self.model is not None and info != self.model:
+        if info is not None and self.model is not None and not same_model(info, self.model):
             raise IndexMismatchError(
                 f"query model {info.get('name')!r} ({info.get('config')}) differs from the index's model "
                 f"{self.model.get('name')!r} ({self.model.get('config')}); search with the index's model "
