@@ -153,6 +153,8 @@ def test_mismatched_keys_are_listed(tmp_path):
     path = tmp_path / "broken.pth"
     torch.save(state, path)
     with pytest.raises(WeightsError, match=r"broken.pth.*missing keys: backbone.layer4.2.conv3.weight.*unexpected keys: backbone.layer9"):
+        load_model(path, backbone="resnet50")
+    with pytest.raises(WeightsError, match="cannot tell the backbone.*pass backbone="):
         load_model(path)
 
 
@@ -161,6 +163,8 @@ def test_shape_mismatch_is_an_error_not_a_silent_filter(tmp_path):
     state["layer1.0.conv1.weight"] = torch.zeros(3, 3, 1, 1)
     torch.save(state, tmp_path / "shape.pth")
     with pytest.raises(WeightsError, match="shape.pth"):
+        load_model(tmp_path / "shape.pth", backbone="resnet50")
+    with pytest.raises(WeightsError, match="fit no registered backbone"):
         load_model(tmp_path / "shape.pth")
 
 
