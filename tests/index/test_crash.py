@@ -155,3 +155,33 @@ def test_a_second_writer_does_not_wait_for_the_first_ones_extraction(built):
     assert index.generation == 3 and len(index) == BASE + MORE + 700
     paths = [r.path for r in index.records(index.ids()).values()]
     assert sum(p.startswith("more") for p in paths) == MORE and sum(p.startswith("other") for p in paths) == 700
+
+
+def test_milvus_readers_never_see_an_unpublished_addition(tmp_path):
+    # A real writer stopped after inserting its rows into a Milvus collection (shared through
+    # `milvus-lite server`), before publishing them: another process's reader sees the old
+    # version only; killed there, its rows stay invisible and the next writer deletes them.
+    pytest.importorskip("pymilvus", reason="the Milvus engine needs pymilvus: pip install 'cfcd[milvus]'")
+    pytest.importorskip("milvus_lite", reason="Milvus Lite needs milvus-lite: pip install 'cfcd[milvus]'")
+    from milvus_server import milvus_server
+
+    with milvus_server(tmp_path / "shared.db") as address:
+        uri = f"milvus://{address}/photos"
+        Index.build(unit_rows(BASE, 0), [f"base{i}" for i in range(BASE)], model=MODEL, settings=SETTINGS,
+                    location=uri).save(uri)
+        more = unit_rows(MORE, 1)
+        writer = start("index", "add", uri, features_dir(tmp_path / "f1", MORE, 1, "more"), failpoint="index.staged")
+        wait_stopped(writer)
+        index = Index.load(uri)
+        rows = index.store.client.query("photos", filter="id >= 0", output_fields=["count(*)"])[0]["count(*)"]
+        assert rows == BASE + MORE  # the new rows are in the collection ...
+        assert (index.generation, len(index)) == (1, BASE)  # ... but not in the published version
+        hits = index.search(more[:20], k=1).ids
+        assert (hits < BASE).all() and not index.records(range(BASE, BASE + MORE))
+        kill(writer)
+        add_in_process(uri, 700, 4, "other")
+        index = Index.load(uri)
+        assert (index.generation, len(index), len(index.vectors)) == (2, BASE + 700, BASE + 700)
+        rows = index.store.client.query("photos", filter="id >= 0", output_fields=["count(*)"])[0]["count(*)"]
+        assert rows == BASE + 700  # the dead writer's rows are gone
+        assert index.search(unit_rows(700, 4)[:5], k=1).ids[:, 0].tolist() == list(range(BASE, BASE + 5))

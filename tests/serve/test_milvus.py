@@ -3,26 +3,18 @@ Milvus server (`milvus-lite server` on loopback) shared by two `cfcd serve` proc
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from milvus_server import milvus_server
 
 pytest.importorskip("pymilvus", reason="the Milvus engine needs pymilvus: pip install 'cfcd[milvus]'")
 pytest.importorskip("milvus_lite", reason="Milvus Lite needs milvus-lite: pip install 'cfcd[milvus]'")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def search(url: str, photo: Path, k: int) -> httpx.Response:
@@ -69,28 +61,6 @@ def test_build_search_and_serve_a_milvus_lite_file(tmp_path, served_index, photo
         # Milvus Lite lets one process open a data directory: a writer is told how to share it.
         busy = cfcd("index", "add", db, photos[0].parent, check=False)
         assert busy.returncode == 2 and "milvus-lite server" in busy.stderr
-
-
-@contextlib.contextmanager
-def milvus_server(data_dir: Path):
-    """`milvus-lite server` on a free loopback port; yields its address."""
-    port = free_port()
-    log = tempfile.TemporaryFile("w+")
-    proc = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data_dir),
-                             "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, "milvus-lite server exited"
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-            assert time.monotonic() < deadline, "milvus-lite server did not listen within 60 s"
-            time.sleep(0.2)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(15)
-        log.close()
 
 
 def test_two_servers_on_one_collection_see_each_write(tmp_path, served_index, photos, start_server):

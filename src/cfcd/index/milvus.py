@@ -24,7 +24,8 @@ rows with version published + 1 (invisible), publishes them all at once by rewri
 never part of an addition; a writer killed after publishing but before deleting leaves its
 removals undone (repeat them). The write lock is Milvus Lite's own on a data directory; on a
 server it is a lease in ``cfcd.info`` (Milvus offers no compare-and-set, so it is advisory:
-run one writing job at a time per collection).
+run one writing job at a time per collection), taken over at once from a dead process of the
+same machine, otherwise when it expires (``LEASE_SECONDS``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from .records import ImageRecord
+from .store import failpoint
 from .vectors import Capabilities
 
 DEFAULT_COLLECTION = "cfcd"
@@ -241,6 +243,7 @@ class MilvusStore:
                                          "sha256": r.sha256 or ""} for r in part])
         removed = sorted(vectors.removed | catalogue.removed)
         count = info.get("count", 0) + len(ids) - len(removed)
+        failpoint("index.staged")  # rows written, invisible: the crash tests stop a writer here
         self._write_info({**info, **catalogue.updates, "published": gen, "count": count, "writer": info.get("writer")})
         for part in _chunks(removed):
             for name in (self.name, self.images):
@@ -273,7 +276,7 @@ class _Lease:
         while True:
             info = self.store.info()
             lease = info.get("writer") or {}
-            if not lease or lease.get("until", 0) < time.time() or lease.get("owner") == self.owner:
+            if not lease or lease.get("until", 0) < time.time() or lease.get("owner") == self.owner or _dead(lease):
                 self.store._write_info({**info, "writer": {"owner": self.owner, "until": time.time() + LEASE_SECONDS}})
                 if (self.store.info().get("writer") or {}).get("owner") == self.owner:
                     return self
@@ -286,6 +289,22 @@ class _Lease:
         info = self.store.info()
         if (info.get("writer") or {}).get("owner") == self.owner:
             self.store._write_info({**info, "writer": None})
+
+
+def _dead(lease: dict) -> bool:
+    """Whether the lease's owner is a process of this machine that no longer runs (a killed
+    writer's lease need not wait for its expiry)."""
+    host, _, rest = str(lease.get("owner", "")).partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 class MilvusVectors:
