@@ -249,12 +249,12 @@ def extraction_models(images: list[Path], side: int):
     weights when installed; nothing is downloaded)."""
     yield "extract-r50", lambda: (calibrated(ModelConfig(backbone="resnet50", dim=512), images, side),
                                   "ResNet-50 + 512-d head, seeded weights, BatchNorm statistics of the images")
-    entry = pretrained.PRETRAINED[pretrained.DEFAULT_MODEL]
+    entry, backbone = pretrained.named()[pretrained.DEFAULT_MODEL], pretrained.backbone_of(pretrained.DEFAULT_MODEL)
     if (pretrained.weights_dir() / entry.filename).is_file():
         yield "extract-default", lambda: (cfcd.load_model("default"), f"default model ({pretrained.DEFAULT_MODEL})")
     else:
-        yield "extract-default", lambda: (calibrated(ModelConfig(backbone=entry.backbone, dim=0), images, side),
-                                          f"default architecture ({entry.backbone}), weights not installed: seeded")
+        yield "extract-default", lambda: (calibrated(ModelConfig(backbone=backbone, dim=0), images, side),
+                                          f"default architecture ({backbone}), weights not installed: seeded")
 
 
 def step_extract(report: Report, name: str, device: str, model: torch.nn.Module, weights: str, images: list[Path]) -> None:
