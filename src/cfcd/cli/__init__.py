@@ -18,7 +18,7 @@ COMMANDS = {
     "weights": "install or list pretrained weights",
     "extract": "extract descriptors into .npy shards + manifest (resumable, torchrun-aware)",
     "eval": "mAP on Revisited Oxford/Paris (+1M) or a folder-per-identity set (leave-one-out)",
-    "data": "download evaluation datasets",
+    "data": "download evaluation datasets; synthesize a training set from unlabelled photos",
     "demo": "index photos, query them, print ranked neighbours + mAP, write an HTML results page",
     "export": "write the deploy model as ONNX (dynamic batch, height, width)",
     "index": "build, update or describe an image index",
@@ -26,6 +26,7 @@ COMMANDS = {
     "serve": "serve an index over HTTP, with a search page at /",
     "train": "train a CFCD model (stage 1, hard negatives, stage 2)",
     "hem": "write the hard-negative table (path,true,pred,score) for stage 2",
+    "whiten": "learn a PCA / whitening head from unlabelled photos; write a cfcd checkpoint",
 }
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, RuntimeError, KeyError)

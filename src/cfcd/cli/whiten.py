@@ -1,0 +1,56 @@
+"""cfcd whiten: give a model a projection head learned from unlabelled photos (PCA / whitening)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(p) -> None:
+    p.description = ("Learn a Linear(C, dim) -> BatchNorm1d head from the GeM vectors of unlabelled photos (no labels "
+                     "needed) and write the model with it as a cfcd checkpoint, usable as --model everywhere. "
+                     "See docs/your-photos.md for when it helps.")
+    p.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.pt", help="the checkpoint to write")
+    p.add_argument("--model", default="default", help="the model whose backbone is kept (default: the default model)")
+    p.add_argument("--dim", type=int, default=512, help="descriptor dimensions (default 512, the CFCD head's)")
+    p.add_argument("--power", type=float, default=0.5, help="0: PCA, 0.5: full whitening (default)")
+    p.add_argument("--shrinkage", type=float, default=1.0,
+                   help="eps = shrinkage x the mean kept eigenvalue, added before whitening (default 1)")
+    p.add_argument("--regions", default="2,3", help="region grid levels for extra vectors, '' for none (default 2,3)")
+    p.add_argument("--scales", default="0.7071,1,1.4142", help="scales of the photos (default 0.7071,1,1.4142)")
+    p.add_argument("--max-side", type=int, default=512, help="long side before scaling, 0 = original (default 512)")
+    p.set_defaults(func=run)
+
+
+def _parse(text: str, kind, name: str) -> tuple:
+    try:
+        return tuple(kind(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"--{name} {text!r}: expected comma-separated numbers") from None
+
+
+def run(args) -> None:
+    from ..data.images import list_images
+    from ..model import load_model, save_checkpoint
+    from ..model.whitening import learn_head
+
+    paths: list[Path] = []
+    for item in map(Path, args.images):
+        if item.is_dir():
+            paths += list_images(item)
+        elif item.is_file():
+            paths.append(item)
+        else:
+            raise FileNotFoundError(f"{item}: no such file or folder")
+    if len(paths) < 2:
+        raise ValueError(f"{' '.join(args.images)}: {len(paths)} image(s) found; a head needs at least two photos")
+    regions = _parse(args.regions, int, "regions")
+    scales = _parse(args.scales, float, "scales")
+    model = load_model(args.model)
+    whitened, w = learn_head(model, paths, args.dim, args.power, args.shrinkage, regions, scales, args.max_side or None,
+                             progress=True)
+    info = {"images": len(paths), "power": args.power, "shrinkage": args.shrinkage, "regions": list(regions), "scales": list(scales),
+            "max_side": args.max_side or None, "from_model": str(args.model)}
+    save_checkpoint(args.output, whitened, whitening=info)
+    print(f"wrote {args.output}: {model.config.backbone} + a {w.projection.shape[1]} -> {w.projection.shape[0]} "
+          f"{'PCA' if args.power == 0 else f'whitening (power {args.power:g})'} head learned from {len(paths)} photos")

@@ -1,0 +1,208 @@
+"""Projection heads learned without labels: PCA and PCA-whitening of GeM vectors, folded into
+CFCDNet's ``Linear(C, d) -> BatchNorm1d`` head.
+
+From unlabelled GeM vectors g_1..g_N (N, C), mean mu and centred covariance with eigenpairs
+(lambda_i, u_i), largest first, the head is
+
+    fc(g) = W (g - mu),   W = diag((lambda_i + eps)^(-power)) [u_1 .. u_d]^T,
+    eps = shrinkage * mean(lambda_1..lambda_d),   BatchNorm1d at identity,
+
+so the descriptor is L2(W (g - mu)). ``power = 0`` is plain PCA (a rotation and truncation),
+``power = 0.5`` full PCA-whitening (Jegou & Chum, ECCV 2012), values between a softened one;
+``eps`` keeps the smallest, noisiest directions of a small sample from being blown up. The
+vectors can be the global GeM of unlabelled photos and GeM over regions of their feature maps
+(``gem_vectors(..., regions=...)``): the regions multiply the sample for free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .net import CFCDNet, ModelConfig
+from .pooling import gem
+
+
+@dataclass(frozen=True)
+class Whitening:
+    """``fc(g) = projection @ (g - mean)``; ``variance`` the kept eigenvalues (d,), largest first."""
+
+    mean: torch.Tensor  # (C,) float64
+    projection: torch.Tensor  # (d, C) float64
+    variance: torch.Tensor  # (d,) float64
+
+    def __call__(self, vectors) -> np.ndarray:
+        """Projected (not normalised) vectors (..., d) of raw GeM vectors (..., C), float64."""
+        x = torch.as_tensor(np.asarray(vectors), dtype=torch.float64)
+        return ((x - self.mean) @ self.projection.T).numpy()
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Count, mean (C,) and scatter sum_i (g_i - mean)(g_i - mean)^T (C, C) of vectors, float64;
+    ``a + b`` is the moments of both sets (Chan et al.'s pairwise update), so the moments of
+    any union of groups come from per-group moments without revisiting the vectors."""
+
+    count: int
+    mean: torch.Tensor
+    scatter: torch.Tensor
+
+    @classmethod
+    def of(cls, vectors) -> "Moments":
+        x = torch.as_tensor(np.asarray(vectors)).double()
+        if x.ndim != 2:
+            raise ValueError(f"expected vectors (N, C); got shape {tuple(x.shape)}")
+        mean = x.mean(dim=0) if len(x) else torch.zeros(x.shape[1], dtype=torch.float64)
+        centred = x - mean
+        return cls(len(x), mean, centred.T @ centred)
+
+    def __add__(self, other: "Moments") -> "Moments":
+        n = self.count + other.count
+        if not n:
+            return self
+        delta = other.mean - self.mean
+        mean = self.mean + delta * (other.count / n)
+        scatter = self.scatter + other.scatter + torch.outer(delta, delta) * (self.count * other.count / n)
+        return Moments(n, mean, scatter)
+
+
+def principal_axes(moments: Moments, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(rows (dim, C), variance (dim,))``: the top eigenvectors of the covariance, largest
+    eigenvalue first, each row's sign fixed so that its largest-magnitude entry is positive."""
+    c = moments.mean.numel()
+    if moments.count < 2:
+        raise ValueError(f"learning a projection needs at least two vectors; got {moments.count}")
+    if dim > c:
+        raise ValueError(f"dim = {dim} exceeds the {c} channels of the vectors")
+    values, vectors = torch.linalg.eigh(moments.scatter / (moments.count - 1))
+    rows = vectors.flip(1).T[:dim]
+    flip = torch.sign(rows.gather(1, rows.abs().argmax(dim=1, keepdim=True)))
+    return rows * torch.where(flip == 0, torch.ones_like(flip), flip), values.flip(0)[:dim].clamp(min=0)
+
+
+def whitening_from_axes(mean: torch.Tensor, rows: torch.Tensor, variance: torch.Tensor, power: float = 0.5,
+                        shrinkage: float = 0.1) -> Whitening:
+    """The head of the module docstring from the principal axes; directions beyond the sample's
+    rank (eigenvalue ~0) are scaled like the smallest learned one."""
+    if not 0 <= power <= 0.5:
+        raise ValueError(f"whitening power {power}: expected 0 (PCA) to 0.5 (full whitening)")
+    if shrinkage < 0:
+        raise ValueError(f"whitening shrinkage {shrinkage}: expected >= 0")
+    learned = variance > 1e-12 * float(variance.max())
+    if power > 0 and not learned.any() and shrinkage == 0:
+        raise ValueError("whitening: the vectors have no variance; give photos that differ, or shrinkage > 0")
+    floor = variance[learned].min() if learned.any() else torch.tensor(1.0, dtype=torch.float64)
+    lam = torch.where(learned, variance, floor)
+    eps = shrinkage * float(lam.mean())
+    scale = (lam + eps).pow(-power) if power > 0 else torch.ones_like(lam)
+    return Whitening(mean, rows * scale[:, None], variance)
+
+
+def whitening_from_moments(moments: Moments, dim: int = 512, power: float = 0.5, shrinkage: float = 0.1) -> Whitening:
+    """PCA (``power = 0``) or PCA-whitening (``power = 0.5``) to ``dim`` dimensions from the
+    moments of unlabelled GeM vectors (formula in the module docstring)."""
+    return whitening_from_axes(moments.mean, *principal_axes(moments, dim), power, shrinkage)
+
+
+def learn_whitening(vectors, dim: int = 512, power: float = 0.5, shrinkage: float = 0.1) -> Whitening:
+    """``whitening_from_moments`` of unlabelled GeM ``vectors`` (N, C)."""
+    return whitening_from_moments(Moments.of(vectors), dim, power, shrinkage)
+
+
+@torch.no_grad()
+def set_head(model: CFCDNet, projection: torch.Tensor, mean: torch.Tensor) -> None:
+    """``fc(g) = W (g - mu)`` with W = ``projection`` (d, C), mu = ``mean`` (C,); BatchNorm1d at
+    identity (weight 1, bias 0, running mean 0, running var 1), so the eval descriptor is
+    L2(W (g - mu)) up to BatchNorm's eps."""
+    w, mu = torch.as_tensor(projection).double(), torch.as_tensor(mean).double()
+    if model.fc is None or tuple(model.fc.weight.shape) != tuple(w.shape):
+        have = None if model.fc is None else tuple(model.fc.weight.shape)
+        raise ValueError(f"the head {have} does not fit a {tuple(w.shape)} projection")
+    model.fc.weight.copy_(w.to(model.fc.weight))
+    model.fc.bias.copy_((-(w @ mu)).to(model.fc.bias))
+    model.bn.reset_parameters()  # weight 1, bias 0, running_mean 0, running_var 1, batches 0
+
+
+def with_head(model: CFCDNet, whitening: Whitening) -> CFCDNet:
+    """A new CFCDNet: ``model``'s backbone and GeM with a ``Linear(C, d) -> BatchNorm1d`` head set
+    to ``whitening`` (``model`` is left as it is)."""
+    d = whitening.projection.shape[0]
+    config = ModelConfig.from_dict({**model.config.to_dict(), "dim": d})
+    out = CFCDNet(config)
+    state = {k: v for k, v in model.state_dict().items() if k.startswith(("backbone.", "pool."))}
+    out.load_state_dict(state, strict=False)
+    set_head(out, whitening.projection, whitening.mean)
+    return out.eval()
+
+
+def region_boxes(h: int, w: int, levels: Sequence[int]) -> list[tuple[int, int, int, int]]:
+    """Square-ish overlapping windows (y0, y1, x0, x1) of an (h, w) map: for each level l an
+    l x l grid of windows of 2/(l+1) of each side, step half a window (R-MAC-like)."""
+    boxes = []
+    for lv in levels:
+        if lv < 1:
+            raise ValueError(f"region level {lv}: expected >= 1")
+        bh, bw = max(1, round(2 * h / (lv + 1))), max(1, round(2 * w / (lv + 1)))
+        ys = np.unique(np.linspace(0, h - bh, lv).round().astype(int))
+        xs = np.unique(np.linspace(0, w - bw, lv).round().astype(int))
+        boxes += [(int(y), int(y) + bh, int(x), int(x) + bw) for y in ys for x in xs]
+    return boxes
+
+
+@torch.inference_mode()
+def gem_vectors(model: CFCDNet, images: Sequence, scales: Sequence[float] = (1.0,), max_side: int | None = None,
+                regions: Sequence[int] = (), progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Raw GeM vectors (before any head) of ``images`` at each scale, prepared exactly as
+    ``cfcd.extract`` prepares them: ``(global (n, len(scales), C), regional (n, len(scales), R, C))``
+    with R the windows of ``region_boxes(levels=regions)`` (R = 0 without ``regions``), float32."""
+    from tqdm import tqdm
+
+    from ..extraction import ExtractionSettings, inference_copy, prepare
+
+    model = inference_copy(model.eval())  # BatchNorm folded, channels-last: as cfcd.extract runs it
+    settings = ExtractionSettings(tuple(float(s) for s in scales), max_side)
+    c = model.backbone_channels
+    n_regions = len(region_boxes(8, 8, regions)) if regions else 0
+    glob = np.zeros((len(images), len(scales), c), np.float32)
+    reg = np.zeros((len(images), len(scales), n_regions, c), np.float32)
+    p = model.pool.p
+    for i, item in enumerate(tqdm(images, unit="img", desc="GeM", disable=not progress)):
+        for s, x in enumerate(prepare(item, settings)):
+            f4 = model.backbone(x[None].contiguous(memory_format=torch.channels_last))
+            glob[i, s] = model.pool(f4)[0].numpy()
+            if regions:
+                boxes = region_boxes(f4.shape[2], f4.shape[3], regions)
+                if len(boxes) != n_regions:  # a map too small for distinct windows: repeat the global one
+                    reg[i, s] = glob[i, s]
+                    continue
+                reg[i, s] = torch.cat([gem(f4[:, :, y0:y1, x0:x1], p) for y0, y1, x0, x1 in boxes]).numpy()
+    return glob, reg
+
+
+def descriptors_from_vectors(vectors: np.ndarray, whitening: Whitening | None = None) -> np.ndarray:
+    """Multi-scale descriptors (n, d) from raw GeM ``vectors`` (n, S, C) as ``cfcd.extract`` makes
+    them with the head ``whitening`` (None: no head): L2(sum_s L2(head(g_s)))."""
+    x = np.asarray(vectors, dtype=np.float64)
+    if whitening is not None:
+        x = whitening(x)
+    x = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    x = x.sum(axis=1)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def learn_head(model: CFCDNet, images: Sequence, dim: int = 512, power: float = 0.5, shrinkage: float = 1.0,
+               regions: Sequence[int] = (2, 3), scales: Sequence[float] = (0.7071, 1.0, 1.4142), max_side: int | None = 512,
+               progress: bool = False) -> tuple[CFCDNet, Whitening]:
+    """``model`` with a ``dim``-d head learned without labels from unlabelled ``images`` (paths or
+    PIL images): the GeM vectors of every image at every scale, plus GeM over the windows of
+    ``region_boxes(levels=regions)``, then ``learn_whitening``. Returns the new model and the head."""
+    if not len(images):
+        raise ValueError("learning a head needs unlabelled photos; got none")
+    glob, reg = gem_vectors(model, images, scales, max_side, regions, progress)
+    c = glob.shape[-1]
+    vectors = np.concatenate([glob.reshape(-1, c), reg.reshape(-1, c)])
+    whitening = learn_whitening(vectors, dim, power, shrinkage)
+    return with_head(model, whitening), whitening
