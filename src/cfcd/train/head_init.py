@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 from ..model import CFCDNet
+from ..model.whitening import set_head
 from .datasets import Samples
 from .predict import gem_features
 from .runtime import Runtime
@@ -51,17 +52,6 @@ def pca_components(features: torch.Tensor, dim: int, seed: int = 0) -> tuple[tor
     return rows, mean
 
 
-@torch.no_grad()
-def set_head_from_pca(model: CFCDNet, components: torch.Tensor, mean: torch.Tensor) -> None:
-    """fc(g) = components (g - mean); BatchNorm1d at identity (weight 1, bias 0, running mean 0,
-    running var 1), so the eval descriptor is the L2-normalised PCA projection of GeM (up to
-    BatchNorm's eps)."""
-    comp = components.to(torch.float64)
-    model.fc.weight.copy_(comp.to(model.fc.weight))
-    model.fc.bias.copy_((-(comp @ mean.to(torch.float64))).to(model.fc.bias))
-    model.bn.reset_parameters()  # weight 1, bias 0, running_mean 0, running_var 1, batches 0
-
-
 def init_head_from_pca(model: CFCDNet, samples: Samples, image_size: int, batch_size: int, rt: Runtime,
                        seed: int = 0, num_workers: int = 0) -> None:
     """The projection head from PCA of ``samples``' GeM vectors (eval view). Every process
@@ -80,7 +70,7 @@ def init_head_from_pca(model: CFCDNet, samples: Samples, image_size: int, batch_
                     "model.dim = %d; the other %d rows are random orthonormal directions",
                     feats.shape[0], max(0, feats.shape[0] - 1), dim, dim - max(0, feats.shape[0] - 1))
     components, mean = pca_components(feats, dim, seed=seed)
-    set_head_from_pca(model, components, mean)
+    set_head(model, components, mean)
     if rt.distributed:
         for t in (model.fc.weight.data, model.fc.bias.data):
             dist.broadcast(t, src=0)
