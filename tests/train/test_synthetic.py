@@ -92,3 +92,15 @@ def test_an_unreadable_photo_is_named_before_anything_is_written(tmp_path, capsy
     assert main(["data", "synthesize", str(good), str(bad), "-o", str(tmp_path / "out")]) == 2
     assert "bad.jpg" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_unsupervised_recipe_reads_a_synthesized_folder(tmp_path):
+    from cfcd.train.config import load_config
+
+    for i in range(2):
+        _photo(tmp_path / "in" / f"p{i}.png", i)
+    make_identities(sorted((tmp_path / "in").glob("*.png")), tmp_path / "synth", views=3, size=48)
+    cfg = load_config("unsupervised-mobilenet", [f"data.train={tmp_path / 'synth'}"])
+    assert cfg.model.backbone == "mobilenet_v2" and cfg.stage1.head_init == "pca"
+    samples = read_samples(cfg.data)
+    assert len(samples.paths) == 6 and len(samples.classes) == 2
