@@ -169,16 +169,23 @@ def gem_vectors(model: CFCDNet, images: Sequence, scales: Sequence[float] = (1.0
     glob = np.zeros((len(images), len(scales), c), np.float32)
     reg = np.zeros((len(images), len(scales), n_regions, c), np.float32)
     p = model.pool.p
-    for i, item in enumerate(tqdm(images, unit="img", desc="GeM", disable=not progress)):
-        for s, x in enumerate(prepare(item, settings)):
-            f4 = model.backbone(x[None].contiguous(memory_format=torch.channels_last))
-            glob[i, s] = model.pool(f4)[0].numpy()
-            if regions:
-                boxes = region_boxes(f4.shape[2], f4.shape[3], regions)
-                if len(boxes) != n_regions:  # a map too small for distinct windows: repeat the global one
-                    reg[i, s] = glob[i, s]
-                    continue
-                reg[i, s] = torch.cat([gem(f4[:, :, y0:y1, x0:x1], p) for y0, y1, x0, x1 in boxes]).numpy()
+    caught = []  # (feature map, GeM) at the pooling layer of the model's own forward (input preparation included)
+    hook = model.pool.register_forward_hook(lambda module, args, out: caught.append((args[0], out)))
+    try:
+        for i, item in enumerate(tqdm(images, unit="img", desc="GeM", disable=not progress)):
+            for s, x in enumerate(prepare(item, settings)):
+                caught.clear()
+                model(x[None].contiguous(memory_format=torch.channels_last))
+                f4, pooled = caught[0]
+                glob[i, s] = pooled[0].numpy()
+                if regions:
+                    boxes = region_boxes(f4.shape[2], f4.shape[3], regions)
+                    if len(boxes) != n_regions:  # a map too small for distinct windows: the global vector
+                        reg[i, s] = glob[i, s]
+                        continue
+                    reg[i, s] = torch.cat([gem(f4[:, :, y0:y1, x0:x1], p) for y0, y1, x0, x1 in boxes]).numpy()
+    finally:
+        hook.remove()
     return glob, reg
 
 
