@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -22,3 +24,16 @@ def make_image(path: Path, size=(64, 48), seed: int = 0, mode: str = "RGB") -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
     return path
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_canvas(width: int, height: int, bit_depth: int = 8, color_type: int = 2, rows: bytes | None = None) -> bytes:
+    """A PNG declaring a width x height canvas. ``rows`` is the raw scanline data (filter byte
+    per row); without it a few bytes stand for the pixels: a header that promises far more
+    than the file holds (a decompression bomb needs nothing else to be refused)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    data = zlib.compress(rows if rows is not None else bytes(64))
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", data) + png_chunk(b"IEND", b"")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy as _copy
 import json
 import logging
+import math
 import os
 import threading
 from collections import defaultdict
@@ -57,12 +58,32 @@ class ExtractionSettings:
         return {"scales": list(self.scales), "max_side": self.max_side}
 
 
+def check_bbox(box, shown: str | None = None) -> BBox:
+    """``box`` as four finite floats (x0, y0, x1, y1), or ``ValueError`` naming it (as ``shown``)."""
+    try:
+        values = tuple(float(v) for v in box)
+    except (TypeError, ValueError):
+        values = ()
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        raise ValueError(f"query box {shown or repr(box)}: expected four finite numbers x0,y0,x1,y1 in pixels, "
+                         "e.g. 10,20,300,400")
+    return values
+
+
+def parse_bbox(text: str) -> BBox:
+    """``"x0,y0,x1,y1"`` -> a box with x1 > x0 and y1 > y0, or ``ValueError`` saying what is wrong."""
+    box = check_bbox(text.split(","), repr(text))
+    if box[2] <= box[0] or box[3] <= box[1]:
+        raise ValueError(f"query box {text!r}: expected x1 > x0 and y1 > y0")
+    return box
+
+
 def split_input(item: ImageInput) -> tuple[object, BBox | None]:
     """``path`` / ``PIL.Image`` / ``(image, bbox)`` -> (image source, bbox or None)."""
     if isinstance(item, tuple):
-        if len(item) != 2 or len(item[1]) != 4:
+        if len(item) != 2:
             raise ValueError(f"a query crop is (image, (x0, y0, x1, y1)); got {item!r}")
-        return item[0], tuple(float(v) for v in item[1])
+        return item[0], check_bbox(item[1])
     return item, None
 
 
@@ -163,12 +184,14 @@ def extract(
     progress: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_batch_pixels: int = 16 * 1024 * 1024,
+    errors: dict[int, str] | None = None,
 ) -> np.ndarray:
     """Descriptors (n, d) float32 with L2-normalised rows, in the order of ``images``.
 
     ``images`` holds paths, PIL images or (image, bbox) query crops. A file that cannot be
     decoded raises ``ImageError`` naming it; with ``skip_errors`` its row is all zeros
-    instead (see ``failed_rows``).
+    instead (see ``failed_rows``) and, when ``errors`` is given, its message (the file and
+    the cause) is stored there under its row.
 
     ``batch_size`` and ``num_workers`` default by device: on a CPU one image at a time in
     this process (decoding is under a tenth of the network's time there, and a worker process
@@ -200,6 +223,8 @@ def extract(
                 if isinstance(prepared, ImageError):
                     if not skip_errors:
                         raise prepared
+                    if errors is not None:
+                        errors[i] = str(prepared)
                     continue
                 rows.append(i)
                 tensors.extend((i, t) for t in prepared)
@@ -258,7 +283,8 @@ def extract_to_dir(
     Finished shards are kept: rerunning the same command after an interruption extracts only
     the missing ones. Under ``torchrun`` (an initialised process group), rank r extracts the
     shards r, r + N, ...; rank 0 writes the manifest once all ranks are done, so the result
-    is the same file set as a single-process run. ``kwargs`` go to ``extract``.
+    is the same file set as a single-process run. ``kwargs`` go to ``extract``. The manifest
+    lists the rows that could not be read (``failed``) and why (``errors``: row -> message).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -291,26 +317,31 @@ def extract_to_dir(
     rank, world = _dist_info()
     if rank == 0 and not manifest.exists():
         _write_json(out / (MANIFEST + ".partial"), plan)
-    failed = []
+    reasons: dict[int, str] = {}
     for shard in plan["shards"][rank::world]:
         path = out / shard["file"]
         if path.exists():
             continue
         rows = slice(shard["start"], shard["start"] + shard["count"])
-        desc = extract(model, images[rows], **kwargs)
-        failed.extend(shard["start"] + int(r) for r in failed_rows(desc))
+        errors: dict[int, str] = {}
+        desc = extract(model, images[rows], errors=errors, **kwargs)
+        for r in failed_rows(desc):
+            reasons[shard["start"] + int(r)] = errors.get(int(r), f"{ids[shard['start'] + int(r)]}: not a readable image")
         _write_npy(path, desc.astype(dtype))
     if world > 1:
         gathered = [None] * world
-        torch.distributed.all_gather_object(gathered, failed)
-        failed = sorted(r for part in gathered for r in part)
+        torch.distributed.all_gather_object(gathered, reasons)
+        reasons = {r: why for part in gathered for r, why in part.items()}
     if rank == 0:
         missing = [s["file"] for s in plan["shards"] if not (out / s["file"]).exists()]
         if missing:
             raise RuntimeError(f"{out}: shards {missing[:5]} are missing after extraction")
-        if manifest.exists():
-            failed = sorted(set(failed) | set(json.loads(manifest.read_text()).get("failed", [])))
-        _write_json(manifest, {**plan, "failed": failed})
+        if manifest.exists():  # a resumed run: keep what the earlier runs found
+            previous = json.loads(manifest.read_text())
+            for r in previous.get("failed", []):
+                reasons.setdefault(r, previous.get("errors", {}).get(str(r), f"{ids[r]}: not a readable image"))
+        failed = sorted(reasons)
+        _write_json(manifest, {**plan, "failed": failed, "errors": {str(r): reasons[r] for r in failed}})
         (out / (MANIFEST + ".partial")).unlink(missing_ok=True)
     if world > 1:
         torch.distributed.barrier()

@@ -5,7 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from cfcd.data.images import ImageError, load_image, resize_to_scale, to_tensor
+from samples import png_canvas
+
+from cfcd.data.images import ImageError, ImageTooLarge, load_image, resize_to_scale, to_tensor
 
 
 def save(img: Image.Image, path, **kw):
@@ -43,8 +45,16 @@ def test_transparent_pixels_become_white(tmp_path):
 
 def test_pixel_limit_stops_decompression_bombs(tmp_path):
     path = save(Image.new("RGB", (200, 200)), tmp_path / "big.png")
-    with pytest.raises(ImageError, match="big.png.*exceeds the limit"):
+    with pytest.raises(ImageTooLarge, match="big.png.*exceeds the limit"):
         load_image(path, max_pixels=10_000)
+
+
+@pytest.mark.parametrize("side", [10000, 60000])  # Pillow warns above 89 Mpx, refuses above 179 Mpx
+def test_canvas_over_pillows_own_limit_is_too_large(tmp_path, side):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_canvas(side, side))
+    with pytest.raises(ImageTooLarge, match="bomb.png.*pixels"):
+        load_image(path, max_pixels=side * side + 1)
 
 
 def test_truncated_file_names_the_file(tmp_path):

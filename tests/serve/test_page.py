@@ -89,3 +89,33 @@ def test_upload_box_and_result_grid(browser, page_index, start_server, tmp_path)
         shot = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "web-page.png")
         shot.parent.mkdir(parents=True, exist_ok=True)
         assert browser.save_screenshot(str(shot))
+
+
+def test_api_key_goes_into_an_httponly_cookie_not_urls(browser, served_index, photos, start_server):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with start_server(served_index, "--api-key", "p4ge-key") as url:
+        wait = WebDriverWait(browser, 60)
+        browser.get(url + "/")
+        wait.until(EC.text_to_be_present_in_element((By.ID, "status"), "images indexed"))
+        wait.until(EC.visibility_of_element_located((By.ID, "api-key")))  # no session yet: the page asks
+        browser.find_element(By.ID, "api-key").send_keys("p4ge-key")
+        browser.find_element(By.ID, "file").send_keys(str(photos[2].resolve()))
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results li.result")) >= 5)
+        # Thumbnails and image links load through the cookie: no key in any URL, none in storage.
+        wait.until(lambda d: all(img.get_property("naturalWidth") > 0 for img in d.find_elements(By.CSS_SELECTOR, "#results img")))
+        urls = [e.get_attribute("src") for e in browser.find_elements(By.CSS_SELECTOR, "#results img")]
+        urls += [e.get_attribute("href") for e in browser.find_elements(By.CSS_SELECTOR, "#results a")]
+        assert urls and not any("p4ge-key" in u or "api_key" in u for u in urls)
+        assert browser.execute_script("return JSON.stringify(localStorage) + JSON.stringify(sessionStorage)") == "{}{}"
+        assert browser.execute_script("return document.cookie") == ""  # HttpOnly: scripts cannot read it
+        assert any(c["name"] == "cfcd_session" and c["httpOnly"] for c in browser.get_cookies())
+        # After a reload the cookie alone authorises: the key field is empty and searches work.
+        browser.get(url + "/")
+        wait.until(EC.text_to_be_present_in_element((By.ID, "status"), "images indexed"))
+        assert browser.find_element(By.ID, "api-key").get_attribute("value") == ""
+        browser.find_element(By.ID, "file").send_keys(str(photos[3].resolve()))
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results li.result")) >= 5)
+        assert not browser.find_element(By.ID, "api-key").is_displayed()

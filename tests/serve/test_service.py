@@ -158,4 +158,34 @@ def test_api_key(served_index, photos, start_server):
         assert ok.status_code == 200
         image_id = ok.json()["results"][0]["id"]
         assert httpx.get(f"{url}/thumbnails/{image_id}").status_code == 401
-        assert httpx.get(f"{url}/thumbnails/{image_id}?api_key=s3cret").status_code == 200
+        # A key in the URL is not a key: it would end up in logs and browser history.
+        assert httpx.get(f"{url}/thumbnails/{image_id}?api_key=s3cret").status_code == 401
+        assert httpx.get(f"{url}/thumbnails/{image_id}", headers={"X-API-Key": "s3cret"}).status_code == 200
+        # Non-ASCII keys are compared as bytes, not a 500.
+        assert httpx.get(f"{url}/session", headers={"X-API-Key": "s\u00e9cret".encode()}).status_code == 401
+        with httpx.Client(base_url=url) as browser:
+            assert browser.post("/session", headers={"X-API-Key": "nope"}).status_code == 401
+            assert not browser.cookies
+            opened = browser.post("/session", headers={"X-API-Key": "s3cret"})
+            assert opened.status_code == 204
+            cookie = opened.headers["set-cookie"].lower()
+            assert "httponly" in cookie and "samesite=strict" in cookie and "s3cret" not in cookie
+            assert browser.get("/session").status_code == 204
+            assert browser.get(f"/thumbnails/{image_id}").status_code == 200
+            assert browser.get(f"/images/{image_id}").status_code == 200
+            assert browser.post("/search", files=data, timeout=60).status_code == 200
+        forged = httpx.get(f"{url}/images/{image_id}", cookies={"cfcd_session": "s3cret"})
+        assert forged.status_code == 401
+
+
+def test_host_header_must_name_this_server(server):
+    assert httpx.get(f"{server}/health", headers={"Host": "localhost:1234"}).status_code == 200
+    res = httpx.get(f"{server}/health", headers={"Host": "attacker.example:8000"})
+    assert res.status_code == 400 and "--allowed-hosts" in res.json()["detail"]
+    assert httpx.get(f"{server}/", headers={"Host": "attacker.example"}).status_code == 400
+
+
+def test_allowed_hosts_option(served_index, start_server):
+    with start_server(served_index, "--allowed-hosts", "search.example,127.0.0.1") as url:
+        assert httpx.get(f"{url}/health", headers={"Host": "search.example"}).status_code == 200
+        assert httpx.get(f"{url}/health", headers={"Host": "localhost"}).status_code == 400

@@ -93,9 +93,9 @@ def run(args) -> None:
         **extract_kwargs(args),
     )
     if rank == 0:
-        failed = json.loads((out / "manifest.json").read_text())["failed"]
-        print(f"{len(images) - len(failed)} descriptors in {out}")
-        for row in failed:
-            print(f"skipped unreadable image: {images[row]}")
+        manifest = json.loads((out / "manifest.json").read_text())
+        print(f"{len(images) - len(manifest['failed'])} descriptors in {out}")
+        for row in manifest["failed"]:
+            print(f"skipped unreadable image: {manifest['errors'].get(str(row), images[row])}")
     if dist.is_initialized():
         dist.destroy_process_group()

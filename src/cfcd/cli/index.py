@@ -52,7 +52,8 @@ def _is_features_dir(source: str) -> bool:
 
 
 def _add_source(index, args):
-    """Add args.source to ``index``; returns the AddReport and the inputs (for messages)."""
+    """Add args.source to ``index``; returns the AddReport, the inputs (for messages) and the
+    reasons of inputs that never reached the index (a features directory's unreadable files)."""
     from ..extraction import load_features
 
     if _is_features_dir(args.source):
@@ -60,7 +61,8 @@ def _add_source(index, args):
         failed = set(manifest.get("failed", []))
         rows = [i for i in range(len(ids)) if i not in failed]
         inputs = [ids[i] for i in rows]
-        return index.add(desc[rows], inputs, model=manifest["model"], settings=manifest), inputs
+        unread = [manifest.get("errors", {}).get(str(r), f"{ids[r]}: not readable when extracted") for r in sorted(failed)]
+        return index.add(desc[rows], inputs, model=manifest["model"], settings=manifest), inputs, unread
     from ..model import load_model
 
     images = [str(p) for p in read_image_list(args.source)]
@@ -75,16 +77,17 @@ def _add_source(index, args):
         kwargs["scales"] = index.settings["scales"]
     if index.settings and args.max_side is None:
         kwargs["max_side"] = index.settings["max_side"]
-    return index.add_images(model, images, **kwargs), images
+    return index.add_images(model, images, **kwargs), images, []
 
 
-def _print_report(report, inputs) -> None:
+def _print_report(report, inputs, unread=()) -> None:
+    failed = [*unread, *(reason for _, reason in sorted(report.failed.items()))]
     print(f"added {len(report.added)} images", end="")
     skipped = len(report.duplicates) + len(report.repeated)
     print(f", skipped {skipped} already indexed" if skipped else "", end="")
-    print(f", {len(report.failed)} unreadable" if report.failed else "")
-    for pos, reason in sorted(report.failed.items()):
-        print(f"skipped unreadable image: {reason}")
+    print(f", {len(failed)} unreadable" if failed else "")
+    for reason in failed:
+        print(f"skipped unreadable image: {reason}")  # the reason names the file and the cause
     for pos, existing in sorted(report.duplicates.items()):
         log.debug("%s: same content as id %d", inputs[pos], existing)
 
@@ -106,9 +109,9 @@ def run_build(args) -> None:
     # Extraction runs without the write lock; saving checks again, under it, that no other
     # build made an index here meanwhile.
     index = Index(dim, factory=args.factory, location=args.index)
-    report, inputs = _add_source(index, args)
+    report, inputs, unread = _add_source(index, args)
     index.save(args.index, overwrite=args.force)
-    _print_report(report, inputs)
+    _print_report(report, inputs, unread)
     print(f"{args.index}: {len(index)} images, {index.factory}, version {index.generation}")
 
 
@@ -116,8 +119,8 @@ def run_add(args) -> None:
     from ..index import Index
 
     with Index.edit(args.index) as index:
-        report, inputs = _add_source(index, args)
-    _print_report(report, inputs)
+        report, inputs, unread = _add_source(index, args)
+    _print_report(report, inputs, unread)
     print(f"{args.index}: {len(index)} images, version {index.generation}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from ..index.rerank import DEFAULT_DBA_ALPHA, DEFAULT_QE_ALPHA
@@ -24,13 +25,12 @@ def register(p) -> None:
 
 
 def parse_bbox(text: str) -> tuple[float, float, float, float]:
+    from ..extraction import parse_bbox as parse
+
     try:
-        box = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        box = ()
-    if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
-        raise ValueError(f"--bbox {text!r}: expected x0,y0,x1,y1 with x1 > x0 and y1 > y0, e.g. 10,20,300,400")
-    return box
+        return parse(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def run(args) -> None:

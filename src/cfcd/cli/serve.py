@@ -6,7 +6,7 @@ import os
 
 
 def register(p) -> None:
-    from ..serve.settings import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES
+    from ..serve.settings import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_QUEUE
 
     p.add_argument("index", help="index (from `cfcd index build`): a directory, NAME.db or milvus://HOST:PORT/COLLECTION")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
@@ -17,14 +17,22 @@ def register(p) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if available)")
     p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_BYTES / 2**20, help="largest upload accepted")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest image (width x height) accepted")
-    p.add_argument("--workers", type=int, default=4, help="queries extracted at once (threads)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="queries extracted at once (threads; default: as many as half the free memory holds, at most one per core)")
+    p.add_argument("--queue", type=int, default=DEFAULT_QUEUE,
+                   help=f"queries that may wait for a worker; more are answered 503 with Retry-After (default {DEFAULT_QUEUE})")
+    p.add_argument("--allowed-hosts", default=None,
+                   help="comma-separated Host header names accepted, '*' for any (default: the --host address and localhost)")
     p.set_defaults(func=run)
 
 
 def run(args) -> None:
+    import logging
+
     import uvicorn
 
     from ..serve.app import create_app
+    from ..serve.security import RedactQuery
     from ..serve.settings import ServeSettings
 
     settings = ServeSettings(
@@ -35,7 +43,13 @@ def run(args) -> None:
         max_upload_bytes=int(args.max_upload_mb * 2**20),
         max_pixels=args.max_pixels,
         threads=args.workers,
+        queue=args.queue,
+        allowed_hosts=tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip()) if args.allowed_hosts else None,
+        host=args.host,
     )
     app = create_app(settings)
-    print(f"serving {args.index} at http://{args.host}:{args.port}/ (API at /docs)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info")  # configures uvicorn's loggers
+    logging.getLogger("uvicorn.access").addFilter(RedactQuery())
+    print(f"serving {args.index} at http://{args.host}:{args.port}/ (API at /docs; {settings.threads} workers, "
+          f"queue {settings.queue})", flush=True)
+    uvicorn.Server(config).run()

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import struct
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Union
@@ -31,6 +33,16 @@ ImageSource = Union[str, os.PathLike, bytes, BinaryIO]
 
 class ImageError(ValueError):
     """An input that is not a decodable image; the message names the file and the cause."""
+
+
+class ImageTooLarge(ImageError):
+    """An image whose canvas exceeds the pixel limit (ours, or Pillow's decompression-bomb
+    limit), refused from its header before it is decoded."""
+
+
+# What Pillow's decoders raise on malformed data besides OSError: a plugin parsing a
+# truncated or hostile header can fail with any of these.
+_CORRUPT = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, KeyError, TypeError, ZeroDivisionError)
 
 
 def _describe(source: ImageSource) -> str:
@@ -58,8 +70,9 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode ``source`` (path, bytes or binary file) into an RGB image.
 
-    Raises ``ImageError`` naming the file for anything that is not a complete image within
-    ``max_pixels``: missing files, other formats, truncated data, decompression bombs.
+    Raises ``ImageError`` naming the file and the cause for anything that is not a complete
+    image: missing files, directories, other formats, truncated data; ``ImageTooLarge`` (a
+    subclass) for a canvas over ``max_pixels`` or Pillow's decompression-bomb limit.
     """
     name = _describe(source)
     if isinstance(source, bytes):
@@ -70,8 +83,8 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
             img = Image.open(source)
             w, h = img.size
             if w * h > max_pixels:
-                raise ImageError(
-                    f"{name}: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}; "
+                raise ImageTooLarge(
+                    f"{name}: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels} pixels; "
                     "downscale the image or raise max_pixels"
                 )
             img.load()
@@ -83,9 +96,17 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
         raise ImageError(f"{name}: no such file") from err
     except IsADirectoryError as err:
         raise ImageError(f"{name}: is a directory, not an image") from err
-    except (Image.UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ImageError(f"{name}: not a readable image ({err})") from err
-    except (OSError, SyntaxError, ValueError) as err:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        # Pillow's own limit (MAX_IMAGE_PIXELS) fired from the header, before ours could.
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)
+        raise ImageTooLarge(
+            f"{name}: {found.group(1) if found else 'a canvas of more than ' + str(limit)} pixels exceeds the limit "
+            f"of {limit} pixels (Pillow's decompression-bomb check); downscale the image"
+        ) from err
+    except Image.UnidentifiedImageError as err:
+        raise ImageError(f"{name}: not an image format Pillow can read ({err})") from err
+    except _CORRUPT as err:
         raise ImageError(f"{name}: corrupt or truncated image data ({err})") from err
 
 

@@ -42,8 +42,11 @@ def describe_file(path: str | Path) -> ImageRecord:
     p = Path(path)
     if not p.is_file():
         return ImageRecord(path=str(path))
-    st = p.stat()
-    return ImageRecord(path=str(p.resolve()), size=st.st_size, mtime=st.st_mtime, sha256=sha256_file(p))
+    try:
+        st = p.stat()
+        return ImageRecord(path=str(p.resolve()), size=st.st_size, mtime=st.st_mtime, sha256=sha256_file(p))
+    except OSError:  # unreadable (permissions, I/O): decoding it will report the cause
+        return ImageRecord(path=str(path))
 
 
 def resolve_paths(paths: Iterable[str]) -> list[str]:

@@ -13,7 +13,8 @@ from .records import ImageRecord
 class AddReport:
     """What ``add`` did: the ids given to new images (in input order), the inputs skipped as
     already indexed (input position -> id holding that content), repeated within the call
-    (input position -> first position) and inputs that could not be read."""
+    (input position -> first position) and inputs that could not be read (input position ->
+    the file and the cause)."""
 
     added: list[int] = field(default_factory=list)
     duplicates: dict[int, int] = field(default_factory=dict)

@@ -76,11 +76,17 @@ def add_images(index, model, images: Sequence[str | Path], progress: bool = True
     keep = index.new_positions(recs, report)
     if not keep:
         return report
+    errors: dict[int, str] = {}
     desc = extract(model, [recs[k].path for k in keep], scales=settings.scales, max_side=settings.max_side,
-                   skip_errors=True, progress=progress, **extract_kwargs)
+                   skip_errors=True, progress=progress, errors=errors, **extract_kwargs)
     bad = set(failed_rows(desc).tolist())
     for row in sorted(bad):
-        report.failed[keep[row]] = f"{recs[keep[row]].path}: not a readable image"
+        report.failed[keep[row]] = errors.get(row, f"{recs[keep[row]].path}: not a readable image")
+    # A byte copy of an unreadable file is unreadable too, not "already indexed".
+    for pos, first in list(report.repeated.items()):
+        if first in report.failed:
+            report.failed[pos] = f"{recs[pos].path}: same bytes as {report.failed[first]}"
+            del report.repeated[pos]
     good = [row for row in range(len(keep)) if row not in bad]
     chosen = [keep[row] for row in good]
     desc = desc[good]

@@ -2,13 +2,16 @@
 
 Security: files are served only by id, looked up in the index's SQLite metadata; nothing the
 client sends becomes a filesystem path. Uploads are bounded in bytes (Content-Length checked
-before the body is read) and in pixels (checked from the image header before decoding).
+before the body is read) and in pixels (checked from the image header before decoding);
+queries are bounded in number (``gate``); the key travels in a header or an HttpOnly
+cookie, never in a URL, and the Host header must name this server (``security``).
 Extraction runs in worker threads so the event loop keeps serving other requests.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import mimetypes
 import threading
 import time
@@ -18,38 +21,53 @@ from pathlib import Path
 
 import anyio
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
 from .. import __version__
-from ..data.images import ImageError, load_image
+from ..data.images import ImageError, ImageTooLarge, load_image
+from ..extraction import parse_bbox
 from ..index import Index
-from .settings import API_KEY_HEADER, DEFAULT_K, MAX_K, THUMBNAIL_SIZES, ServeSettings
+from .gate import Gate
+from .security import AllowedHosts, KeyCheck
+from .settings import API_KEY_HEADER, DEFAULT_K, MAX_K, SESSION_COOKIE, THUMBNAIL_SIZES, ServeSettings
 
+log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 # Multipart framing and form fields around the uploaded file.
 FORM_OVERHEAD = 64 * 1024
 THUMBNAIL_CACHE = 2048
+# Ids are SQLite / FAISS int64; anything outside is refused by validation (422), not by SQLite (500).
+MAX_ID = 2**63 - 1
 
 
 class IndexHolder:
-    """The published index, reloaded when a writer publishes a new version."""
+    """The published index, replaced by ``refresh`` (run off the event loop every
+    ``reload_interval`` s) when a writer publishes a new version; requests never wait for a load."""
 
     def __init__(self, settings: ServeSettings):
         self.settings = settings
-        self._lock = threading.Lock()
-        self.index = Index.load(settings.index)
-        self._checked = time.monotonic()
+        self._set(Index.load(settings.index))
+
+    def _set(self, index: Index) -> None:
+        self.index, self.images = index, len(index)  # one assignment each: readers see old or new
 
     def get(self) -> Index:
-        now = time.monotonic()
-        if now - self._checked >= self.settings.reload_interval:
-            with self._lock:
-                self._checked = now
-                if self.index.store.version() != self.index.generation:
-                    self.index = Index.load(self.settings.index)
         return self.index
+
+    def refresh(self) -> None:
+        if self.index.store.version() != self.index.generation:
+            self._set(Index.load(self.settings.index))
+
+    async def keep_fresh(self) -> None:
+        while True:
+            await anyio.sleep(self.settings.reload_interval)
+            try:
+                await anyio.to_thread.run_sync(self.refresh)
+            except (OSError, ValueError, RuntimeError) as err:  # a damaged new version: keep serving the old
+                log.warning("index %s not reloaded: %s", self.settings.index, err)
 
 
 class ThumbnailCache:
@@ -75,11 +93,11 @@ def _parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
     if not text:
         return None
     try:
-        box = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        box = ()
-    if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1] or min(box) < 0:
-        raise HTTPException(400, f"bbox {text!r}: expected x0,y0,x1,y1 in pixels with x1 > x0 >= 0 and y1 > y0 >= 0")
+        box = parse_bbox(text)
+    except ValueError as err:
+        raise HTTPException(400, f"bbox: {err}") from None
+    if min(box) < 0:
+        raise HTTPException(400, f"bbox {text!r}: coordinates are pixels of the upload, at least 0")
     return box
 
 
@@ -97,7 +115,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
         inference_copy(model)  # trace and fuse once, before queries run the model in threads
         state.update(holder=holder, model=model, limiter=anyio.CapacityLimiter(max(1, settings.threads)),
                      thumbs=ThumbnailCache())
-        yield
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(holder.keep_fresh)
+            yield
+            tasks.cancel_scope.cancel()
 
     app = FastAPI(
         title="cfcd image search",
@@ -106,36 +127,21 @@ def create_app(settings: ServeSettings) -> FastAPI:
         lifespan=lifespan,
     )
 
-    @app.middleware("http")
-    async def limit_upload(request: Request, call_next):
-        if request.method == "POST":
-            length = request.headers.get("content-length")
-            if length is None:
-                return JSONResponse({"detail": "Content-Length required: send the image as a normal multipart upload"}, 411)
-            if not length.isdigit() or int(length) > settings.max_upload_bytes + FORM_OVERHEAD:
-                return JSONResponse(
-                    {"detail": f"upload of {length} bytes exceeds the limit of {settings.max_upload_bytes} bytes"}, 413
-                )
-        return await call_next(request)
+    keys = KeyCheck(settings.api_key)
+    app.add_middleware(Gate, hosts=AllowedHosts(settings.allowed_hosts, settings.host),
+                       max_body=settings.max_upload_bytes + FORM_OVERHEAD, workers=settings.threads, queue=settings.queue,
+                       guarded=lambda method, path: (method, path) == ("POST", "/search") or path.startswith("/thumbnails/"))
 
     def require_key(request: Request) -> None:
-        if not settings.api_key:
-            return
-        given = request.headers.get(API_KEY_HEADER) or request.query_params.get("api_key")
-        if given != settings.api_key:
+        if not keys.allows(request.headers.get(API_KEY_HEADER), request.cookies.get(SESSION_COOKIE)):
             raise HTTPException(401, f"missing or wrong API key: send it in the {API_KEY_HEADER} header",
                                 headers={"WWW-Authenticate": API_KEY_HEADER})
 
     def decode_upload(data: bytes) -> Image.Image:
         try:
-            with Image.open(io.BytesIO(data)) as probe:
-                w, h = probe.size
-        except Exception:
-            raise HTTPException(400, "the upload is not an image Pillow can read (JPEG, PNG, WebP, ...)") from None
-        if w * h > settings.max_pixels:
-            raise HTTPException(413, f"image of {w}x{h} = {w * h} pixels exceeds the limit of {settings.max_pixels} pixels")
-        try:
             return load_image(data, settings.max_pixels)
+        except ImageTooLarge as err:
+            raise HTTPException(413, str(err).replace("<uploaded bytes>", "the upload")) from None
         except ImageError as err:
             raise HTTPException(400, f"the upload is not a readable image: {err}") from None
 
@@ -177,6 +183,22 @@ def create_app(settings: ServeSettings) -> FastAPI:
             raise HTTPException(413, f"upload exceeds the limit of {settings.max_upload_bytes} bytes")
         return await anyio.to_thread.run_sync(run_search, data, k, box, qe, limiter=state["limiter"])
 
+    @app.post("/session", status_code=204, summary="Trade the API key (header) for an HttpOnly session cookie")
+    async def open_session(request: Request):
+        if not keys.valid_key(request.headers.get(API_KEY_HEADER)) and keys.required:
+            raise HTTPException(401, f"missing or wrong API key: send it in the {API_KEY_HEADER} header",
+                                headers={"WWW-Authenticate": API_KEY_HEADER})
+        response = Response(status_code=204)
+        if keys.required:
+            response.set_cookie(SESSION_COOKIE, keys.session_token(), httponly=True, samesite="strict",
+                                secure=request.url.scheme == "https", path="/")
+        return response
+
+    @app.get("/session", status_code=204, dependencies=[Depends(require_key)],
+             summary="204 when the request is authorised (header or session cookie), 401 otherwise")
+    async def check_session():
+        return Response(status_code=204)
+
     def indexed_file(image_id: int) -> Path:
         record = state["holder"].get().record(image_id)
         if record is None:
@@ -187,12 +209,12 @@ def create_app(settings: ServeSettings) -> FastAPI:
         return path
 
     @app.get("/images/{image_id}", dependencies=[Depends(require_key)], summary="The indexed image file with this id")
-    async def get_image(image_id: int):
+    async def get_image(image_id: int = PathParam(ge=0, le=MAX_ID)):
         path = indexed_file(image_id)
         return FileResponse(path, media_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream")
 
     @app.get("/thumbnails/{image_id}", dependencies=[Depends(require_key)], summary="A JPEG thumbnail of an indexed image")
-    async def get_thumbnail(image_id: int, size: int = 256):
+    async def get_thumbnail(image_id: int = PathParam(ge=0, le=MAX_ID), size: int = 256):
         if size not in THUMBNAIL_SIZES:
             raise HTTPException(400, f"thumbnail size {size}: choose one of {list(THUMBNAIL_SIZES)}")
         path = indexed_file(image_id)
@@ -200,6 +222,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
         def make() -> bytes:
             try:
                 img = load_image(path, settings.max_pixels * 4)
+            except ImageTooLarge as err:
+                raise HTTPException(413, f"image {image_id} is too large for a thumbnail: {err}") from None
             except ImageError as err:
                 raise HTTPException(404, f"image {image_id} cannot be decoded: {err}") from None
             img.thumbnail((size, size), Image.BILINEAR)
@@ -213,16 +237,19 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @app.get("/health", summary="Liveness and what is being served")
     async def health():
-        index = state["holder"].get()
+        holder = state["holder"]
+        index = holder.get()
         return {
             "status": "ok",
-            "images": len(index),
+            "images": holder.images,
             "index_version": index.generation,
             "model": (index.model or {}).get("name"),
             "dim": index.dim,
-            "api_key_required": bool(settings.api_key),
+            "api_key_required": keys.required,
             "max_upload_bytes": settings.max_upload_bytes,
             "max_pixels": settings.max_pixels,
+            "workers": settings.threads,
+            "queue": settings.queue,
         }
 
     @app.get("/", include_in_schema=False)

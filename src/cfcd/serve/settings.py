@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 2**20
@@ -12,6 +13,46 @@ DEFAULT_K = 10
 MAX_K = 1000
 THUMBNAIL_SIZES = (64, 128, 256, 512)
 API_KEY_HEADER = "X-API-Key"
+SESSION_COOKIE = "cfcd_session"
+# Requests admitted beyond those running: more wait in no queue, they get 503 at once.
+DEFAULT_QUEUE = 32
+# Peak memory one query adds to the server at the largest upload (DEFAULT_MAX_PIXELS) with the
+# extraction working-size cap: decoded RGB copies + the network at the capped size. Measured by
+# bench/serve_memory.py (docs/serving.md); queries are bounded to what the cap lets through.
+QUERY_PEAK_BYTES = 1024 * 2**20
+# Share of the memory available at start-up that concurrent queries may take.
+MEMORY_SHARE = 0.5
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process may still use: MemAvailable, bounded by a cgroup v2 limit."""
+    avail = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as f:
+            used = int(f.read().strip())
+        if limit != "max":
+            avail = min(avail, int(limit) - used) if avail is not None else int(limit) - used
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+def default_workers(peak_bytes: int = QUERY_PEAK_BYTES) -> int:
+    """Queries run at once by default: as many as half the available memory holds at their
+    peak, and no more than the CPU cores (a query already uses several threads)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    avail = available_memory()
+    by_memory = int(avail * MEMORY_SHARE // peak_bytes) if avail else cores
+    return max(1, min(cores, by_memory))
 
 
 @dataclass
@@ -22,5 +63,15 @@ class ServeSettings:
     api_key: str | None = None
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     max_pixels: int = DEFAULT_MAX_PIXELS
-    threads: int = 4  # queries extracted at once
+    threads: int | None = None  # queries extracted at once; None: default_workers()
+    queue: int = DEFAULT_QUEUE  # requests admitted to wait for a worker; beyond: 503
+    # Host header values accepted (DNS rebinding); None: the bind address and localhost.
+    allowed_hosts: tuple[str, ...] | None = None
+    host: str = "127.0.0.1"  # the bind address, for the default allowed hosts
     reload_interval: float = 1.0  # seconds between checks for a newer index version
+
+    def __post_init__(self):
+        if self.threads is None:
+            self.threads = default_workers()
+        if self.threads < 1 or self.queue < 0:
+            raise ValueError(f"workers must be >= 1 and queue >= 0; got {self.threads} and {self.queue}")

@@ -5,11 +5,21 @@ const $ = (id) => document.getElementById(id);
 const state = { file: null, image: null, scale: 1, box: null, drag: null, keyRequired: false };
 
 function apiKey() { return $("api-key").value.trim(); }
-function withKey(url) {
-  const key = apiKey();
-  return state.keyRequired && key ? `${url}${url.includes("?") ? "&" : "?"}api_key=${encodeURIComponent(key)}` : url;
-}
 function setMessage(text) { $("message").textContent = text || ""; }
+
+// The key is sent once, in a header, for an HttpOnly session cookie that authorises the
+// searches, images and thumbnails that follow: it never goes into a URL or into storage.
+async function openSession() {
+  const res = await fetch("/session", { method: "POST", headers: { "X-API-Key": apiKey() } });
+  if (res.status === 401) throw new Error("wrong API key");
+  if (!res.ok) throw new Error(`the server answered ${res.status}`);
+}
+
+async function askForKey() {
+  state.keyRequired = true;
+  $("key-label").hidden = false;
+  $("api-key").focus();
+}
 
 async function loadHealth() {
   try {
@@ -19,8 +29,9 @@ async function loadHealth() {
     state.keyRequired = h.api_key_required;
     state.maxBytes = h.max_upload_bytes;
     if (h.api_key_required) {
-      $("key-label").hidden = false;
-      $("api-key").value = localStorage.getItem("cfcd-api-key") || "";
+      // A session cookie from earlier still works until the server restarts.
+      const session = await fetch("/session");
+      if (session.status !== 204) askForKey();
     }
   } catch (err) {
     $("status").textContent = "The search service is not reachable.";
@@ -114,19 +125,18 @@ async function search() {
   form.append("image", state.file);
   form.append("k", $("k").value);
   if (state.box) form.append("bbox", state.box.join(","));
-  const headers = {};
-  if (state.keyRequired) {
-    headers["X-API-Key"] = apiKey();
-    localStorage.setItem("cfcd-api-key", apiKey());
-  }
   $("search").disabled = true;
   $("summary").textContent = "Searching…";
   setMessage("");
   try {
-    const res = await fetch("/search", { method: "POST", body: form, headers });
+    if (state.keyRequired && apiKey()) await openSession();
+    const res = await fetch("/search", { method: "POST", body: form });
     const body = await res.json().catch(() => ({ detail: res.statusText }));
     if (!res.ok) {
-      if (res.status === 401) { $("key-label").hidden = false; state.keyRequired = true; $("api-key").focus(); }
+      if (res.status === 401) askForKey();
+      if (res.status === 503) {
+        throw new Error(`the server is busy; try again in ${res.headers.get("Retry-After") || "a few"} seconds`);
+      }
       throw new Error(typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail));
     }
     show(body);
@@ -148,11 +158,11 @@ function show(body) {
     li.className = "result";
     li.dataset.id = hit.id;
     const a = document.createElement("a");
-    a.href = withKey(hit.image_url);
+    a.href = hit.image_url;
     a.target = "_blank";
     a.rel = "noopener";
     const img = document.createElement("img");
-    img.src = withKey(`${hit.thumbnail_url}?size=256`);
+    img.src = `${hit.thumbnail_url}?size=256`;
     img.alt = hit.path ? hit.path.split(/[\\/]/).pop() : `image ${hit.id}`;
     img.loading = "lazy";
     a.append(img);
