@@ -14,7 +14,7 @@ MAX_K = 1000
 THUMBNAIL_SIZES = (64, 128, 256, 512)
 API_KEY_HEADER = "X-API-Key"
 SESSION_COOKIE = "cfcd_session"
-# Requests admitted beyond those running: more wait in no queue, they get 503 at once.
+# Requests that may wait for a worker; any further one is answered 503 at once.
 DEFAULT_QUEUE = 32
 # Peak memory one query adds to the server at the largest upload (DEFAULT_MAX_PIXELS) with the
 # extraction working-size cap: decoded RGB copies + the network at the capped size. Measured by
