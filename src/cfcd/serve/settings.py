@@ -17,9 +17,9 @@ SESSION_COOKIE = "cfcd_session"
 # Requests that may wait for a worker; any further one is answered 503 at once.
 DEFAULT_QUEUE = 32
 # Peak memory one query adds to the server at the largest upload (DEFAULT_MAX_PIXELS) with the
-# extraction working-size cap: decoded RGB copies + the network at the capped size. Measured by
-# bench/serve_memory.py (docs/serving.md); queries are bounded to what the cap lets through.
-QUERY_PEAK_BYTES = 1024 * 2**20
+# extraction working-size cap: at most 1066 MB measured (the 6300x6300 gray PNG; a 7700x5133
+# JPEG 766 MB) by bench/serve_memory.py, table in docs/serving.md.
+QUERY_PEAK_BYTES = 1152 * 2**20
 # Share of the memory available at start-up that concurrent queries may take.
 MEMORY_SHARE = 0.5
 
