@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from cfcd.evaluate import DEFAULT_CHUNK, evaluate_revisitop, rank
+from cfcd.settings import CFCD_SCALES
 
 ROXF_DB, ROXF_QUERIES, DIM = 4993, 70, 512
 R1M = 1_001_001
 PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "instances-dev" / "images"
 # Named by their length: 3 is the instances-dev reference, 5 the CFCD default.
-SCALE_LISTS = {"1": (1.0,), "3": (0.7071, 1.0, 1.4142), "5": (0.3535, 0.5, 0.7071, 1.0, 1.4142)}
+SCALE_LISTS = {"1": (1.0,), "3": (0.7071, 1.0, 1.4142), "5": CFCD_SCALES}
 
 
 def peak_rss_gib() -> float:
@@ -75,10 +76,11 @@ def bench_extract(args) -> None:
     from cfcd.data.instances import load_instances
     from cfcd.extraction import extract
     from cfcd.model import load_model
+    from cfcd.settings import ExtractionSettings, Runtime
 
     paths = load_instances(args.photos).paths[: args.images]
     model = load_model("default")
-    extract(model, paths[:1], scales=(1.0,), max_side=args.max_side, progress=False)  # warm-up
+    extract(model, paths[:1], ExtractionSettings((1.0,), max_side=args.max_side), Runtime(progress=False))  # warm-up
     side = f"long side {args.max_side}" if args.max_side else "original size (<= 1024 px)"
     print(f"extraction: {len(paths)} photos of {args.photos}, {side}, "
           f"torch threads {__import__('torch').get_num_threads()}")
@@ -87,8 +89,8 @@ def bench_extract(args) -> None:
         for workers in args.workers:
             for batch_size in args.batch_sizes:
                 t = time.perf_counter()
-                extract(model, paths, scales=SCALE_LISTS[name], max_side=args.max_side, batch_size=batch_size,
-                        num_workers=workers, progress=False)
+                extract(model, paths, ExtractionSettings(SCALE_LISTS[name], max_side=args.max_side),
+                        Runtime(batch_size=batch_size, num_workers=workers, progress=False))
                 elapsed = time.perf_counter() - t
                 scales = ",".join(map(str, SCALE_LISTS[name]))
                 print(f"{scales:>36s}{batch_size:7d}{workers:9d}{elapsed:9.1f}{len(paths) / elapsed:10.2f}")

@@ -42,8 +42,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from cfcd.data.images import load_image, resize_to_scale, to_tensor
-from cfcd.extraction import CFCD_SCALES, extract
+from cfcd.data.images import load_image
+from cfcd.extraction import extract, prepare, working_sizes
+from cfcd.settings import CFCD_SCALES, ExtractionSettings, Runtime
 from cfcd.model import CFCDNet, ModelConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,29 +53,22 @@ RESULTS = ROOT / "bench" / "results"
 MNV2_SCALES = (0.7071, 1.0, 1.4142)
 
 
-def official_extract(model, paths, scales, max_side):
+def official_extract(model, paths, settings):
     """The official loop (evaler/infer.py `extract`), with cfcd's decoding and resizing."""
     out = []
     with torch.no_grad():
         for path in paths:
-            img = load_image(path)
-            base = max_side / max(img.size) if max_side else 1.0
             acc = None
-            for s in scales:
-                x = to_tensor(resize_to_scale(img, base * s)).unsqueeze(0)
+            for x in prepare(path, settings):
+                x = x.unsqueeze(0)
                 g = F.normalize(model(x), p=2, dim=1)
                 acc = g if acc is None else acc + g
-            out.append(F.normalize(acc / len(scales), dim=1)[0].numpy())
+            out.append(F.normalize(acc / len(settings.scales), dim=1)[0].numpy())
     return np.stack(out)
 
 
-def input_shapes(paths, scales, max_side):
-    shapes = []
-    for path in paths:
-        img = load_image(path)
-        base = max_side / max(img.size) if max_side else 1.0
-        shapes += [(3, *reversed(resize_to_scale(img, base * s).size)) for s in scales]
-    return shapes
+def input_shapes(paths, settings):
+    return [(3, h, w) for path in paths for w, h in working_sizes(*load_image(path).size, settings)]
 
 
 def count_flops(model, shapes) -> int:
@@ -134,20 +128,21 @@ def run_setting(setting, paths, max_side, repeats, batch_size, workers, onnx_dir
     from cfcd.model.onnx import OnnxRuntimeModel
 
     model, scales, label = build(setting)
-    shapes = input_shapes(paths, scales, max_side)
+    settings = ExtractionSettings(scales, max_side=max_side).for_model(model)
+    shapes = input_shapes(paths, settings)
     flops = count_flops(model, shapes)
     ort_model = OnnxRuntimeModel(export_onnx(model, Path(onnx_dir) / f"{setting}.onnx"), threads=torch.get_num_threads())
-    kwargs = dict(scales=scales, max_side=max_side, batch_size=batch_size, num_workers=workers, device="cpu", progress=False)
+    rt = Runtime(batch_size=batch_size, num_workers=workers, device="cpu", progress=False)
     paths_warm = paths[:1]
-    official_extract(model, paths_warm, scales, max_side)  # warm-up: allocator, oneDNN primitives
-    extract(model, paths_warm, **kwargs)
-    extract(ort_model, paths_warm, **kwargs)
+    official_extract(model, paths_warm, settings)  # warm-up: allocator, oneDNN primitives
+    extract(model, paths_warm, settings, rt)
+    extract(ort_model, paths_warm, settings, rt)
     times, descs = {}, {}
     for _ in range(repeats):  # interleaved, so that load from other processes hits all paths alike
         for name, fn in (
-            ("official", lambda: official_extract(model, paths, scales, max_side)),
-            ("cfcd", lambda: extract(model, paths, **kwargs)),
-            ("onnxrt", lambda: extract(ort_model, paths, **kwargs)),
+            ("official", lambda: official_extract(model, paths, settings)),
+            ("cfcd", lambda: extract(model, paths, settings, rt)),
+            ("onnxrt", lambda: extract(ort_model, paths, settings, rt)),
         ):
             t, descs[name] = timed(fn, 1)
             times[name] = min(times.get(name, float("inf")), t)

@@ -180,8 +180,8 @@ def step_train(report: Report, name: str, device: str, amp: str, data: Path, wor
         numbers[f"s{stage}_scale"] = f"{records[0]['scale']:.1f}->{records[-1]['scale']:.1f}" if records else "none"
         numbers[f"s{stage}_margin"] = f"{records[0]['margin']:.3f}->{records[-1]['margin']:.3f}" if records else "none"
     # the checkpoint, loaded on CPU, gives the device's fp32 descriptors
-    on_device, on_cpu = (cfcd.extract(cfcd.load_model(out / "stage2" / "model.pt"), probe, scales=(0.7071, 1.0),
-                                      device=d, progress=False) for d in (device, "cpu"))
+    on_device, on_cpu = (cfcd.extract(cfcd.load_model(out / "stage2" / "model.pt"), probe, cfcd.ExtractionSettings((0.7071, 1.0)),
+                                      cfcd.Runtime(device=d, progress=False)) for d in (device, "cpu"))
     cos = float(np.min(np.sum(on_device * on_cpu, axis=1)))
     ok &= cos > 0.9999
     report.add(name, "pass" if ok else "FAIL", **numbers, cpu_reload_min_cos=round(cos, 6))
@@ -261,12 +261,12 @@ def step_extract(report: Report, name: str, device: str, model: torch.nn.Module,
     runs = {}
     for amp in (False, True):  # the five CFCD scales (extract's default) of the 1024 px images
         for label, runtime in (("b1", dict(batch_size=1, num_workers=0)), ("default", {})):
-            rt = dict(device=device, amp=amp, progress=False, **runtime)
-            cfcd.extract(model, images[:1], **rt)  # warm-up: fusion, cudnn autotune
+            rt = cfcd.Runtime(device=device, amp=amp, progress=False, **runtime)
+            cfcd.extract(model, images[:1], runtime=rt)  # warm-up: fusion, cudnn autotune
             if device == "cuda":
                 torch.cuda.synchronize()
             t = time.perf_counter()
-            out = cfcd.extract(model, images, **rt)
+            out = cfcd.extract(model, images, runtime=rt)
             if device == "cuda":
                 torch.cuda.synchronize()
             runs[("amp" if amp else "fp32", label)] = (len(images) / (time.perf_counter() - t), out)

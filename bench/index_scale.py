@@ -111,7 +111,8 @@ def real_descriptors(folder: str, cache: str) -> tuple[np.ndarray, list[str]]:
     README's reference settings (default model, scales 0.7071/1/1.4142, long side 512), and
     the identities."""
     from cfcd import extract, load_model
-    from cfcd.data.instances import load_instances
+    from cfcd.data.instances import REFERENCE_SETTINGS, load_instances
+    from cfcd.settings import Runtime
 
     images = load_instances(folder)
     if cache and os.path.exists(cache):
@@ -119,7 +120,7 @@ def real_descriptors(folder: str, cache: str) -> tuple[np.ndarray, list[str]]:
         if len(x) == len(images):
             return x, images.identities
     start = time.perf_counter()
-    x = extract(load_model("default"), images.paths, scales=(0.7071, 1.0, 1.4142), max_side=512, num_workers=1)
+    x = extract(load_model("default"), images.paths, REFERENCE_SETTINGS, Runtime(num_workers=1))
     print(f"extracted {len(x)} images in {time.perf_counter() - start:.0f} s")
     if cache:
         np.save(cache, x)

@@ -20,12 +20,13 @@ from pathlib import Path
 import torch
 
 from cfcd import evaluate, load_model
+from cfcd.data.instances import REFERENCE_SETTINGS
 from cfcd.evaluate.benchmarks.folder import leave_one_out
+from cfcd.settings import Runtime
 from cfcd.train.config import load_config
 from cfcd.train.engine import run
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "instances-dev"
-SCALES = (0.7071, 1.0, 1.4142)
 
 
 def split(data: Path) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -38,7 +39,7 @@ def split(data: Path) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
 
 def leave_one_out_map(model, rows: list[tuple[str, str]]) -> float:
     benchmark = leave_one_out([p for p, _ in rows], [i for _, i in rows])
-    scored = evaluate.run(model, benchmark, scales=SCALES, max_side=512, batch_size=8, progress=False)
+    scored = evaluate.run(model, benchmark, settings=REFERENCE_SETTINGS, runtime=Runtime(batch_size=8, progress=False))
     return 100.0 * scored.result.summary()["mAP"]
 
 
@@ -65,7 +66,7 @@ def main() -> int:
     for stage in ("stage1", "stage2"):
         results.append((f"after {stage} (512-d)", leave_one_out_map(load_model(paths[stage]), eval_rows)))
 
-    print(f"\ninstances-dev, held-out identities, leave-one-out, scales {list(SCALES)} at 512 px")
+    print(f"\ninstances-dev, held-out identities, leave-one-out, scales {list(REFERENCE_SETTINGS.scales)} at {REFERENCE_SETTINGS.max_side} px")
     print("| model | mAP |\n|---|---|")
     for name, value in results:
         print(f"| {name} | {value:.2f} |")

@@ -10,8 +10,12 @@ import pytest
 from cfcd import demo
 from cfcd.cli import main
 from cfcd.model import save_checkpoint
+from cfcd.settings import ExtractionSettings, Runtime
 
 from samples import make_image
+
+SMALL = ExtractionSettings((1.0,), max_side=64)
+QUIET = Runtime(progress=False)
 
 
 def page_rows(page: str) -> list[list[str]]:
@@ -31,7 +35,7 @@ def test_cli_demo_on_a_grouped_folder(image_folder, tiny_model, tmp_path, capsys
     assert re.search(r"mAP \d+\.\d\d  recall@1 \d+\.\d\d", printed)
     assert "results page:" in printed
 
-    result = demo.run(tiny_model, image_folder, out, scales=(1.0,), max_side=64, top_k=3, progress=False)
+    result = demo.run(tiny_model, image_folder, out, SMALL, top_k=3, runtime=QUIET)
     names = [str(p.relative_to(image_folder)) for p in result.paths]
     assert result.groups == [n.split("/")[0] for n in names]
     assert result.queries == [0, 3]  # the first image of g0 and of g1
@@ -43,7 +47,7 @@ def test_cli_demo_on_a_grouped_folder(image_folder, tiny_model, tmp_path, capsys
 
 
 def test_demo_ranks_by_similarity_and_scores_leave_one_out(image_folder, tiny_model, tmp_path):
-    result = demo.run(tiny_model, image_folder, tmp_path / "out", scales=(1.0,), max_side=64, progress=False)
+    result = demo.run(tiny_model, image_folder, tmp_path / "out", SMALL, runtime=QUIET)
     sims = result.descriptors.astype(np.float64) @ result.descriptors.astype(np.float64).T
     for q in range(len(result.paths)):
         assert np.all(np.diff(sims[result.ranks[:, q], q]) <= 1e-12)
@@ -54,7 +58,7 @@ def test_flat_folder_shows_neighbours_without_map(tmp_path, tiny_model):
     root = tmp_path / "flat"
     for i in range(4):
         make_image(root / f"p{i}.png", seed=10 + i)
-    result = demo.run(tiny_model, root, tmp_path / "out", scales=(1.0,), max_side=64, progress=False)
+    result = demo.run(tiny_model, root, tmp_path / "out", SMALL, runtime=QUIET)
     assert result.groups is None and result.mean_ap is None
     assert "no groups" in demo.format_table(result, root)
     assert len(page_rows(result.page.read_text())) == 4

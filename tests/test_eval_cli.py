@@ -11,6 +11,7 @@ from cfcd.data.revisitop import load_dataset
 from cfcd.evaluate import evaluate_revisitop, rank
 from cfcd.extraction import extract
 from cfcd.model import CFCDNet, ModelConfig, load_model, save_checkpoint
+from cfcd.settings import ExtractionSettings, Runtime
 
 N_DB, DIM = 6, 8
 # Query descriptors whose dot product with database image i (the basis vector e_i) is the
@@ -168,8 +169,10 @@ def test_model_without_crop_matches_the_library(revisitop_root, tiny_checkpoint,
     assert results["settings"]["crop"] == "queries uncropped (full image)"
     data = load_dataset(revisitop_root, "roxford5k")
     model = load_model(tiny_checkpoint)
-    db = extract(model, data.images, scales=(1, 0.5), progress=False)
-    queries = extract(model, data.queries, scales=(1, 0.5), progress=False)
+    # The protocol's preparation is the official extractor's, whatever the model's.
+    settings = ExtractionSettings((1, 0.5), preparation="official")
+    db = extract(model, data.images, settings, Runtime(progress=False))
+    queries = extract(model, data.queries, settings, Runtime(progress=False))
     expected = evaluate_revisitop(rank(queries.astype(np.float64), db.astype(np.float64)), data.gnd).to_dict()
     for protocol, values in expected.items():
         assert results["results"][protocol] == pytest.approx(values)

@@ -13,6 +13,7 @@ from cfcd.export import export_onnx  # noqa: E402
 from cfcd.extraction import extract  # noqa: E402
 from cfcd.model import load_model, save_checkpoint  # noqa: E402
 from cfcd.model.onnx import OnnxRuntimeModel  # noqa: E402
+from cfcd.settings import ExtractionSettings, Runtime  # noqa: E402
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -46,13 +47,15 @@ def test_cli_export_and_multiscale_extraction_through_onnxruntime(tmp_path, imag
     assert main(["export", "--onnx", str(out), "--model", str(ckpt)]) == 0
     assert "wrote" in capsys.readouterr().out
     paths = sorted(image_folder.rglob("*.jpg"))
-    expected = extract(tiny_model, paths, scales=(0.7071, 1.0), progress=False, device="cpu")
-    got = extract(OnnxRuntimeModel(out), paths, scales=(0.7071, 1.0), progress=False, device="cpu")
+    settings, rt = ExtractionSettings((0.7071, 1.0)), Runtime(device="cpu", progress=False)
+    expected = extract(tiny_model, paths, settings, rt)
+    got = extract(OnnxRuntimeModel(out), paths, settings, rt)
     assert cosines(got, expected).min() > 0.9999
     # every command that takes --model takes the exported file too
     loaded = load_model(out)
     assert isinstance(loaded, OnnxRuntimeModel) and loaded.config == tiny_model.config
-    assert cosines(extract(loaded, paths, scales=(1.0,), progress=False), extract(tiny_model, paths, scales=(1.0,), progress=False)).min() > 0.9999
+    one = ExtractionSettings((1.0,))
+    assert cosines(extract(loaded, paths, one, rt), extract(tiny_model, paths, one, rt)).min() > 0.9999
 
 
 def test_an_export_from_before_normalisation_moved_into_the_model(tmp_path, tiny_model):

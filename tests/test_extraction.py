@@ -12,7 +12,12 @@ from refmodels import OfficialCFCD, bgr_input, randomize_batchnorm
 import cfcd
 from cfcd.data.images import ImageError, load_image, to_tensor
 from cfcd.extraction import extract_to_dir, failed_rows, load_features
+from cfcd.settings import CFCD_SCALES, ExtractionSettings, Runtime
 from cfcd.model import save_checkpoint
+
+
+ONE_SCALE = ExtractionSettings((1.0,))
+QUIET = Runtime(progress=False)
 
 
 def manual_descriptor(model, img: Image.Image, scales, max_side=None):
@@ -31,7 +36,7 @@ def manual_descriptor(model, img: Image.Image, scales, max_side=None):
 def test_multiscale_matches_definition(tiny_model, image_folder):
     paths = sorted(image_folder.rglob("*.jpg"))
     scales = (0.7071, 1.0, 1.4142)
-    got = cfcd.extract(tiny_model, paths, scales=scales, max_side=80, progress=False)
+    got = cfcd.extract(tiny_model, paths, ExtractionSettings(scales, max_side=80), QUIET)
     expected = np.stack([manual_descriptor(tiny_model, load_image(p), scales, 80) for p in paths])
     assert got.dtype == np.float32 and got.shape == (6, 32)
     assert np.abs(got - expected).max() < 1e-5
@@ -40,8 +45,9 @@ def test_multiscale_matches_definition(tiny_model, image_folder):
 
 def test_batching_and_workers_do_not_change_results(tiny_model, image_folder):
     paths = sorted(image_folder.rglob("*.jpg"))
-    one = cfcd.extract(tiny_model, paths, scales=(0.5, 1.0), batch_size=1, progress=False)
-    many = cfcd.extract(tiny_model, paths, scales=(0.5, 1.0), batch_size=8, num_workers=2, progress=False)
+    settings = ExtractionSettings((0.5, 1.0))
+    one = cfcd.extract(tiny_model, paths, settings, Runtime(batch_size=1, progress=False))
+    many = cfcd.extract(tiny_model, paths, settings, Runtime(batch_size=8, num_workers=2, progress=False))
     assert np.abs(one - many).max() < 1e-5
 
 
@@ -49,10 +55,10 @@ def test_query_crop_and_pil_inputs(tiny_model, image_folder):
     path = sorted(image_folder.rglob("*.jpg"))[0]
     bbox = (3.4, 5.0, 41.6, 40.2)
     cropped = load_image(path).crop((3, 5, 42, 40))
-    a, b = cfcd.extract(tiny_model, [(path, bbox), cropped], scales=(1.0,), progress=False)
+    a, b = cfcd.extract(tiny_model, [(path, bbox), cropped], ONE_SCALE, QUIET)
     assert np.abs(a - b).max() < 1e-6
     with pytest.raises(ImageError, match="empty crop box"):
-        cfcd.extract(tiny_model, [(path, (10, 10, 5, 20))], progress=False)
+        cfcd.extract(tiny_model, [(path, (10, 10, 5, 20))], runtime=QUIET)
 
 
 def test_unreadable_image_raises_or_is_skipped(tiny_model, image_folder):
@@ -60,15 +66,15 @@ def test_unreadable_image_raises_or_is_skipped(tiny_model, image_folder):
     bad.write_bytes(b"garbage")
     paths = [*sorted(image_folder.rglob("im*.jpg")), bad]
     with pytest.raises(ImageError, match="bad.jpg"):
-        cfcd.extract(tiny_model, paths, scales=(1.0,), progress=False)
-    desc = cfcd.extract(tiny_model, paths, scales=(1.0,), skip_errors=True, progress=False)
+        cfcd.extract(tiny_model, paths, ONE_SCALE, QUIET)
+    desc = cfcd.extract(tiny_model, paths, ONE_SCALE, QUIET, skip_errors=True)
     assert failed_rows(desc).tolist() == [6]
 
 
 def test_shards_resume_without_redoing_finished_work(tiny_model, image_folder, tmp_path):
     paths = sorted(image_folder.rglob("*.jpg"))
     out = tmp_path / "feats"
-    extract_to_dir(tiny_model, paths, out, shard_size=4, scales=(1.0,), progress=False)
+    extract_to_dir(tiny_model, paths, out, shard_size=4, settings=ONE_SCALE, runtime=QUIET)
     ids, full, manifest = load_features(out)
     assert ids == [str(p) for p in paths] and full.shape == (6, 32)
     assert [s["count"] for s in manifest["shards"]] == [4, 2] and manifest["scales"] == [1.0]
@@ -77,12 +83,12 @@ def test_shards_resume_without_redoing_finished_work(tiny_model, image_folder, t
     first = out / "shard-00000.npy"
     stamp = first.stat().st_mtime_ns
     (out / "shard-00001.npy").unlink()  # as if the run had been killed before the last shard
-    extract_to_dir(tiny_model, paths, out, shard_size=4, scales=(1.0,), progress=False)
+    extract_to_dir(tiny_model, paths, out, shard_size=4, settings=ONE_SCALE, runtime=QUIET)
     assert first.stat().st_mtime_ns == stamp
     assert np.array_equal(load_features(out)[1], full)
 
     with pytest.raises(ValueError, match="other images or settings"):
-        extract_to_dir(tiny_model, paths, out, shard_size=4, scales=(0.5,), progress=False)
+        extract_to_dir(tiny_model, paths, out, shard_size=4, settings=ExtractionSettings((0.5,)), runtime=QUIET)
 
 
 def test_incomplete_directory_is_reported(tmp_path):
@@ -93,7 +99,7 @@ def test_incomplete_directory_is_reported(tmp_path):
 
 def test_float16_shards(tiny_model, image_folder, tmp_path):
     paths = sorted(image_folder.rglob("*.jpg"))
-    extract_to_dir(tiny_model, paths, tmp_path / "f16", dtype="float16", scales=(1.0,), progress=False)
+    extract_to_dir(tiny_model, paths, tmp_path / "f16", dtype="float16", settings=ONE_SCALE, runtime=QUIET)
     assert np.load(tmp_path / "f16" / "shard-00000.npy").dtype == np.float16
     assert load_features(tmp_path / "f16")[1].dtype == np.float32
 
@@ -125,16 +131,18 @@ def test_cli_reports_bad_input_without_traceback(tmp_path):
 
 
 @pytest.mark.slow
-def test_official_checkpoint_gives_official_descriptors(instances_dev, tmp_path):
-    """cfcd's extraction of a synthetic official CFCD checkpoint equals the official forward
-    pass (BGR input, GeM p=3, fc, bn, L2) computed directly, on real photos."""
+def test_official_checkpoint_network_matches_official_forward(instances_dev, tmp_path):
+    """Fed the same pixels, a converted official CFCD checkpoint computes the official forward
+    pass (BGR input, GeM p=3, fc, bn, L2), on real photos. This checks the network and the
+    channel conversion only; the official image preparation is checked against the official
+    code's own output in tests/official."""
     torch.manual_seed(0)
     official = randomize_batchnorm(OfficialCFCD(depth=50, dim=512, num_classes=11))
     path = tmp_path / "model_s2_0050.pyth"
     torch.save({"epoch": 50, "model_state": official.state_dict(), "optimizer_state": {}}, path)
     photos = sorted((instances_dev / "images").rglob("*.jpg"))[::60][:4]
     scales = (0.5, 1.0)
-    got = cfcd.extract(cfcd.load_model(path), photos, scales=scales, max_side=160, progress=False)
+    got = cfcd.extract(cfcd.load_model(path), photos, ExtractionSettings(scales, max_side=160, preparation="cfcd"), QUIET)
     for row, photo in zip(got, photos):
         img = load_image(photo)
         acc = 0
@@ -164,9 +172,84 @@ def test_concurrent_extraction_from_threads(tiny_model, image_folder):
     from concurrent.futures import ThreadPoolExecutor
 
     paths = sorted(image_folder.rglob("*.jpg"))
-    expected = cfcd.extract(tiny_model, paths, scales=(1.0,), progress=False)
+    expected = cfcd.extract(tiny_model, paths, ONE_SCALE, QUIET)
     fresh = type(tiny_model)(tiny_model.config).eval()
     fresh.load_state_dict(tiny_model.state_dict())
     with ThreadPoolExecutor(4) as pool:
-        rows = list(pool.map(lambda p: cfcd.extract(fresh, [p], scales=(1.0,), progress=False)[0], paths * 2))
+        rows = list(pool.map(lambda p: cfcd.extract(fresh, [p], ONE_SCALE, QUIET)[0], paths * 2))
     assert np.abs(np.stack(rows) - np.concatenate([expected, expected])).max() < 1e-5
+
+
+class InputSizes(torch.nn.Module):
+    """A stand-in network that records the size of every input it is fed (its descriptor is
+    the mean colour): what the working-size cap bounds is the input, not the weights."""
+
+    def __init__(self, preparation: str = "cfcd"):
+        super().__init__()
+        self.config = cfcd.ModelConfig(backbone="mobilenet_v2", dim=3, preparation=preparation)
+        self.output_dim = 3
+        self.name = "input-sizes"
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(tuple(x.shape[2:]))
+        return x.mean(dim=(2, 3))
+
+
+def photo_24mp(path):
+    """A 6000 x 4000 JPEG (a 24 Mpx camera's frame); smooth, so it is small and quick to make."""
+    y, x = np.mgrid[0:4000, 0:6000].astype(np.float32)
+    arr = np.stack([x / 6000 * 255, y / 4000 * 255, (x + y) % 256], axis=-1).astype(np.uint8)
+    Image.fromarray(arr).save(path, quality=80)
+    return path
+
+
+@pytest.mark.parametrize("preparation", ["cfcd", "official"])
+def test_working_size_cap_holds_for_a_24_megapixel_photo(tmp_path, preparation):
+    from cfcd.settings import DEFAULT_MAX_WORKING_SIDE
+
+    path = photo_24mp(tmp_path / "camera.jpg")
+    model = InputSizes(preparation)
+    cfcd.extract(model, [path, (path, (0, 0, 3000, 4000))], runtime=QUIET)  # default settings
+    assert len(model.seen) == 10
+    assert max(max(hw) for hw in model.seen) == DEFAULT_MAX_WORKING_SIDE  # the largest scale, capped
+    # the pyramid keeps the shape: the photo's largest scale, then the portrait crop's
+    assert (model.seen[4], model.seen[9]) == ((1365, DEFAULT_MAX_WORKING_SIDE), (DEFAULT_MAX_WORKING_SIDE, 1536))
+    assert all(h * w < 6000 * 4000 for h, w in model.seen)  # never fed at 1.41x (or even 1x) its size
+    model.seen.clear()
+    cfcd.extract(model, [path], ExtractionSettings((1.0,), max_working_side=640), QUIET)
+    assert model.seen == [(427, 640)]
+
+
+def test_working_size_cap_leaves_images_up_to_1024_px_alone(tmp_path):
+    """Revisited Oxford/Paris images are <= 1024 px: the paper's five scales reach them unchanged."""
+    path = tmp_path / "oxford-sized.png"
+    Image.new("RGB", (1024, 768), (90, 120, 30)).save(path)
+    model = InputSizes()
+    cfcd.extract(model, [path], runtime=QUIET)
+    assert model.seen == [(round(768 * s), round(1024 * s)) for s in CFCD_SCALES]
+
+
+def test_an_index_that_stored_no_cap_is_capped_at_query_time(tmp_path):
+    """Indexes written before the cap existed hold {scales, max_side} only; their queries are
+    capped all the same."""
+    import json
+    import sqlite3
+
+    from cfcd.index import Index, store
+    from cfcd.settings import DEFAULT_MAX_WORKING_SIDE
+
+    root = tmp_path / "idx"
+    model = InputSizes()
+    index = Index(3, model=model, settings={"scales": [1.0, 1.4142], "max_side": None})
+    index.add(np.eye(3, dtype=np.float32)[:1], ["a.jpg"])
+    index.save(root)
+    _, version = store.current(root)
+    db = sqlite3.connect(version / store.META_FILE)
+    db.execute("UPDATE info SET value = ? WHERE key = 'settings'", (json.dumps({"scales": [1.0, 1.4142], "max_side": None}),))
+    db.commit()
+    db.close()
+    loaded = Index.load(root)
+    loaded.search_images([photo_24mp(tmp_path / "big.jpg")], k=1, model=model)
+    assert loaded.settings["max_working_side"] == DEFAULT_MAX_WORKING_SIDE
+    assert max(max(hw) for hw in model.seen) == DEFAULT_MAX_WORKING_SIDE

@@ -14,6 +14,7 @@ from cfcd.evaluate.benchmarks.folder import InstanceResult
 from cfcd.extraction import extract
 from cfcd.model import CFCDNet, ModelConfig, save_checkpoint
 from cfcd.selection import Candidate, DescriptorCache, leave_one_source_out, run_selection
+from cfcd.settings import ExtractionSettings, Runtime
 from samples import make_image
 
 
@@ -23,7 +24,9 @@ def test_candidate_spec_round_trip():
     assert Candidate.parse(c.name) == c
     assert Candidate.parse("m") == Candidate(("m",), None, (1.0,))
     assert Candidate.parse("m@orig:1").max_side is None
-    for bad in ("m@x:1", "m:0", "m:1,a", "@512"):
+    official = Candidate.parse("m@512:1~official")
+    assert official.preparation == "official" and Candidate.parse(official.name) == official
+    for bad in ("m@x:1", "m:0", "m:1,a", "@512", "m:1~pillow"):
         with pytest.raises(ValueError, match="candidate"):
             Candidate.parse(bad)
 
@@ -98,7 +101,7 @@ def test_cached_scales_sum_to_the_multi_scale_descriptor(sourced_set):
     got, seconds = cache.descriptors(cand)
     from cfcd.model import load_model
 
-    expected = extract(load_model(weights), data.paths, scales=(0.7071, 1.0), max_side=48, progress=False)
+    expected = extract(load_model(weights), data.paths, ExtractionSettings((0.7071, 1.0), max_side=48), Runtime(progress=False))
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert seconds > 0
     assert len(list(cache_dir.rglob("*.npy"))) == 2

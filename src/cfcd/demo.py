@@ -23,12 +23,13 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 from .data.images import list_images, load_image
+from .data.instances import REFERENCE_SETTINGS
 from .evaluate import Descriptors, rank, run as evaluate
 from .evaluate.benchmarks.folder import leave_one_out
+from .settings import ExtractionSettings, Runtime
 
-# The instances-dev reference settings (max side 512, three scales): checked against mAP 85.79.
-DEMO_SCALES = (0.7071, 1.0, 1.4142)
-DEMO_MAX_SIDE = 512
+# The instances-dev reference settings (long side 512, three scales).
+DEMO_SETTINGS = REFERENCE_SETTINGS
 VIEW_SIDE = 640
 THUMB_SIDE = 160
 
@@ -161,14 +162,10 @@ def run(
     model,
     images: str | Path | None = None,
     out_dir: str | Path = "cfcd-demo",
-    scales: Sequence[float] = DEMO_SCALES,
-    max_side: int | None = DEMO_MAX_SIDE,
+    settings: ExtractionSettings = DEMO_SETTINGS,
     top_k: int = 5,
     n_queries: int = 15,
-    batch_size: int | None = None,
-    num_workers: int | None = None,
-    device: str | None = None,
-    progress: bool = True,
+    runtime: Runtime | None = None,
 ) -> DemoResult:
     """Extract, rank (exact inner product), score and write ``out_dir/index.html``.
 
@@ -181,10 +178,7 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     root = Path(images) if images is not None else build_default_collection(out / "collection")
     paths, groups = folder_groups(root)
-    desc = extract(
-        model, paths, scales=scales, max_side=max_side, batch_size=batch_size,
-        num_workers=num_workers, device=device, progress=progress,
-    )
+    desc = extract(model, paths, settings, runtime)
     similarities = desc.astype(np.float64) @ desc.astype(np.float64).T
     if groups is None:
         result = DemoResult(paths, groups, desc, rank(desc, desc), similarities)

@@ -1,8 +1,11 @@
 """Multi-scale global descriptors, in memory or as resumable ``.npy`` shards.
 
-For an image of size (w, h) and a scale s, the network sees the image resized (Pillow,
-bilinear, antialiased) to (round(w f s), round(h f s)), with f = max_side / max(w, h) when a
-long-side cap is given and f = 1 otherwise. Each scale's descriptor is L2-normalised; the
+``extract(model, images, settings, runtime)``: ``settings`` (``cfcd.settings.ExtractionSettings``)
+say what the descriptor is, ``runtime`` (``cfcd.settings.Runtime``) how it is computed. For an
+image of size (w, h) and a scale s, the network sees the image resized to
+(round(w f s), round(h f s)) by the model's image preparation (``cfcd.data.images``), with
+f = max_side / max(w, h) when a long side is given and f = 1 otherwise, lowered so that the
+largest scale stays within ``max_working_side``. Each scale's descriptor is L2-normalised; the
 descriptor of the image is the L2-normalised sum over scales (spec section 6). Query crops
 are (image, (x0, y0, x1, y1)) pairs, cropped before anything else.
 
@@ -21,7 +24,6 @@ import math
 import os
 import threading
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -34,28 +36,19 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .atomic import atomic_write
-from .data.images import DEFAULT_MAX_PIXELS, ImageError, load_image, resize_to_scale, to_tensor
+from .data.images import DEFAULT_MAX_PIXELS, ImageError, get_preparation, load_image
+from .settings import CFCD_SCALES, ExtractionSettings, Runtime, resolve
 from .sharded import ShardedArray
 
 log = logging.getLogger(__name__)
 
-CFCD_SCALES = (0.3535, 0.5, 0.7071, 1.0, 1.4142)
+__all__ = ["CFCD_SCALES", "ExtractionSettings", "Runtime", "extract", "extract_to_dir", "load_features", "prepare"]
+
 FEATURES_FORMAT = "cfcd-features"
 MANIFEST = "manifest.json"
 
 BBox = tuple[float, float, float, float]
 ImageInput = Union[str, os.PathLike, Image.Image, tuple]
-
-
-@dataclass(frozen=True)
-class ExtractionSettings:
-    """What determines a descriptor besides the weights; stored with every result."""
-
-    scales: tuple[float, ...] = CFCD_SCALES
-    max_side: int | None = None
-
-    def to_dict(self) -> dict:
-        return {"scales": list(self.scales), "max_side": self.max_side}
 
 
 def check_bbox(box, shown: str | None = None) -> BBox:
@@ -87,17 +80,29 @@ def split_input(item: ImageInput) -> tuple[object, BBox | None]:
     return item, None
 
 
+def working_sizes(width: int, height: int, settings: ExtractionSettings) -> list[tuple[int, int]]:
+    """(w, h) the network sees at each scale for an image (or crop) of ``width`` x ``height``."""
+    long_side = max(width, height)
+    base = settings.max_side / long_side if settings.max_side else 1.0
+    largest = base * max(settings.scales) * long_side
+    if largest > settings.max_working_side:
+        base *= settings.max_working_side / largest
+    prep = get_preparation(settings.preparation)
+    return [prep.size(width, height, base * s) for s in settings.scales]
+
+
 def prepare(item: ImageInput, settings: ExtractionSettings, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[torch.Tensor]:
-    """Decode, crop and resize one input: one normalised tensor (3, H, W) per scale."""
+    """Decode, crop and resize one input: one normalised tensor (3, H, W) per scale.
+    ``settings.preparation`` must be resolved (see ``ExtractionSettings.for_model``)."""
+    prep = get_preparation(settings.preparation)
     source, bbox = split_input(item)
     img = source.convert("RGB") if isinstance(source, Image.Image) else load_image(source, max_pixels)
     if bbox is not None:
-        x0, y0, x1, y1 = (round(v) for v in bbox)
-        if x1 <= x0 or y1 <= y0:
-            raise ImageError(f"{source}: empty crop box {bbox}")
-        img = img.crop((x0, y0, x1, y1))
-    base = settings.max_side / max(img.size) if settings.max_side else 1.0
-    return [to_tensor(resize_to_scale(img, base * s)) for s in settings.scales]
+        try:
+            img = prep.crop(img, bbox)
+        except ImageError as err:
+            raise ImageError(f"{source if not isinstance(source, Image.Image) else 'image'}: {err}") from None
+    return prep.views(img, working_sizes(*img.size, settings))
 
 
 class _Prepared(Dataset):
@@ -118,14 +123,14 @@ def _collate(batch):
     return batch
 
 
-def _batches(tensors: list[tuple[int, torch.Tensor]], batch_size: int, max_batch_pixels: int):
-    """Group (row, tensor) pairs of equal shape into batches of at most ``batch_size`` tensors
-    and ``max_batch_pixels`` pixels."""
+def _batches(tensors: list[tuple[int, torch.Tensor]], max_batch_pixels: int):
+    """Group (row, tensor) pairs of equal shape into forward passes of at most
+    ``max_batch_pixels`` pixels (one tensor at least)."""
     by_shape = defaultdict(list)
     for row, t in tensors:
         by_shape[tuple(t.shape)].append((row, t))
     for shape, group in by_shape.items():
-        per_batch = max(1, min(batch_size, max_batch_pixels // (shape[1] * shape[2])))
+        per_batch = max(1, max_batch_pixels // (shape[1] * shape[2]))
         for start in range(0, len(group), per_batch):
             chunk = group[start:start + per_batch]
             yield [r for r, _ in chunk], torch.stack([t for _, t in chunk])
@@ -174,49 +179,45 @@ def inference_copy(model: torch.nn.Module) -> torch.nn.Module:
 def extract(
     model: torch.nn.Module,
     images: Sequence[ImageInput],
-    scales: Sequence[float] = CFCD_SCALES,
-    max_side: int | None = None,
-    batch_size: int | None = None,
-    num_workers: int | None = None,
-    device: str | torch.device | None = None,
-    amp: bool = False,
+    settings: ExtractionSettings | None = None,
+    runtime: Runtime | None = None,
+    *,
     skip_errors: bool = False,
-    progress: bool = True,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    max_batch_pixels: int = 16 * 1024 * 1024,
     errors: dict[int, str] | None = None,
 ) -> np.ndarray:
     """Descriptors (n, d) float32 with L2-normalised rows, in the order of ``images``.
 
-    ``images`` holds paths, PIL images or (image, bbox) query crops. A file that cannot be
-    decoded raises ``ImageError`` naming it; with ``skip_errors`` its row is all zeros
-    instead (see ``failed_rows``) and, when ``errors`` is given, its message (the file and
-    the cause) is stored there under its row.
+    ``images`` holds paths, PIL images or (image, bbox) query crops. ``settings`` default to
+    ``ExtractionSettings()`` (the five CFCD scales at the original size) with the model's
+    image preparation. A file that cannot be decoded raises ``ImageError`` naming it; with
+    ``skip_errors`` its row is all zeros instead (see ``failed_rows``) and, when ``errors`` is
+    given, its message (the file and the cause) is stored there under its row.
 
-    ``batch_size`` and ``num_workers`` default by device: on a CPU one image at a time in
-    this process (decoding is under a tenth of the network's time there, and a worker process
-    or larger batches were slower in bench/extract_speed.py); on a GPU, batches of 16 equal
-    sizes fed by decoding workers.
+    ``runtime.batch_size`` and ``runtime.num_workers`` default by device: on a CPU one image
+    at a time in this process (decoding is under a tenth of the network's time there, and a
+    worker process or larger batches were slower in bench/extract_speed.py); on a GPU, 16
+    images per step fed by decoding workers.
     """
-    settings = ExtractionSettings(tuple(float(s) for s in scales), max_side)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    settings = resolve(None, settings, model)
+    rt = runtime or Runtime()
+    device = torch.device(rt.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     on_gpu = device.type == "cuda"
-    batch_size = batch_size or (16 if on_gpu else 1)
-    num_workers = (min(8, os.cpu_count() or 1) if on_gpu else 0) if num_workers is None else num_workers
+    batch_size = rt.batch_size or (16 if on_gpu else 1)
+    num_workers = (min(8, os.cpu_count() or 1) if on_gpu else 0) if rt.num_workers is None else rt.num_workers
     model = model.to(device).eval()
     dim = getattr(model, "output_dim", None) or model.config.dim
     model = inference_copy(model)
     out = np.zeros((len(images), dim), dtype=np.float32)
     loader = DataLoader(
-        _Prepared(images, settings, max_pixels),
-        batch_size=max(1, batch_size),
+        _Prepared(images, settings, rt.max_pixels or DEFAULT_MAX_PIXELS),
+        batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=_collate,
         persistent_workers=False,
-        pin_memory=device.type == "cuda",
+        pin_memory=on_gpu,
     )
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cpu" else torch.float16, enabled=amp)
-    with tqdm(total=len(images), unit="img", desc="extract", disable=not progress) as bar:
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cpu" else torch.float16, enabled=rt.amp)
+    with tqdm(total=len(images), unit="img", desc="extract", disable=not rt.progress) as bar:
         for batch in loader:
             rows, tensors = [], []
             for i, prepared in batch:
@@ -229,7 +230,7 @@ def extract(
                 rows.append(i)
                 tensors.extend((i, t) for t in prepared)
             acc = {i: torch.zeros(dim, device=device) for i in rows}
-            for idx, x in _batches(tensors, batch_size, max_batch_pixels):
+            for idx, x in _batches(tensors, rt.max_batch_pixels):
                 with autocast:
                     d = model(x.to(device, non_blocking=True, memory_format=torch.channels_last))
                 d = F.normalize(d.float(), dim=-1)
@@ -269,22 +270,47 @@ def describe_model(model) -> dict:
     return {"name": getattr(model, "name", "unnamed"), "config": model.config.to_dict(), "dim": model.output_dim}
 
 
+def same_model(a: dict, b: dict) -> bool:
+    """Whether two stored model descriptions name the same model; a config key that an older
+    file did not record takes its default."""
+    from .model import ModelConfig
+
+    def norm(d: dict) -> dict:
+        return {**d, "config": ModelConfig.from_dict(d.get("config") or {}).to_dict()}
+
+    return norm(a) == norm(b)
+
+
+def _same_plan(previous: dict, plan: dict) -> bool:
+    """Whether a manifest already in a directory describes the same extraction as ``plan``
+    (settings and model compared after filling in what older manifests did not record)."""
+    if ExtractionSettings.from_dict(previous) != ExtractionSettings.from_dict(plan):
+        return False
+    if not same_model(previous.get("model") or {}, plan["model"]):
+        return False
+    skip = {"model", *ExtractionSettings().to_dict()}
+    return all(previous.get(k) == v for k, v in plan.items() if k not in skip)
+
+
 def extract_to_dir(
     model: torch.nn.Module,
     images: Sequence[ImageInput],
     out_dir: str | Path,
     ids: Sequence[str] | None = None,
+    settings: ExtractionSettings | None = None,
+    runtime: Runtime | None = None,
     shard_size: int = 1024,
     dtype: str = "float32",
-    **kwargs,
+    skip_errors: bool = False,
 ) -> Path:
-    """Extract ``images`` into ``out_dir`` as ``.npy`` shards plus ``manifest.json``.
+    """Extract ``images`` into ``out_dir`` as ``.npy`` shards plus ``manifest.json``, which
+    records the model and the (resolved) settings.
 
     Finished shards are kept: rerunning the same command after an interruption extracts only
     the missing ones. Under ``torchrun`` (an initialised process group), rank r extracts the
     shards r, r + N, ...; rank 0 writes the manifest once all ranks are done, so the result
-    is the same file set as a single-process run. ``kwargs`` go to ``extract``. The manifest
-    lists the rows that could not be read (``failed``) and why (``errors``: row -> message).
+    is the same file set as a single-process run. The manifest lists the rows that could not
+    be read (``failed``) and why (``errors``: row -> message).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -293,7 +319,7 @@ def extract_to_dir(
         raise ValueError(f"{len(ids)} ids for {len(images)} images")
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype {dtype!r}: choose float32 or float16")
-    settings = ExtractionSettings(tuple(float(s) for s in kwargs.get("scales", CFCD_SCALES)), kwargs.get("max_side"))
+    settings = resolve(None, settings, model)
     plan = {
         "format": FEATURES_FORMAT,
         "version": 1,
@@ -310,9 +336,7 @@ def extract_to_dir(
     }
     manifest = out / MANIFEST
     if manifest.exists():
-        previous = json.loads(manifest.read_text())
-        same = {k: previous.get(k) for k in plan if k != "failed"} == plan
-        if not same:
+        if not _same_plan(json.loads(manifest.read_text()), plan):
             raise ValueError(f"{out}: holds descriptors made with other images or settings; use a new directory")
     rank, world = _dist_info()
     if rank == 0 and not manifest.exists():
@@ -324,7 +348,7 @@ def extract_to_dir(
             continue
         rows = slice(shard["start"], shard["start"] + shard["count"])
         errors: dict[int, str] = {}
-        desc = extract(model, images[rows], errors=errors, **kwargs)
+        desc = extract(model, images[rows], settings, runtime, skip_errors=skip_errors, errors=errors)
         for r in failed_rows(desc):
             reasons[shard["start"] + int(r)] = errors.get(int(r), f"{ids[shard['start'] + int(r)]}: not a readable image")
         _write_npy(path, desc.astype(dtype))

@@ -58,31 +58,38 @@ def group_of(source: str, groups: Mapping[str, str] = SOURCE_GROUPS) -> str:
 @dataclass(frozen=True)
 class Candidate:
     """One configuration: model names joined by ``+`` (descriptors concatenated), long side
-    (None: the original size) and scales. Written ``MODEL[+MODEL][@MAX_SIDE][:S1,S2,...]``."""
+    (None: the original size), scales and image preparation (None: each model's own).
+    Written ``MODEL[+MODEL][@MAX_SIDE][:S1,S2,...][~PREPARATION]``."""
 
     models: tuple[str, ...]
     max_side: int | None = None
     scales: tuple[float, ...] = (1.0,)
+    preparation: str | None = None
 
     @classmethod
     def parse(cls, spec: str, default_scales: Sequence[float] = (1.0,)) -> "Candidate":
-        m = re.fullmatch(r"([^@:]+)(?:@(\d+|orig))?(?::([\d.,]+))?", spec.strip())
+        from .settings import PREPARATION_NAMES
+
+        m = re.fullmatch(r"([^@:~]+)(?:@(\d+|orig))?(?::([\d.,]+))?(?:~(\w+))?", spec.strip())
         if not m:
-            raise ValueError(f"candidate {spec!r}: expected MODEL[+MODEL][@MAX_SIDE][:S1,S2,...], "
-                             "e.g. mobilenet_v2-imagenet@512:0.7071,1,1.4142")
-        models, side, scales = m.groups()
+            raise ValueError(f"candidate {spec!r}: expected MODEL[+MODEL][@MAX_SIDE][:S1,S2,...][~PREPARATION], "
+                             "e.g. mobilenet_v2-imagenet@512:0.7071,1,1.4142~official")
+        models, side, scales, preparation = m.groups()
+        if preparation is not None and preparation not in PREPARATION_NAMES:
+            raise ValueError(f"candidate {spec!r}: preparation {preparation!r} is not one of {', '.join(PREPARATION_NAMES)}")
         try:
             scales = tuple(float(s) for s in scales.split(",")) if scales else tuple(default_scales)
         except ValueError:
             raise ValueError(f"candidate {spec!r}: scales must be comma-separated numbers") from None
         if not scales or min(scales) <= 0:
             raise ValueError(f"candidate {spec!r}: scales must be positive")
-        return cls(tuple(models.split("+")), None if side in (None, "orig") else int(side), scales)
+        return cls(tuple(models.split("+")), None if side in (None, "orig") else int(side), scales, preparation)
 
     @property
     def name(self) -> str:
         side = "orig" if self.max_side is None else str(self.max_side)
-        return f"{'+'.join(self.models)}@{side}:{','.join(f'{s:g}' for s in self.scales)}"
+        prep = f"~{self.preparation}" if self.preparation else ""
+        return f"{'+'.join(self.models)}@{side}:{','.join(f'{s:g}' for s in self.scales)}{prep}"
 
 
 # the protocol ----------------------------------------------------------------------------------
@@ -238,10 +245,15 @@ def _model_key(name: str) -> str:
 
 
 class DescriptorCache:
-    """Single-scale descriptors of one image list, per (model, long side, scale), on disk.
+    """Single-scale descriptors of one image list, per (model, long side, scale, preparation),
+    on disk.
 
-    ``root/<model key>/<images key>/<side>-<scale>.npy`` with a JSON sidecar holding the model
-    name, the settings and the seconds per image the extraction took (for speed estimates).
+    ``root/<model key>/<images key>/<side>-<scale>[-<preparation>].npy`` (no preparation: the
+    model's own) with a JSON sidecar holding the model name, the settings and the seconds per
+    image the extraction took (for speed estimates). Each scale is extracted alone, so the
+    working-size cap (``ExtractionSettings.max_working_side``) bounds each scale by itself: sums
+    equal multi-scale descriptors for images whose largest scale is within the cap (any image
+    up to 1448 px at the CFCD scales).
     """
 
     def __init__(self, paths: Sequence[str | Path], root: str | Path | None = None, progress: bool = True):
@@ -251,9 +263,10 @@ class DescriptorCache:
         self.progress = progress
         self._models: dict[str, object] = {}
 
-    def _file(self, model: str, max_side: int | None, scale: float) -> Path:
+    def _file(self, model: str, max_side: int | None, scale: float, preparation: str | None) -> Path:
         side = "orig" if max_side is None else str(max_side)
-        return self.root / _model_key(model) / self.images_key / f"{side}-{scale:g}.npy"
+        prep = f"-{preparation}" if preparation else ""
+        return self.root / _model_key(model) / self.images_key / f"{side}-{scale:g}{prep}.npy"
 
     def _model(self, name: str):
         if name not in self._models:
@@ -262,24 +275,27 @@ class DescriptorCache:
             self._models = {name: load_model(name)}  # one model in memory at a time
         return self._models[name]
 
-    def single_scale(self, model: str, max_side: int | None, scale: float) -> tuple[np.ndarray, float]:
+    def single_scale(self, model: str, max_side: int | None, scale: float,
+                     preparation: str | None = None) -> tuple[np.ndarray, float]:
         """(descriptors (n, d), seconds per image), extracting them on the first call."""
-        path = self._file(model, max_side, scale)
+        path = self._file(model, max_side, scale, preparation)
         meta = path.with_suffix(".json")
         if path.is_file() and meta.is_file():
             return np.load(path), json.loads(meta.read_text())["seconds_per_image"]
         from .atomic import atomic_write
         from .extraction import extract
+        from .settings import ExtractionSettings, Runtime
 
         net = self._model(model)
         start = time.perf_counter()
-        desc = extract(net, self.paths, scales=(scale,), max_side=max_side, progress=self.progress)
+        settings = ExtractionSettings((scale,), max_side=max_side, preparation=preparation)
+        desc = extract(net, self.paths, settings, Runtime(progress=self.progress))
         seconds = (time.perf_counter() - start) / max(len(self.paths), 1)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path) as f:
             np.save(f, desc)
         with atomic_write(meta, "w") as f:
-            json.dump({"model": model, "max_side": max_side, "scale": scale, "images": len(self.paths),
+            json.dump({"model": model, "max_side": max_side, "scale": scale, "preparation": preparation, "images": len(self.paths),
                        "seconds_per_image": seconds}, f)
         return desc, seconds
 
@@ -289,7 +305,7 @@ class DescriptorCache:
         for model in candidate.models:
             acc = None
             for s in candidate.scales:
-                d, t = self.single_scale(model, candidate.max_side, s)
+                d, t = self.single_scale(model, candidate.max_side, s, candidate.preparation)
                 acc = d.astype(np.float64) if acc is None else acc + d
                 seconds += t
             parts.append(_l2(acc))

@@ -7,7 +7,7 @@ from PIL import Image
 
 from samples import png_canvas
 
-from cfcd.data.images import ImageError, ImageTooLarge, load_image, resize_to_scale, to_tensor
+from cfcd.data.images import ImageError, ImageTooLarge, load_image, get_preparation, to_tensor
 
 
 def save(img: Image.Image, path, **kw):
@@ -94,9 +94,50 @@ def test_to_tensor_is_rgb_in_unit_range():
     assert torch.equal(x[:, 0, 0], torch.tensor([1.0, 0.0, 128 / 255]))
 
 
-def test_resize_rounds_and_keeps_a_minimum_side():
-    img = Image.new("RGB", (100, 10))
-    assert resize_to_scale(img, 0.707).size == (71, 32)
-    assert resize_to_scale(img, 1.0).size == (100, 32)
-    same = Image.new("RGB", (50, 40))
-    assert resize_to_scale(same, 1.0) is same
+def test_preparation_sizes_round_and_only_cfcd_keeps_a_minimum_side():
+    pillow, official = get_preparation("cfcd"), get_preparation("official")
+    assert pillow.size(100, 10, 0.707) == (71, 32)
+    assert official.size(100, 10, 0.707) == (71, 7)
+    assert official.size(101, 10, 0.5) == (50, 5)  # Python's round: 50.5 -> 50, as the official code
+    img = Image.new("RGB", (50, 40), (10, 20, 30))
+    for prep in (pillow, official):
+        assert torch.equal(prep.views(img, [(50, 40)])[0], to_tensor(img))
+
+
+def _photo_like(w: int = 157, h: int = 103) -> Image.Image:
+    """Smooth shapes plus fine texture: resamplers that differ show it at small scales."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    noise = np.random.default_rng(0).integers(0, 60, (h, w, 3))
+    arr = np.stack([x / w * 180, y / h * 180, 90 + 60 * np.sin(x / 3) * np.cos(y / 5)], axis=-1) + noise
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+def test_official_preparation_resizes_as_opencv_does():
+    """The official extractor: cv2.imread -> float32 -> cv2.resize(INTER_LINEAR) at
+    (int(round(w * s)), int(round(h * s))). Compared with OpenCV itself, run here."""
+    cv2 = pytest.importorskip("cv2", reason="opencv-python-headless is in the dev extras: pip install -e .[dev]")
+    img = _photo_like()
+    official, pillow = get_preparation("official"), get_preparation("cfcd")
+    pixels = np.asarray(img, dtype=np.float32)
+
+    def to_pixels(x):  # [0, 1] tensor -> 0..255 pixel values
+        return x * 255
+
+    worst_pillow = 0.0
+    for s in (0.3535, 0.5, 0.7071, 1.0, 1.4142):
+        size = official.size(*img.size, s)
+        expected = torch.from_numpy(cv2.resize(pixels, size, interpolation=cv2.INTER_LINEAR)).permute(2, 0, 1)
+        assert (to_pixels(official.views(img, [size])[0]) - expected).abs().max() < 0.01, s
+        worst_pillow = max(worst_pillow, float((to_pixels(pillow.views(img, [size])[0]) - expected).abs().max()))
+    assert worst_pillow > 20  # Pillow's antialiased filter is a different function
+
+
+def test_official_preparation_truncates_crop_boxes_as_the_official_code():
+    img = _photo_like()
+    arr = np.asarray(img)
+    box = (3.9, 5.5, 40.7, 30.2)  # the official code: im[int(y0):int(y1), int(x0):int(x1)]
+    assert np.array_equal(np.asarray(get_preparation("official").crop(img, box)), arr[5:30, 3:40])
+    assert np.array_equal(np.asarray(get_preparation("cfcd").crop(img, box)), arr[6:30, 4:41])  # rounded
+    assert np.array_equal(np.asarray(get_preparation("official").crop(img, (-2, 0, 500, 20))), arr[0:20, :])
+    with pytest.raises(ImageError, match="empty crop box"):
+        get_preparation("official").crop(img, (10.2, 5, 10.9, 20))

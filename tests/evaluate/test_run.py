@@ -53,7 +53,7 @@ def test_distractor_images_need_a_model_and_a_cache():
     with pytest.raises(ValueError, match="need a model"):
         run(given, revisitop_toy(), distractors=["a.jpg"])
     with pytest.raises(ValueError, match="need a model"):
-        run(given, revisitop_toy(), scales=(1.0,))
+        run(given, revisitop_toy(), settings={"scales": (1.0,)})
 
 
 BENCHMARK_MODULE = '''

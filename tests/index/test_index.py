@@ -10,9 +10,11 @@ import pytest
 
 from cfcd.index import Index, IndexMismatchError, store
 from cfcd.index.vectors import layers
+from cfcd.settings import DEFAULT_MAX_WORKING_SIDE, ExtractionSettings, Runtime
 
 MODEL = {"name": "test-model", "config": {"backbone": "x"}, "dim": 16}
-SETTINGS = {"scales": [1.0], "max_side": None}
+SETTINGS = ExtractionSettings((1.0,), preparation="cfcd").to_dict()  # as an index stores it
+QUIET = Runtime(progress=False)
 
 
 def unit_rows(n: int, d: int = 16, seed: int = 0) -> np.ndarray:
@@ -238,14 +240,19 @@ def test_add_images_extracts_only_new_ones(tmp_path, image_folder, tiny_model):
     images = list_images(image_folder)
     (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
     index = Index(tiny_model.output_dim)
-    report = index.add_images(tiny_model, [*images, tmp_path / "broken.jpg"], scales=(1.0,), progress=False)
+    one_scale = ExtractionSettings((1.0,))
+    report = index.add_images(tiny_model, [*images, tmp_path / "broken.jpg"], one_scale, QUIET)
     assert len(report.added) == len(images) and list(report.failed) == [len(images)]
-    assert index.model["name"] == "tiny-test" and index.settings == {"scales": [1.0], "max_side": None}
+    assert index.model["name"] == "tiny-test"
+    assert index.settings == {"scales": [1.0], "max_side": None, "max_working_side": DEFAULT_MAX_WORKING_SIDE,
+                              "preparation": "cfcd"}
     shutil.copy(images[0], tmp_path / "copy.jpg")
-    again = index.add_images(tiny_model, [tmp_path / "copy.jpg", images[1]], scales=(1.0,), progress=False)
+    again = index.add_images(tiny_model, [tmp_path / "copy.jpg", images[1]], runtime=QUIET)  # the index's settings
     assert again.added == [] and again.duplicates == {0: 0, 1: 1}
     with pytest.raises(IndexMismatchError):
-        index.add_images(tiny_model, images, scales=(0.5, 1.0), progress=False)
+        index.add_images(tiny_model, images, {"scales": (0.5, 1.0)}, QUIET)
+    with pytest.raises(IndexMismatchError, match="preparation"):
+        index.add_images(tiny_model, images, {"preparation": "official"}, QUIET)
     res = index.search_images([images[2], (images[2], (0, 0, 30, 30))], k=3, model=tiny_model)
     assert res.ids.shape == (2, 3) and res.ids[0, 0] == 2
 

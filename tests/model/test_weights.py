@@ -26,7 +26,7 @@ def imagenet(x):
     return (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
 
-@pytest.mark.parametrize("variant", ["deploy", "stage1", "stage2-no-prefix"])
+@pytest.mark.parametrize("variant", ["deploy", "stage1", "stage2-no-prefix", "bare-state-dict"])
 def test_official_cfcd_checkpoint(tmp_path, variant):
     torch.manual_seed(1)
     official = randomize_batchnorm(OfficialCFCD(depth=50, dim=512, num_classes=0 if variant == "deploy" else 7))
@@ -34,10 +34,13 @@ def test_official_cfcd_checkpoint(tmp_path, variant):
     if variant == "stage2-no-prefix":
         state = {k.removeprefix("globalmodel."): v for k, v in state.items()}
     path = tmp_path / "model.pyth"
-    torch.save({"epoch": 50, "model_state": state, "optimizer_state": {}, "cfg": "MODEL:\n  DEPTH: 50\n"}, path)
+    if variant == "bare-state-dict":  # no model_state key: the official infer.py accepts it too
+        torch.save(state, path)
+    else:
+        torch.save({"epoch": 50, "model_state": state, "optimizer_state": {}, "cfg": "MODEL:\n  DEPTH: 50\n"}, path)
 
     model = load_model(path)
-    assert model.config == ModelConfig(backbone="resnet50", dim=512, gem_p=3.0)
+    assert model.config == ModelConfig(backbone="resnet50", dim=512, gem_p=3.0, preparation="official")
     pixels = rgb_batch()
     with torch.no_grad():
         expected = official(bgr_input(pixels))

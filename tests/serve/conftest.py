@@ -18,6 +18,7 @@ def served_index(tmp_path_factory) -> Path:
     """An index of 12 generated images made with a tiny random model (checkpoint on disk)."""
     from cfcd.index import Index
     from cfcd.model import CFCDNet, ModelConfig, load_model, save_checkpoint
+    from cfcd.settings import ExtractionSettings, Runtime
 
     root = tmp_path_factory.mktemp("serve")
     torch.manual_seed(0)
@@ -25,7 +26,7 @@ def served_index(tmp_path_factory) -> Path:
     model = load_model(root / "tiny.pt")
     images = [textured(root / "photos" / f"p{i:02d}.png", seed=i) for i in range(12)]
     index = Index(model.output_dim)
-    index.add_images(model, images, scales=(1.0,), progress=False)
+    index.add_images(model, images, ExtractionSettings((1.0,)), Runtime(progress=False))
     index.save(root / "idx")
     return root / "idx"
 

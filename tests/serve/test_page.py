@@ -43,6 +43,7 @@ def page_index(tmp_path_factory, served_index):
     from cfcd.data.images import list_images
     from cfcd.index import Index
     from cfcd.model import load_model
+    from cfcd.settings import ExtractionSettings, Runtime
 
     try:
         model = load_model("default")
@@ -51,7 +52,7 @@ def page_index(tmp_path_factory, served_index):
         return fallback
     images = list_images(collection)
     index = Index(model.output_dim)
-    index.add_images(model, images, scales=(1.0,), max_side=256, progress=False)
+    index.add_images(model, images, ExtractionSettings((1.0,), max_side=256), Runtime(progress=False))
     root = tmp_path_factory.mktemp("page") / "idx"
     index.save(root)
     return root, images[1]

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 
-from .extract import parse_scales
+from .extract import add_settings_arguments, runtime, settings_overrides
 
 
 def register(p) -> None:
-    from ..demo import DEMO_MAX_SIDE, DEMO_SCALES
+    from ..demo import DEMO_SETTINGS
 
     p.description = (
         "Without --images: scikit-image's sample photos (public domain / CC0), several views of "
@@ -19,8 +19,8 @@ def register(p) -> None:
     p.add_argument("--images", help="a folder of images (default: the built-in collection)")
     p.add_argument("-o", "--output", default="cfcd-demo", help="where index.html and its thumbnails go (default: cfcd-demo)")
     p.add_argument("--model", default="default", help="model name or weights file (default: ImageNet MobileNetV2)")
-    p.add_argument("--scales", type=parse_scales, default=DEMO_SCALES, help="comma-separated scales (default: 0.7071,1,1.4142)")
-    p.add_argument("--max-side", type=int, default=DEMO_MAX_SIDE, help=f"long side before scaling (default: {DEMO_MAX_SIDE})")
+    add_settings_arguments(p, scales_help=",".join(f"{s:g}" for s in DEMO_SETTINGS.scales),
+                           max_side_help=str(DEMO_SETTINGS.max_side))
     p.add_argument("--top-k", type=int, default=5, help="neighbours shown per query (default: 5)")
     p.add_argument("--queries", type=int, default=15, help="queries shown in the table and page (default: 15)")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: 0 on CPU, up to 8 on GPU)")
@@ -31,11 +31,12 @@ def register(p) -> None:
 def run(args) -> None:
     from .. import demo
     from ..model import load_model
+    from ..settings import resolve
 
     model = load_model(args.model)
     result = demo.run(
-        model, images=args.images, out_dir=args.output, scales=args.scales, max_side=args.max_side,
-        top_k=args.top_k, n_queries=args.queries, num_workers=args.workers, device=args.device,
+        model, images=args.images, out_dir=args.output, settings=resolve(demo.DEMO_SETTINGS, settings_overrides(args), model),
+        top_k=args.top_k, n_queries=args.queries, runtime=runtime(args),
     )
     root = args.images or os.path.join(args.output, "collection")
     print(demo.format_table(result, root, args.top_k))

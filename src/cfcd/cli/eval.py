@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from ..evaluate.benchmarks import BENCHMARKS
-from .extract import add_model_arguments, extract_kwargs
+from .extract import add_model_arguments, runtime, settings_overrides
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,8 @@ def run(args) -> None:
     else:
         from ..model import load_model
 
-        source, options = load_model(args.model, backbone=args.backbone), extract_kwargs(args)
+        source = load_model(args.model, backbone=args.backbone)
+        options = {"settings": settings_overrides(args), "runtime": runtime(args)}
     distractors = args.distractors
     if distractors == DISTRACTOR_SET:
         from ..evaluate.benchmarks.revisitop import distractor_images
@@ -87,7 +88,7 @@ def run(args) -> None:
         distractors = descriptors.read_distractors(distractors, _dim(source))
     result = evaluate.run(source, benchmark, distractors=distractors, topk=args.topk, cache_dir=args.cache_dir, **options)
     print(f"cfcd eval: {result.settings['dataset']}")
-    for key in ("model", "scales", "max_side", "crop"):
+    for key in ("model", "scales", "max_side", "preparation", "crop"):
         value = result.settings[key]
         print(f"{key}: {', '.join(map(str, value)) if isinstance(value, list) else value}")
     print(result.report())

@@ -17,15 +17,32 @@ def register(p) -> None:
 
 
 def add_model_arguments(p) -> None:
-    """Options shared by every command that extracts descriptors."""
+    """Options shared by every command that extracts descriptors: the model, the settings
+    (``cfcd.settings.ExtractionSettings``; unset ones come from what an index or features
+    directory stores, else the defaults) and the runtime (``cfcd.settings.Runtime``)."""
+    from ..settings import PREPARATION_NAMES
+
     p.add_argument("--model", default="default", help="model name or weights file (default: ImageNet MobileNetV2)")
     p.add_argument("--backbone", help="backbone of a timm state dict, e.g. timm:convnext_tiny")
-    p.add_argument("--scales", type=parse_scales, default=None, help="comma-separated scales (default: the CFCD five)")
-    p.add_argument("--max-side", type=int, default=None, help="resize so the long side is this many px before scaling")
-    p.add_argument("--batch-size", type=int, default=None, help="images per batch (default: 1 on CPU, 16 on GPU)")
+    add_settings_arguments(p)
+    p.add_argument("--preparation", choices=PREPARATION_NAMES, default=None,
+                   help="image preparation: official (OpenCV-equivalent resizing of official CFCD) or cfcd "
+                   "(Pillow, antialiased) (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per step (default: 1 on CPU, 16 on GPU)")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: 0 on CPU, up to 8 on GPU)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 on GPU)")
+
+
+def add_settings_arguments(p, scales_help: str = "the CFCD five", max_side_help: str = "none") -> None:
+    from ..settings import DEFAULT_MAX_WORKING_SIDE
+
+    p.add_argument("--scales", type=parse_scales, default=None, help=f"comma-separated scales (default: {scales_help})")
+    p.add_argument("--max-side", type=int, default=None,
+                   help=f"resize so the long side is this many px before scaling; 0: original size (default: {max_side_help})")
+    p.add_argument("--max-working-side", type=int, default=None,
+                   help="largest long side the network sees at any scale; larger images are reduced "
+                   f"(default: {DEFAULT_MAX_WORKING_SIDE})")
 
 
 def parse_scales(text: str) -> tuple[float, ...]:
@@ -38,18 +55,23 @@ def parse_scales(text: str) -> tuple[float, ...]:
     return scales
 
 
-def extract_kwargs(args) -> dict:
-    """Keyword arguments for cfcd.extract from the shared options."""
-    from ..extraction import CFCD_SCALES
-
+def settings_overrides(args) -> dict:
+    """The extraction settings given on the command line (None: not given; see
+    ``cfcd.settings.resolve``)."""
     return {
-        "scales": args.scales or CFCD_SCALES,
+        "scales": args.scales,
         "max_side": args.max_side,
-        "batch_size": args.batch_size,
-        "num_workers": args.workers,
-        "device": args.device,
-        "amp": args.amp,
+        "max_working_side": args.max_working_side,
+        "preparation": getattr(args, "preparation", None),
     }
+
+
+def runtime(args, progress: bool = True):
+    """``cfcd.settings.Runtime`` from the shared options."""
+    from ..settings import Runtime
+
+    return Runtime(device=getattr(args, "device", None), batch_size=getattr(args, "batch_size", None),
+                   num_workers=getattr(args, "workers", None), amp=getattr(args, "amp", False), progress=progress)
 
 
 def read_image_list(source: str) -> list[Path]:
@@ -71,6 +93,7 @@ def run(args) -> None:
 
     from ..extraction import extract_to_dir
     from ..model import load_model
+    from ..settings import resolve
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group("gloo")  # only carries the shard bookkeeping; devices stay local
@@ -86,11 +109,11 @@ def run(args) -> None:
         images,
         args.output,
         ids=[str(p) for p in images],
+        settings=resolve(None, settings_overrides(args), model),
+        runtime=runtime(args, progress=rank == 0),
         shard_size=args.shard_size,
         dtype="float16" if args.float16 else "float32",
         skip_errors=True,
-        progress=rank == 0,
-        **extract_kwargs(args),
     )
     if rank == 0:
         manifest = json.loads((out / "manifest.json").read_text())

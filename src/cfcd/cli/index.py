@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-from .extract import add_model_arguments, extract_kwargs, read_image_list
+from .extract import add_model_arguments, read_image_list, runtime, settings_overrides
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +72,7 @@ def _add_source(index, args):
         model = index.load_model()  # the index's own, from its stored config
     else:
         model = load_model(args.model or "default", backbone=args.backbone)
-    kwargs = extract_kwargs(args)
-    if index.settings and args.scales is None:
-        kwargs["scales"] = index.settings["scales"]
-    if index.settings and args.max_side is None:
-        kwargs["max_side"] = index.settings["max_side"]
-    return index.add_images(model, images, **kwargs), images, []
+    return index.add_images(model, images, settings_overrides(args), runtime(args)), images, []
 
 
 def _print_report(report, inputs, unread=()) -> None:
@@ -147,6 +142,6 @@ def run_info(args) -> None:
     print(f"images    {info['images']}")
     print(f"engine    {info['engine']} {info['factory']}, {info['dim']}-d")
     print(f"model     {model.get('name')} {model.get('config')}")
-    print(f"settings  scales {settings.get('scales')}, max_side {settings.get('max_side')}")
+    print("settings  " + ", ".join(f"{k} {v}" for k, v in settings.items()))
     if info["removed_pending"]:
         print(f"note      {info['removed_pending']} removed vectors are filtered at search time; rebuild to reclaim them")

@@ -36,13 +36,15 @@ def parse_bbox(text: str) -> tuple[float, float, float, float]:
 def run(args) -> None:
     from ..index import Index
     from ..model import load_model
+    from ..settings import Runtime
 
     index = Index.load(args.index)
     if args.dba:
         index = index.augmented(args.dba, args.dba_alpha)
     model = load_model(args.model) if args.model else None  # None: the index's own
     queries = [(q, args.bbox) if args.bbox else q for q in args.queries]
-    result = index.search_images(queries, k=args.k, model=model, qe=args.qe, alpha=args.alpha, device=args.device)
+    result = index.search_images(queries, k=args.k, model=model, qe=args.qe, alpha=args.alpha,
+                                 runtime=Runtime(device=args.device, progress=False))
     if args.json:
         print(json.dumps([{"query": q, "results": result.hits(i)} for i, q in enumerate(args.queries)], indent=1))
         return

@@ -6,6 +6,11 @@ input convention, RGB floats in [0, 1]. Each model normalises its input with its
 backbone's mean/std (``CFCDNet.normalize``). The official CFCD code feeds BGR images with the
 reversed statistics; its checkpoints are converted on load (see ``cfcd.model.weights``) so that
 no other module ever deals with channel order.
+
+A ``Preparation`` crops and resizes a decoded image into network inputs. It is part of a
+model's identity (``ModelConfig.preparation``): the same weights give different descriptors
+when the pixels are resampled differently (official CFCD checkpoints lose 0.03-0.3 cosine
+at the small scales under Pillow's antialiased filter, issue 10).
 """
 
 from __future__ import annotations
@@ -118,12 +123,88 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
     return arr.permute(2, 0, 1).float().div_(255.0)
 
 
-def resize_to_scale(img: Image.Image, scale: float, min_side: int = 32) -> Image.Image:
-    """Resize by ``scale`` with Pillow's bilinear filter (antialiased), each side at least
-    ``min_side`` px; sizes are rounded to the nearest pixel."""
-    w, h = img.size
-    size = (max(min_side, round(w * scale)), max(min_side, round(h * scale)))
-    return img if size == (w, h) else img.resize(size, Image.BILINEAR)
+Box = tuple[float, float, float, float]
+Size = tuple[int, int]
+
+
+class Preparation:
+    """How a decoded image becomes network inputs: the crop of a query box, the size of each
+    scaled copy, and the resampling. ``views(img, sizes, box)`` returns one [0, 1] RGB tensor
+    (3, h, w) per (w, h) in ``sizes``, of the region ``box`` (integer pixels) when given."""
+
+    name: str
+    min_side: int
+
+    def crop(self, img: Image.Image, bbox: Box) -> Image.Image:
+        raise NotImplementedError
+
+    def size(self, width: int, height: int, scale: float) -> Size:
+        """(w, h) of the copy scaled by ``scale``: rounded to the nearest pixel (Python's
+        round, as the official ``evaler/process.py``), each side at least ``min_side``."""
+        return max(self.min_side, round(width * scale)), max(self.min_side, round(height * scale))
+
+    def views(self, img: Image.Image, sizes: list[Size], box: tuple[int, int, int, int] | None = None) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+
+class PillowPreparation(Preparation):
+    """cfcd's own: 8-bit pixels resized with Pillow's bilinear filter, antialiased (its
+    support widens with the reduction, so small scales are low-passed, not aliased); crop
+    boxes rounded to the nearest pixel; sides of at least 32 px."""
+
+    name = "cfcd"
+    min_side = 32
+
+    def crop(self, img: Image.Image, bbox: Box) -> Image.Image:
+        x0, y0, x1, y1 = (round(v) for v in bbox)
+        if x1 <= x0 or y1 <= y0:
+            raise ImageError(f"empty crop box {bbox}")
+        return img.crop((x0, y0, x1, y1))
+
+    def views(self, img, sizes, box=None):
+        full = box or (0, 0, *img.size)
+        region = (full[2] - full[0], full[3] - full[1])
+        return [to_tensor(img if size == region and box is None else img.resize(size, Image.BILINEAR, box=box))
+                for size in sizes]
+
+
+class OpenCVPreparation(Preparation):
+    """The official CFCD extractor's (``evaler/infer.py``, ``evaler/process.py``): float32
+    pixels resized with OpenCV's ``INTER_LINEAR``, i.e. bilinear from the two nearest source
+    pixels without antialiasing, which is what ``F.interpolate(mode="bilinear",
+    align_corners=False, antialias=False)`` computes (the two agree within 0.007/255 on
+    float32); query boxes truncated with ``int()`` and clipped to the image as NumPy slicing
+    does; no minimum side."""
+
+    name = "official"
+    min_side = 1
+
+    def crop(self, img: Image.Image, bbox: Box) -> Image.Image:
+        w, h = img.size
+        x0, y0, x1, y1 = (int(v) for v in bbox)
+        x0, x1 = min(max(x0, 0), w), min(max(x1, 0), w)
+        y0, y1 = min(max(y0, 0), h), min(max(y1, 0), h)
+        if x1 <= x0 or y1 <= y0:
+            raise ImageError(f"empty crop box {bbox} in a {w}x{h} image")
+        return img.crop((x0, y0, x1, y1))
+
+    def views(self, img, sizes, box=None):
+        import torch.nn.functional as F
+
+        x = to_tensor(img if box is None else img.crop(box))
+        return [x.clone() if (h, w) == tuple(x.shape[1:]) else
+                F.interpolate(x[None], size=(h, w), mode="bilinear", align_corners=False, antialias=False)[0]
+                for w, h in sizes]
+
+
+PREPARATIONS: dict[str, Preparation] = {p.name: p for p in (PillowPreparation(), OpenCVPreparation())}
+
+
+def get_preparation(name: str) -> Preparation:
+    try:
+        return PREPARATIONS[name]
+    except KeyError:
+        raise ValueError(f"image preparation {name!r}: choose one of {', '.join(PREPARATIONS)}") from None
 
 
 def list_images(folder: Union[str, Path]) -> list[Path]:

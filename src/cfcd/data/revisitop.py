@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 DATASETS = ("roxford5k", "rparis6k", "revisitop1m")
 DISTRACTORS = "revisitop1m"
+# The protocol's image preparation: the published numbers come from the official extractor,
+# which truncates query boxes with int() and resizes with OpenCV (cfcd.data.images).
+PREPARATION = "official"
 # Serves every file as <mirror>/<dataset>/<file name> instead of its URL (tests, local copies).
 MIRROR_ENV = "CFCD_REVISITOP_MIRROR"
 

@@ -31,13 +31,17 @@ class Descriptors:
 
 
 def unknown_origin(path) -> dict:
-    return {"model": f"descriptors from {path}", "scales": "unknown", "max_side": "unknown", "crop": None}
+    return {"model": f"descriptors from {path}", "scales": "unknown", "max_side": "unknown", "preparation": "unknown",
+            "crop": None}
 
 
 def manifest_origin(manifest: dict) -> dict:
-    """What a features manifest says about its descriptors; ``crop``: all rows are crops."""
+    """What a features manifest says about its descriptors (its extraction settings, older
+    manifests' missing ones filled in); ``crop``: all rows are crops."""
+    from ..settings import ExtractionSettings
+
     boxes = manifest.get("boxes")
-    return {"model": manifest["model"]["name"], "scales": manifest["scales"], "max_side": manifest["max_side"],
+    return {"model": manifest["model"]["name"], **ExtractionSettings.from_dict(manifest).to_dict(),
             "crop": bool(boxes) and all(b is not None for b in boxes)}
 
 

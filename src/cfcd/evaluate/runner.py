@@ -52,7 +52,8 @@ def run(
     distractors=None,
     topk: int = DEFAULT_TOPK,
     cache_dir: str | Path | None = None,
-    **extract_options,
+    settings=None,
+    runtime=None,
 ) -> Evaluation:
     """Score ``benchmark`` with a model (its descriptors are extracted, through
     ``cache_dir/db``, ``/queries``, ``/distractors`` when given: resumable, and readable later by
@@ -60,12 +61,13 @@ def run(
 
     ``distractors``: descriptors (an array, a memory map, a ``ShardedArray``) or images to
     extract (needs a model and ``cache_dir``), appended after the database so the ground truth
-    stays valid; the ranking then keeps the best ``topk`` per query. ``extract_options`` go to
-    ``cfcd.extract`` (scales, max_side, batch_size, device ...).
+    stays valid; the ranking then keeps the best ``topk`` per query. ``settings``
+    (``ExtractionSettings``, or a mapping of the fields to set; see ``extraction_settings``) and
+    ``runtime`` (``cfcd.settings.Runtime``) go to ``cfcd.extract``.
     """
     given = isinstance(model_or_descriptors, Descriptors)
-    if given and extract_options:
-        raise ValueError(f"extraction options {sorted(extract_options)} need a model, not descriptors")
+    if given and (settings or runtime):
+        raise ValueError("extraction settings and runtime need a model, not descriptors")
     if distractors is not None and not hasattr(distractors, "shape"):  # images: refuse before any work
         if given:
             raise ValueError("distractor images need a model to describe them; with descriptors, give the distractors' descriptors")
@@ -75,7 +77,8 @@ def run(
         desc, model = model_or_descriptors, None
     else:
         model = model_or_descriptors
-        desc = describe(model, benchmark, cache_dir, **extract_options)
+        settings = extraction_settings(model, benchmark, settings)
+        desc = describe(model, benchmark, cache_dir, settings, runtime)
     database = desc.database
     queries = database if benchmark.leave_one_out else desc.queries
     for part, rows, items in (("database", database, benchmark.images), ("query", queries, benchmark.queries or benchmark.images)):
@@ -87,7 +90,7 @@ def run(
     start = time.perf_counter()
     if distractors is not None:
         if not hasattr(distractors, "shape"):
-            distractors = _extract_distractors(model, distractors, cache_dir, **extract_options)
+            distractors = _extract(model, distractors, cache_dir, DISTRACTORS, settings, runtime, mmap=True)
         n_dis = len(distractors)
         parts = distractors.parts if isinstance(distractors, ShardedArray) else [distractors]
         database = ShardedArray([np.asarray(database, np.float32), *parts])
@@ -107,31 +110,43 @@ def run(
     return Evaluation(benchmark, result, ranks, settings, title)
 
 
-def describe(model, benchmark: Benchmark, cache_dir: str | Path | None = None, **extract_options) -> Descriptors:
-    """The benchmark's database and query descriptors made by ``model``."""
-    from ..extraction import CFCD_SCALES
+def extraction_settings(model, benchmark: Benchmark, settings=None):
+    """The settings ``benchmark`` is described with: ``settings`` (an ``ExtractionSettings``,
+    or a mapping whose None values mean "not given") over the defaults; a preparation left open
+    is the one the benchmark's protocol prescribes (Revisited Oxford/Paris: the official
+    extractor's), else the model's."""
+    from dataclasses import replace
 
-    database = _extract(model, benchmark.images, cache_dir, DB, **extract_options)
-    queries = None if benchmark.leave_one_out else _extract(model, benchmark.queries, cache_dir, QUERIES, **extract_options)
+    from ..settings import resolve
+
+    chosen = resolve(None, settings)
+    if chosen.preparation is None and benchmark.preparation:
+        chosen = replace(chosen, preparation=benchmark.preparation)
+    return chosen.for_model(model)
+
+
+def describe(model, benchmark: Benchmark, cache_dir: str | Path | None = None, settings=None, runtime=None) -> Descriptors:
+    """The benchmark's database and query descriptors made by ``model`` with ``settings``
+    (an ``ExtractionSettings``; None: ``extraction_settings``'s choice)."""
+    settings = extraction_settings(model, benchmark, settings)
+    database = _extract(model, benchmark.images, cache_dir, DB, settings, runtime)
+    queries = None if benchmark.leave_one_out else _extract(model, benchmark.queries, cache_dir, QUERIES, settings, runtime)
     cropped = not benchmark.leave_one_out and all(isinstance(q, tuple) for q in benchmark.queries)
-    about = {"model": getattr(model, "name", "unnamed"), "scales": [float(s) for s in extract_options.get("scales") or CFCD_SCALES],
-             "max_side": extract_options.get("max_side"), "crop": cropped}
+    about = {"model": getattr(model, "name", "unnamed"), **settings.to_dict(), "crop": cropped}
     return Descriptors(database, queries, about)
 
 
-def _extract(model, items: Sequence, cache_dir, part: str, mmap: bool = False, **extract_options) -> np.ndarray:
+def _extract(model, items: Sequence, cache_dir, part: str, settings, runtime, mmap: bool = False) -> np.ndarray:
     """Descriptors of ``items``, through ``cache_dir/part`` (resumable; left there with ``mmap``) when given."""
     from ..extraction import extract, extract_to_dir, load_features
 
     start = time.perf_counter()
     if cache_dir is not None:
-        desc = load_features(extract_to_dir(model, items, Path(cache_dir) / part, **extract_options), mmap=mmap)[1]
+        out = extract_to_dir(model, items, Path(cache_dir) / part, settings=settings, runtime=runtime)
+        desc = load_features(out, mmap=mmap)[1]
     else:
-        desc = extract(model, items, **extract_options)
+        desc = extract(model, items, settings, runtime)
     elapsed = time.perf_counter() - start
     log.info("%s: %d images in %.1f s (%.2f images/s)", part, len(items), elapsed, len(items) / max(elapsed, 1e-9))
     return desc
 
-
-def _extract_distractors(model, images: Sequence, cache_dir, **extract_options) -> ShardedArray:
-    return _extract(model, images, cache_dir, DISTRACTORS, mmap=True, **extract_options)

@@ -42,13 +42,17 @@ class IndexMismatchError(ValueError):
     """Descriptors made with another model, dimension or extraction settings than the index's."""
 
 
-def normalise_settings(settings) -> dict | None:
+def normalise_settings(settings, model=None) -> dict | None:
     """The extraction settings an index stores and compares (an ``ExtractionSettings``, a
-    features manifest or a dict)."""
+    features manifest or a dict): every field present (an older index's missing ones filled in,
+    see ``ExtractionSettings.from_dict``), the preparation resolved against ``model``."""
     if settings is None:
         return None
-    d = settings.to_dict() if hasattr(settings, "to_dict") else dict(settings)
-    return {"scales": [float(s) for s in d.get("scales", [])], "max_side": d.get("max_side")}
+    from ..settings import ExtractionSettings, resolve
+
+    if isinstance(settings, ExtractionSettings):
+        settings = resolve(None, settings, model).to_dict()
+    return ExtractionSettings.from_dict(settings).to_dict()
 
 
 def same_model(a: dict, b: dict) -> bool:
@@ -87,7 +91,7 @@ class Index:
         self.dim = int(dim)
         self.factory = vectors.factory
         self.model = model_identity(model)
-        self.settings = normalise_settings(settings)
+        self.settings = normalise_settings(settings, self.model)
         self.train_size = train_size
         self._next_id = 0
         self._tombstones = 0
@@ -135,7 +139,7 @@ class Index:
         index.dim = info["dim"]
         index.factory = info["factory"]
         index.model = info.get("model")
-        index.settings = info.get("settings")
+        index.settings = normalise_settings(info.get("settings"))
         index.train_size = info.get("train_size", DEFAULT_TRAIN_SIZE)
         index._next_id = info["next_id"]
         index._tombstones = info.get("tombstones", 0)
@@ -255,6 +259,8 @@ class Index:
     def check_compatible(self, model=None, settings=None, dim: int | None = None) -> None:
         """Raise ``IndexMismatchError`` unless descriptors made by ``model`` with ``settings``
         (either may be None: not checked) belong in this index."""
+        from ..extraction import same_model
+
         info = model_identity(model)
         if dim is not None and dim != self.dim:
             raise IndexMismatchError(f"descriptors are {dim}-d but the index holds {self.dim}-d descriptors")
@@ -264,11 +270,12 @@ class Index:
                 f"{self.model.get('name')!r} ({self.model.get('config')}); search with the index's model "
                 "(the default) or rebuild the index"
             )
-        s = normalise_settings(settings)
+        s = normalise_settings(settings, info or self.model)
         if s is not None and self.settings is not None and s != self.settings:
+            differ = {k: v for k, v in s.items() if self.settings.get(k) != v}
             raise IndexMismatchError(
-                f"query extraction settings {s} differ from the index's {self.settings}; "
-                "use the index's scales and max_side (the default) or rebuild the index"
+                f"extraction settings {differ} differ from the index's "
+                f"{ {k: self.settings.get(k) for k in differ} }; use the index's settings (the default) or rebuild the index"
             )
 
     # ---- updates ------------------------------------------------------------------------
@@ -310,7 +317,7 @@ class Index:
         record their own step, see ``cfcd.index.searcher.add_images``)."""
         self.check_compatible(model, settings, descriptors.shape[1])
         self.model = self.model or model_identity(model)
-        self.settings = self.settings or normalise_settings(settings)
+        self.settings = self.settings or normalise_settings(settings, self.model)
         report = AddReport()
         keep = self.new_positions(recs, report)
         if not keep:
@@ -424,20 +431,24 @@ class Index:
         return SearchResult(ids=ids, scores=scores, records=records)
 
     def search_images(self, images: Sequence, k: int = 10, model=None, qe: int = 0,
-                      alpha: float = rerank.DEFAULT_QE_ALPHA, **extract_kwargs) -> SearchResult:
+                      alpha: float = rerank.DEFAULT_QE_ALPHA, settings=None, runtime=None) -> SearchResult:
         """Search with query images (paths, PIL images or (image, (x0, y0, x1, y1)) crops),
         extracted with the index's model (loaded from its stored config if ``model`` is None)
-        and settings. See ``cfcd.index.searcher.Searcher``."""
+        and settings (``settings`` may override them; see ``cfcd.settings.resolve``). See
+        ``cfcd.index.searcher.Searcher``."""
         from .searcher import Searcher
 
-        return Searcher(self, model).search(images, k, qe=qe, alpha=alpha, **extract_kwargs)
+        return Searcher(self, model).search(images, k, qe=qe, alpha=alpha, settings=settings, runtime=runtime)
 
-    def add_images(self, model, images: Sequence[str | Path], progress: bool = True, **extract_kwargs) -> AddReport:
+    def add_images(self, model, images: Sequence[str | Path], settings=None, runtime=None) -> AddReport:
         """Extract and add images (paths); only images not already indexed are extracted.
-        ``extract_kwargs`` go to ``cfcd.extract`` (scales, max_side, batch_size, ...)."""
+        ``settings`` (``ExtractionSettings``, or a mapping of the fields to change) default to
+        the index's, or for an index without any to ``ExtractionSettings()`` with the model's
+        preparation; settings other than the index's are refused. ``runtime``: see
+        ``cfcd.settings.Runtime``."""
         from .searcher import add_images
 
-        return add_images(self, model, images, progress=progress, **extract_kwargs)
+        return add_images(self, model, images, settings, runtime)
 
     def load_model(self):
         """The model that made this index's descriptors, rebuilt from its stored config."""

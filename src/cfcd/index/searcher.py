@@ -30,17 +30,14 @@ def load_index_model(index):
     return model
 
 
-def _settings(index, extract_kwargs: dict):
-    """The extraction settings: those given in ``extract_kwargs`` (removed from it; checked
-    against the index's), else the index's, else cfcd's defaults."""
-    from ..extraction import CFCD_SCALES, ExtractionSettings
+def _settings(index, model, settings=None):
+    """The extraction settings (``cfcd.settings.resolve``): ``settings`` over the index's
+    stored ones over the defaults, checked against the index's."""
+    from ..settings import resolve
 
-    stored = index.settings or {"scales": CFCD_SCALES, "max_side": None}
-    scales = extract_kwargs.pop("scales", None) or stored["scales"]
-    max_side = extract_kwargs.pop("max_side", None) or stored["max_side"]
-    settings = ExtractionSettings(tuple(float(s) for s in scales), max_side)
-    index.check_compatible(settings=settings)
-    return settings
+    chosen = resolve(index.settings, settings, model)
+    index.check_compatible(settings=chosen)
+    return chosen
 
 
 class Searcher:
@@ -52,24 +49,25 @@ class Searcher:
         index.check_compatible(self.model)
 
     def search(self, images: Sequence, k: int = 10, qe: int = 0, alpha: float = rerank.DEFAULT_QE_ALPHA,
-               **extract_kwargs) -> SearchResult:
+               settings=None, runtime=None) -> SearchResult:
         """The k nearest indexed images of each query (paths, PIL images or
-        (image, (x0, y0, x1, y1)) crops). ``extract_kwargs`` go to ``cfcd.extract``."""
+        (image, (x0, y0, x1, y1)) crops), extracted with the index's settings (``settings``
+        may override them) and ``runtime`` (default: no progress bar)."""
         from ..extraction import extract
+        from ..settings import Runtime
 
-        settings = _settings(self.index, extract_kwargs)
-        extract_kwargs.setdefault("progress", False)
-        desc = extract(self.model, list(images), scales=settings.scales, max_side=settings.max_side, **extract_kwargs)
+        chosen = _settings(self.index, self.model, settings)
+        desc = extract(self.model, list(images), chosen, runtime or Runtime(progress=False))
         return self.index.search(desc, k, qe=qe, alpha=alpha)
 
 
-def add_images(index, model, images: Sequence[str | Path], progress: bool = True, **extract_kwargs) -> AddReport:
+def add_images(index, model, images: Sequence[str | Path], settings=None, runtime=None) -> AddReport:
     """Extract and add ``images`` (paths) to ``index``; only images whose content is not
     indexed yet are extracted. For an index opened with ``Index.edit``, the step is replayed
     (without extracting again) if another writer publishes first."""
     from ..extraction import extract, failed_rows
 
-    settings = _settings(index, extract_kwargs)
+    settings = _settings(index, model, settings)
     index.check_compatible(model)
     recs = [describe_file(p) for p in images]
     report = AddReport()
@@ -77,8 +75,7 @@ def add_images(index, model, images: Sequence[str | Path], progress: bool = True
     if not keep:
         return report
     errors: dict[int, str] = {}
-    desc = extract(model, [recs[k].path for k in keep], scales=settings.scales, max_side=settings.max_side,
-                   skip_errors=True, progress=progress, errors=errors, **extract_kwargs)
+    desc = extract(model, [recs[k].path for k in keep], settings, runtime, skip_errors=True, errors=errors)
     bad = set(failed_rows(desc).tolist())
     for row in sorted(bad):
         report.failed[keep[row]] = errors.get(row, f"{recs[keep[row]].path}: not a readable image")

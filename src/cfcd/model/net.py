@@ -20,12 +20,16 @@ class ModelConfig:
 
     ``dim = 0`` means no projection head: the descriptor is the L2-normalised GeM vector of
     the backbone (C-dimensional), which is how an ImageNet-only model is used before training.
+    ``preparation`` names how images are resampled for this model (``cfcd.data.images``):
+    ``official`` for official CFCD checkpoints, ``cfcd`` (the value of configs saved before
+    the field existed) otherwise.
     """
 
     backbone: str = "resnet50"
     dim: int = 512
     gem_p: float = 3.0
     gem_learnable: bool = False
+    preparation: str = "cfcd"
 
     def to_dict(self) -> dict:
         return asdict(self)

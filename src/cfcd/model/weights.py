@@ -3,8 +3,9 @@
 Layouts (detected from the keys, never from shapes):
 - ``cfcd``: a checkpoint written by ``cfcd.model.checkpoint.save_checkpoint``.
 - ``official``: an official CFCD ``.pyth`` (pycls format) of stage 1, stage 2 or deploy:
-  ``model_state`` with the ResNet under ``globalmodel.`` (or without that prefix), the head
-  ``fc``/``bn`` and, in training checkpoints, the MadaCos weight ``desc_cls.weight``.
+  ``model_state`` (or the bare state dict) with the ResNet under ``globalmodel.`` (or without
+  that prefix), the head ``fc``/``bn`` and, in training checkpoints, the MadaCos weight
+  ``desc_cls.weight``. Its model config names the ``official`` image preparation.
 - ``pycls``: a pycls ImageNet ResNet ``.pyth`` (``stem``/``s1..s4``/``head.fc``).
 - ``classification`` / ``timm``: a classification state dict (torchvision, a weights package,
   timm) of a registered backbone, recognised by its key layout (``match_backbone``) unless
@@ -113,7 +114,7 @@ def _convert_official(model_state: dict) -> Converted:
     trunk = pycls_resnet_to_torchvision(_strip(state, OFFICIAL_PREFIX))
     if "fc.weight" not in head:
         raise WeightsError("official CFCD checkpoint without the fc/bn head")
-    config = ModelConfig(backbone=_resnet_name(trunk), dim=head["fc.weight"].shape[0], gem_p=3.0)
+    config = ModelConfig(backbone=_resnet_name(trunk), dim=head["fc.weight"].shape[0], gem_p=3.0, preparation="official")
     state = _bgr_first_conv({**_prefixed(trunk, "backbone."), **head})
     return Converted("official", config, state, classifier)
 
@@ -154,6 +155,12 @@ def _convert_classification(state: dict, layout: str, backbone: str | None) -> C
     return Converted(layout, ModelConfig(backbone=spec.name, dim=0), model_state, droppable=heads)
 
 
+def _has_pycls_keys(state: dict) -> bool:
+    """Whether a state dict uses pycls ResNet names (official CFCD, pycls ImageNet)."""
+    names = {k.removeprefix("module.").removeprefix(OFFICIAL_PREFIX) for k in state}
+    return "stem.conv.weight" in names
+
+
 def convert(obj: dict, backbone: str | None = None) -> Converted:
     """Detect the layout of a loaded weights object and map it to CFCDNet keys."""
     if obj.get("format") == "cfcd":
@@ -164,8 +171,11 @@ def convert(obj: dict, backbone: str | None = None) -> Converted:
             obj.get("classifier"),
             {k: v for k, v in obj.items() if k not in ("format", "config", "model_state", "classifier")},
         )
-    if "model_state" in obj:
-        state = _strip(obj["model_state"], "module.")
+    state = obj.get("model_state") if isinstance(obj.get("model_state"), dict) else None
+    if state is None and _has_pycls_keys(obj):
+        state = obj  # a bare state dict, which the official infer.py accepts as well
+    if state is not None:
+        state = _strip(state, "module.")
         if "head.fc.weight" in state or ("stem.conv.weight" in state and "fc.weight" not in state):
             return _convert_classification(pycls_resnet_to_torchvision(state), "pycls", backbone)
         return _convert_official(state)

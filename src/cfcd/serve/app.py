@@ -30,6 +30,7 @@ from .. import __version__
 from ..data.images import ImageError, ImageTooLarge, load_image
 from ..extraction import parse_bbox
 from ..index import Index
+from ..settings import Runtime
 from .gate import Gate
 from .security import AllowedHosts, KeyCheck
 from .settings import API_KEY_HEADER, DEFAULT_K, MAX_K, SESSION_COOKIE, THUMBNAIL_SIZES, ServeSettings
@@ -153,7 +154,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         start = time.perf_counter()
         try:
             result = index.search_images([(img, bbox) if bbox else img], k=k, model=state["model"], qe=qe,
-                                         device=settings.device)
+                                         runtime=Runtime(device=settings.device, progress=False))
         except ValueError as err:  # e.g. an empty crop, or QE on an index that cannot return its vectors
             raise HTTPException(400, str(err)) from None
         hits = result.hits(0)

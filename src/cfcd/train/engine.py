@@ -317,7 +317,7 @@ class StageTrainer:
         net = self.module
         if rt.distributed:
             net = nn.parallel.DistributedDataParallel(self.module, device_ids=[rt.device.index] if self.on_gpu else None)
-        dataset = TrainDataset(self.train_samples, TrainTransform(cfg.data.image_size))
+        dataset = TrainDataset(self.train_samples, TrainTransform(cfg.data.image_size, preparation=self.model.config.preparation))
         sampler = self.stage.sampler
         while self.epoch < self.scfg.epochs:
             lr = learning_rate(self.scfg, self.epoch, cfg.optim.warmup_factor)

@@ -18,8 +18,8 @@ from .transforms import EvalTransform
 class EvalImages(Dataset):
     """``dataset[k]`` -> (sample index, eval-view tensor), or (index, error message) if unreadable."""
 
-    def __init__(self, samples: Samples, indices: list[int], size: int):
-        self.samples, self.indices, self.transform = samples, indices, EvalTransform(size)
+    def __init__(self, samples: Samples, indices: list[int], size: int, preparation: str = "cfcd"):
+        self.samples, self.indices, self.transform = samples, indices, EvalTransform(size, preparation)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -38,9 +38,10 @@ def _collate(batch):
     return [i for i, _ in good], torch.stack([x for _, x in good]) if good else None, bad
 
 
-def _shard_loader(samples: Samples, image_size: int, batch_size: int, rt: Runtime, num_workers: int):
+def _shard_loader(model: CFCDNet, samples: Samples, image_size: int, batch_size: int, rt: Runtime, num_workers: int):
+    """This process's share of the samples, resampled with ``model``'s image preparation."""
     shard = list(range(rt.rank, len(samples), rt.world_size))
-    return DataLoader(EvalImages(samples, shard, image_size), batch_size=batch_size,
+    return DataLoader(EvalImages(samples, shard, image_size, model.config.preparation), batch_size=batch_size,
                       num_workers=num_workers, collate_fn=_collate)
 
 
@@ -54,7 +55,7 @@ def predict(model: CFCDNet, head, samples: Samples, image_size: int, batch_size:
     model.eval()
     mine: list[tuple[int, int, float]] = []
     errors: list[str] = []
-    loader = _shard_loader(samples, image_size, batch_size, rt, num_workers)
+    loader = _shard_loader(model, samples, image_size, batch_size, rt, num_workers)
     for rows, x, bad in tqdm(loader, disable=not (progress and rt.main), unit="batch", desc="predict"):
         errors.extend(msg for _, msg in bad)
         mine.extend((i, -1, float("nan")) for i, _ in bad)
@@ -96,7 +97,7 @@ def gem_features(model: CFCDNet, samples: Samples, image_size: int, batch_size: 
     rows: list[int] = []
     feats: list[torch.Tensor] = []
     errors: list[str] = []
-    loader = _shard_loader(samples, image_size, batch_size, rt, num_workers)
+    loader = _shard_loader(model, samples, image_size, batch_size, rt, num_workers)
     for idx, x, bad in tqdm(loader, disable=not (progress and rt.main), unit="batch", desc="GeM"):
         errors.extend(msg for _, msg in bad)
         if x is None:

@@ -1,6 +1,8 @@
 """Training augmentation (spec section 5): random resized crop, horizontal flip, PCA lighting,
 then ``cfcd.data.images.to_tensor`` (RGB in [0, 1]; the model normalises with its backbone's
-mean/std).
+mean/std). Crops are
+resampled by the model's image preparation (``cfcd.data.images.Preparation``), so a model trains
+on pixels made the way its descriptors will be extracted.
 
 Every random draw comes from an explicit ``torch.Generator`` so that a sample's augmentation is a
 function of its seed alone (see ``TrainDataset``).
@@ -13,7 +15,7 @@ import math
 import torch
 from PIL import Image
 
-from ..data.images import to_tensor
+from ..data.images import get_preparation
 
 CROP_AREA = (0.08, 1.0)
 CROP_ASPECT = (3 / 4, 4 / 3)
@@ -69,35 +71,37 @@ def lighting_offset(generator: torch.Generator, std: float = LIGHTING_STD) -> to
 class TrainTransform:
     """``transform(image, generator)`` -> RGB tensor (3, size, size), [0, 1] plus lighting noise."""
 
-    def __init__(self, size: int, lighting_std: float = LIGHTING_STD, flip: bool = True):
+    def __init__(self, size: int, lighting_std: float = LIGHTING_STD, flip: bool = True, preparation: str = "cfcd"):
         self.size = size
         self.lighting_std = lighting_std
         self.flip = flip
+        self.preparation = get_preparation(preparation)
 
     def __call__(self, image: Image.Image, generator: torch.Generator) -> torch.Tensor:
         left, top, w, h = random_resized_crop_box(*image.size, generator)
-        image = image.resize((self.size, self.size), Image.BILINEAR, box=(left, top, left + w, top + h))
+        x = self.preparation.views(image, [(self.size, self.size)], box=(left, top, left + w, top + h))[0]
         if self.flip and torch.rand((), generator=generator).item() < 0.5:
-            image = image.transpose(Image.FLIP_LEFT_RIGHT)
-        x = to_tensor(image)
+            x = x.flip(-1)
         if self.lighting_std > 0:
             x += lighting_offset(generator, self.lighting_std).view(3, 1, 1)
         return x
 
     def __repr__(self) -> str:
-        return f"TrainTransform(size={self.size}, lighting_std={self.lighting_std}, flip={self.flip})"
+        return (f"TrainTransform(size={self.size}, lighting_std={self.lighting_std}, flip={self.flip}, "
+                f"preparation={self.preparation.name!r})")
 
 
 class EvalTransform:
     """Deterministic view for predictions: shorter side to ``size``, centre crop ``size`` x ``size``."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, preparation: str = "cfcd"):
         self.size = size
+        self.preparation = get_preparation(preparation)
 
     def __call__(self, image: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
         w, h = image.size
         scale = self.size / min(w, h)
         nw, nh = max(self.size, round(w * scale)), max(self.size, round(h * scale))
         left, top = (nw - self.size) // 2, (nh - self.size) // 2
-        image = image.resize((nw, nh), Image.BILINEAR).crop((left, top, left + self.size, top + self.size))
-        return to_tensor(image)
+        x = self.preparation.views(image, [(nw, nh)])[0]
+        return x[:, top:top + self.size, left:left + self.size].contiguous()

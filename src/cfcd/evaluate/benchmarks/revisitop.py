@@ -28,10 +28,11 @@ class RevisitopBenchmark(Benchmark):
 
 
 def load(name: str, root, crop: bool = True) -> RevisitopBenchmark:
-    """``<root>/<name>`` in revisitop's layout; ``crop``: the queries are their boxes (the protocol)."""
+    """``<root>/<name>`` in revisitop's layout; ``crop``: the queries are their boxes (the protocol).
+    Images are prepared as the official CFCD extractor does, whatever the model's own preparation."""
     data = revisitop.load_dataset(root, name)
     queries = data.query_crops if crop else data.queries
-    return RevisitopBenchmark(data.name, data.images, queries, data.gnd, cropped=crop)
+    return RevisitopBenchmark(data.name, data.images, queries, data.gnd, preparation=revisitop.PREPARATION, cropped=crop)
 
 
 def distractor_images(root) -> list[Path]:

@@ -1,0 +1,148 @@
+"""What a descriptor depends on besides the weights, and how an extraction runs.
+
+``ExtractionSettings`` (scales, long side, working-size cap, image preparation) is stored with
+every result: features manifests and indexes hold it, and descriptors made with other settings
+are refused. ``Runtime`` (device, batch size, workers, ...) changes speed and memory, never the
+descriptors, and is not stored. ``resolve`` is the one place where stored settings, explicit
+overrides and the defaults below meet; every command and API goes through it.
+
+This module imports neither torch nor PIL, so command-line parsers can use it cheaply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Mapping
+
+# The five scales of the CFCD paper's multi-scale testing (spec section 6).
+CFCD_SCALES = (0.3535, 0.5, 0.7071, 1.0, 1.4142)
+# The long side of the largest image the network sees, at any scale: bounds time and memory
+# per image whatever its size (a 24 Mpx photo is not fed at 1.41 times its size). Revisited
+# Oxford/Paris images are <= 1024 px, so at the largest CFCD scale (1448 px) they are never
+# capped. Measured in bench/working_size.py; see docs/results.md.
+DEFAULT_MAX_WORKING_SIDE = 2048
+# Image preparations (``cfcd.data.images.PREPARATIONS`` implements them): ``cfcd`` resizes
+# 8-bit pixels with Pillow's antialiased bilinear filter; ``official`` reproduces the official
+# CFCD extractor (float32 pixels, OpenCV's bilinear filter without antialiasing, crop boxes
+# truncated with int(), no minimum side).
+PREPARATION_NAMES = ("cfcd", "official")
+# What every result stored before the preparation was recorded was made with.
+LEGACY_PREPARATION = "cfcd"
+
+
+@dataclass(frozen=True)
+class ExtractionSettings:
+    """What determines a descriptor besides the weights; stored with every result.
+
+    For an image of long side L and a scale s, the network sees the image resized by
+    f * s, where f = max_side / L when ``max_side`` is set (else 1), lowered further when
+    needed so that f * max(scales) * L <= ``max_working_side``. ``preparation`` None means
+    the model's own (``ModelConfig.preparation``).
+    """
+
+    scales: tuple[float, ...] = CFCD_SCALES
+    max_side: int | None = None
+    max_working_side: int = DEFAULT_MAX_WORKING_SIDE
+    preparation: str | None = None
+
+    def __post_init__(self):
+        try:
+            scales = tuple(float(s) for s in self.scales)
+        except (TypeError, ValueError):
+            raise ValueError(f"scales {self.scales!r}: expected a sequence of numbers such as (0.7071, 1, 1.4142)") from None
+        if not scales or min(scales) <= 0:
+            raise ValueError(f"scales {self.scales!r}: give at least one scale, all positive")
+        object.__setattr__(self, "scales", scales)
+        object.__setattr__(self, "max_side", _positive_or_none("max_side", self.max_side))
+        cap = _positive_or_none("max_working_side", self.max_working_side)
+        if cap is None:
+            raise ValueError("max_working_side: a positive number of pixels is required (it bounds memory per image)")
+        object.__setattr__(self, "max_working_side", cap)
+        if self.preparation is not None and self.preparation not in PREPARATION_NAMES:
+            raise ValueError(f"preparation {self.preparation!r}: choose one of {', '.join(PREPARATION_NAMES)}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["scales"] = list(self.scales)
+        return d
+
+    @classmethod
+    def from_dict(cls, stored: Mapping) -> "ExtractionSettings":
+        """Settings stored in a manifest or an index (other keys are ignored). A key absent
+        from an older file takes the value it was made with: no long-side resize, the
+        ``cfcd`` preparation; the working-size cap, which did not exist, takes today's default."""
+        known = {f.name for f in fields(cls)}
+        given = {k: v for k, v in stored.items() if k in known and v is not None}
+        given.setdefault("preparation", LEGACY_PREPARATION)
+        return cls(**given)
+
+    def for_model(self, model) -> "ExtractionSettings":
+        """These settings with the preparation filled in from ``model`` when not set."""
+        return self if self.preparation else replace(self, preparation=model_preparation(model))
+
+
+def model_preparation(model) -> str:
+    """The preparation a model (a module with ``config``, or a stored model description
+    ``{name, config, dim}``) was made for."""
+    if isinstance(model, Mapping):
+        config = model.get("config") or {}
+        return config.get("preparation") or LEGACY_PREPARATION
+    return getattr(getattr(model, "config", None), "preparation", None) or LEGACY_PREPARATION
+
+
+def _positive_or_none(name: str, value) -> int | None:
+    if value is None or value == 0:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or int(value) != value:
+        raise ValueError(f"{name} {value!r}: expected a positive whole number of pixels (0 or None: none)")
+    return int(value)
+
+
+def resolve(stored=None, overrides=None, model=None) -> ExtractionSettings:
+    """The settings to extract with.
+
+    ``stored``: the settings an index or a features directory holds (a dict as stored, or
+    ``ExtractionSettings``), or None. ``overrides``: an ``ExtractionSettings`` (taken whole),
+    or a mapping whose None values mean "not given" (command-line options). Overrides win over
+    stored settings, which win over the defaults of ``ExtractionSettings``; a preparation left
+    open is the stored one, else the ``model``'s.
+    """
+    if isinstance(stored, Mapping):
+        stored = ExtractionSettings.from_dict(stored)
+    if isinstance(overrides, ExtractionSettings):
+        settings = overrides
+        if settings.preparation is None and stored is not None:
+            settings = replace(settings, preparation=stored.preparation)
+    else:
+        given = {k: v for k, v in (overrides or {}).items() if v is not None}
+        unknown = sorted(set(given) - {f.name for f in fields(ExtractionSettings)})
+        if unknown:
+            raise ValueError(f"unknown extraction settings {unknown}")
+        settings = replace(stored or ExtractionSettings(), **given)
+    return settings.for_model(model) if model is not None else settings
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How an extraction runs; none of it changes the descriptors.
+
+    ``batch_size``: images decoded and run together (their scaled copies of equal size go
+    through the network in one pass, at most ``max_batch_pixels`` pixels per pass); default 1
+    on a CPU, 16 on a GPU. ``num_workers``: decoding processes; default 0 on a CPU, up to 8 on
+    a GPU (measured in bench/extract_speed.py). ``max_pixels``: the decoding limit (None:
+    ``cfcd.data.images.DEFAULT_MAX_PIXELS``).
+    """
+
+    device: str | None = None
+    batch_size: int | None = None
+    num_workers: int | None = None
+    amp: bool = False
+    progress: bool = True
+    max_batch_pixels: int = 16 * 1024 * 1024
+    max_pixels: int | None = None
+
+    def __post_init__(self):
+        for name in ("batch_size", "num_workers"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < (0 if name == "num_workers" else 1)):
+                raise ValueError(f"{name} {value!r}: expected a whole number >= {0 if name == 'num_workers' else 1}")
