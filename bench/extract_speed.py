@@ -2,15 +2,20 @@
 
 Times the same real photos (../shared/data/instances-dev) with the same weights, in one run:
 
-  official   the official extractor's loop (CFCD evaler/infer.py): one image and one scale at a
-             time, batch 1, fp32, eager, NCHW, decoding in the same thread, torch.no_grad
+  official   the official extractor's loop and image handling (CFCD evaler/infer.py and
+             evaler/process.py): cv2.imread, float32, per scale cv2.resize (INTER_LINEAR) to
+             (int(round(w s)), int(round(h s))), /255 and BGR mean/std in float64, one image and
+             one scale at a time, batch 1, fp32, eager, NCHW, torch.no_grad
   cfcd       cfcd.extract with its defaults (on CPU one image at a time in the process; on GPU
              equal sizes batched, decoding workers), BatchNorm folded into the convolutions,
-             channels-last, inference mode, fp32
+             channels-last, inference mode, fp32, the ``official`` image preparation (Pillow
+             decoding, OpenCV-equivalent resizing in torch)
   onnxrt     cfcd.extract with the `cfcd export` graph run by onnxruntime
 
-All three share the decoding and resizing code, so the descriptors differ only by arithmetic;
-the table reports the largest 1 - cosine against the official loop (must stay below 1e-4).
+The table reports the largest 1 - cosine of each path against the official loop: with the
+official preparation it measures decoding and arithmetic differences only. The official code
+has no long-side option: with --max-side, the photos are first written at that long side
+(Pillow, PNG) and every path reads those files.
 FLOPs are counted per input shape with torch.utils.flop_counter on the meta device (a
 multiply-add is 2 FLOPs) and compared with the machine's fp32 peak, measured as the best
 rate of a large matmul in the same run.
@@ -20,7 +25,7 @@ not depend on the values); "mnv2" = the ImageNet MobileNetV2 default model (rand
 its file is not installed), the three instances-dev reference scales.
 
     python bench/extract_speed.py                     # both settings, 12 images, max side 512
-    python bench/extract_speed.py --settings r50 --images 6 --max-side 1024
+    python bench/extract_speed.py --settings r50 --images 6 --max-side 0    # the stored size (<= 1024)
 
 Writes bench/results/extract_speed.json and .md (the table below), unless --no-write.
 """
@@ -40,10 +45,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from cfcd.data.images import load_image
-from cfcd.extraction import extract, prepare, working_sizes
+from cfcd.extraction import extract, working_sizes
 from cfcd.settings import CFCD_SCALES, ExtractionSettings, Runtime
 from cfcd.model import CFCDNet, ModelConfig
 
@@ -53,18 +59,49 @@ RESULTS = ROOT / "bench" / "results"
 MNV2_SCALES = (0.7071, 1.0, 1.4142)
 
 
-def official_extract(model, paths, settings):
-    """The official loop (evaler/infer.py `extract`), with cfcd's decoding and resizing."""
+# evaler/process.py: the official code's statistics, in BGR order
+OFFICIAL_MEAN_BGR = np.array([0.406, 0.456, 0.485]).reshape(3, 1, 1)
+OFFICIAL_STD_BGR = np.array([0.225, 0.224, 0.229]).reshape(3, 1, 1)
+
+
+def official_input(im: np.ndarray, scale: float) -> torch.Tensor:
+    """evaler/process.py ``preprocess``: a float32 BGR image -> the network input (1, 3, h, w),
+    flipped to RGB for cfcd's (converted) weights, which is the same arithmetic."""
+    import cv2
+
+    h, w = im.shape[:2]
+    x = cv2.resize(im, (int(round(w * scale)), int(round(h * scale))), interpolation=cv2.INTER_LINEAR)
+    x = (x.transpose(2, 0, 1) / 255.0 - OFFICIAL_MEAN_BGR) / OFFICIAL_STD_BGR
+    return torch.from_numpy(np.asarray([x[::-1]], dtype=np.float32))
+
+
+def official_extract(model, paths, scales):
+    """The official loop (evaler/infer.py ``extract``) with its own decoding and resizing."""
+    import cv2
+
     out = []
     with torch.no_grad():
         for path in paths:
+            im = cv2.imread(str(path)).astype(np.float32, copy=False)
             acc = None
-            for x in prepare(path, settings):
-                x = x.unsqueeze(0)
+            for s in scales:
+                x = official_input(im, s)
                 g = F.normalize(model(x), p=2, dim=1)
                 acc = g if acc is None else acc + g
-            out.append(F.normalize(acc / len(settings.scales), dim=1)[0].numpy())
+            out.append(F.normalize(acc / len(scales), dim=1)[0].numpy())
     return np.stack(out)
+
+
+def resized_copies(paths, max_side: int, folder: Path) -> list[Path]:
+    """The photos at ``max_side`` long side, as PNG files (lossless), for every path to read."""
+    out = []
+    for k, path in enumerate(paths):
+        img = load_image(path)
+        f = max_side / max(img.size)
+        target = folder / f"{k:03d}.png"
+        img.resize((round(img.width * f), round(img.height * f)), Image.BILINEAR).save(target)
+        out.append(target)
+    return out
 
 
 def input_shapes(paths, settings):
@@ -101,9 +138,10 @@ def one_minus_cos(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def build(setting: str):
-    if setting == "r50":
+    if setting == "r50":  # stands for an official checkpoint: its preparation is the official one
         torch.manual_seed(0)
-        return CFCDNet(ModelConfig(backbone="resnet50", dim=512)).eval(), CFCD_SCALES, "ResNet-50 + 512-d head, random weights"
+        model = CFCDNet(ModelConfig(backbone="resnet50", dim=512, preparation="official")).eval()
+        return model, CFCD_SCALES, "ResNet-50 + 512-d head, random weights"
     try:
         from cfcd.model import load_model
 
@@ -123,24 +161,26 @@ def timed(fn, repeats: int):
     return best, result
 
 
-def run_setting(setting, paths, max_side, repeats, batch_size, workers, onnx_dir):
+def run_setting(setting, paths, repeats, batch_size, workers, onnx_dir):
     from cfcd.export import export_onnx
     from cfcd.model.onnx import OnnxRuntimeModel
 
     model, scales, label = build(setting)
-    settings = ExtractionSettings(scales, max_side=max_side).for_model(model)
+    # Like with like: cfcd extracts with the official preparation (the mnv2 default model's own
+    # is cfcd's, see docs/evaluation.md); paths were already resized to --max-side.
+    settings = ExtractionSettings(scales, preparation="official")
     shapes = input_shapes(paths, settings)
     flops = count_flops(model, shapes)
     ort_model = OnnxRuntimeModel(export_onnx(model, Path(onnx_dir) / f"{setting}.onnx"), threads=torch.get_num_threads())
     rt = Runtime(batch_size=batch_size, num_workers=workers, device="cpu", progress=False)
     paths_warm = paths[:1]
-    official_extract(model, paths_warm, settings)  # warm-up: allocator, oneDNN primitives
+    official_extract(model, paths_warm, scales)  # warm-up: allocator, oneDNN primitives
     extract(model, paths_warm, settings, rt)
     extract(ort_model, paths_warm, settings, rt)
     times, descs = {}, {}
     for _ in range(repeats):  # interleaved, so that load from other processes hits all paths alike
         for name, fn in (
-            ("official", lambda: official_extract(model, paths, settings)),
+            ("official", lambda: official_extract(model, paths, scales)),
             ("cfcd", lambda: extract(model, paths, settings, rt)),
             ("onnxrt", lambda: extract(ort_model, paths, settings, rt)),
         ):
@@ -217,9 +257,11 @@ def main(argv=None) -> int:
     peak = matmul_peak()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        if args.max_side:
+            paths = resized_copies(paths, args.max_side, Path(tmp))
         for setting in args.settings.split(","):
             peak = max(peak, matmul_peak())
-            rows += run_setting(setting, paths, args.max_side or None, args.repeats, args.batch_size, args.workers, tmp)
+            rows += run_setting(setting, paths, args.repeats, args.batch_size, args.workers, tmp)
     peak = max(peak, matmul_peak())
     result = {"machine": machine(), "peak_gflop_per_s": peak, "images": len(paths), "max_side": args.max_side or None, "repeats": args.repeats, "rows": rows}
     table = markdown(result)
