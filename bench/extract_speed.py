@@ -4,8 +4,8 @@ Times the same real photos (../shared/data/instances-dev) with the same weights,
 
   official   the official extractor's loop and image handling (CFCD evaler/infer.py and
              evaler/process.py): cv2.imread, float32, per scale cv2.resize (INTER_LINEAR) to
-             (int(round(w s)), int(round(h s))), /255 and BGR mean/std in float64, one image and
-             one scale at a time, batch 1, fp32, eager, NCHW, torch.no_grad
+             (int(round(w s)), int(round(h s))), /255 (mean/std: the model's first layer), one
+             image and one scale at a time, batch 1, fp32, eager, NCHW, torch.no_grad
   cfcd       cfcd.extract with its defaults (on CPU one image at a time in the process; on GPU
              equal sizes batched, decoding workers), BatchNorm folded into the convolutions,
              channels-last, inference mode, fp32, the ``official`` image preparation (Pillow
@@ -59,20 +59,15 @@ RESULTS = ROOT / "bench" / "results"
 MNV2_SCALES = (0.7071, 1.0, 1.4142)
 
 
-# evaler/process.py: the official code's statistics, in BGR order
-OFFICIAL_MEAN_BGR = np.array([0.406, 0.456, 0.485]).reshape(3, 1, 1)
-OFFICIAL_STD_BGR = np.array([0.225, 0.224, 0.229]).reshape(3, 1, 1)
-
-
 def official_input(im: np.ndarray, scale: float) -> torch.Tensor:
-    """evaler/process.py ``preprocess``: a float32 BGR image -> the network input (1, 3, h, w),
-    flipped to RGB for cfcd's (converted) weights, which is the same arithmetic."""
+    """evaler/process.py ``preprocess``: a float32 BGR image resized as the official code does,
+    -> (1, 3, h, w) in [0, 1], flipped to RGB for cfcd's (converted) weights; the mean/std
+    step of ``preprocess`` is the first layer of a cfcd model (``CFCDNet.normalize``)."""
     import cv2
 
     h, w = im.shape[:2]
     x = cv2.resize(im, (int(round(w * scale)), int(round(h * scale))), interpolation=cv2.INTER_LINEAR)
-    x = (x.transpose(2, 0, 1) / 255.0 - OFFICIAL_MEAN_BGR) / OFFICIAL_STD_BGR
-    return torch.from_numpy(np.asarray([x[::-1]], dtype=np.float32))
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)[::-1] / 255.0, dtype=np.float32)[None])
 
 
 def official_extract(model, paths, scales):
