@@ -68,16 +68,18 @@ def main(argv=None) -> int:
 
 def measure_seconds(candidate: Candidate, images) -> float:
     """Seconds per image of ``cfcd.extract`` with the candidate's models and settings (best of 2)."""
-    from cfcd import extract, load_model
+    from cfcd import ExtractionSettings, Runtime, extract, load_model
 
     models = [load_model(m) for m in candidate.models]
+    settings = ExtractionSettings(candidate.scales, max_side=candidate.max_side, preparation=candidate.preparation)
+    quiet = Runtime(progress=False)
     for m in models:  # warm-up: BatchNorm folding, first-call allocations
-        extract(m, images[:1], scales=candidate.scales, max_side=candidate.max_side, progress=False)
+        extract(m, images[:1], settings, quiet)
     best = float("inf")
     for _ in range(2):
         start = time.perf_counter()
         for m in models:
-            extract(m, images, scales=candidate.scales, max_side=candidate.max_side, progress=False)
+            extract(m, images, settings, quiet)
         best = min(best, (time.perf_counter() - start) / len(images))
     return best
 

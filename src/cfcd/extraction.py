@@ -271,14 +271,18 @@ def describe_model(model) -> dict:
 
 
 def same_model(a: dict, b: dict) -> bool:
-    """Whether two stored model descriptions name the same model; a config key that an older
-    file did not record takes its default."""
+    """Whether two stored model descriptions name the same model. A config key that an older
+    file did not record takes its default; files written before models were stored by their
+    own name say "default": the same model when config and dimension agree."""
     from .model import ModelConfig
 
     def norm(d: dict) -> dict:
         return {**d, "config": ModelConfig.from_dict(d.get("config") or {}).to_dict()}
 
-    return norm(a) == norm(b)
+    a, b = norm(a), norm(b)
+    if "default" in (a.get("name"), b.get("name")):
+        return a["config"] == b["config"] and a.get("dim") == b.get("dim")
+    return a == b
 
 
 def _same_plan(previous: dict, plan: dict) -> bool:

@@ -11,6 +11,7 @@ import torch
 from cfcd.data.images import to_tensor
 from cfcd.extraction import extract
 from cfcd.model import load_model, pretrained
+from cfcd.settings import ExtractionSettings, Runtime
 from make_lite_reference import hand_made_image
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "efficientnet_lite_reference.npz"
@@ -33,7 +34,7 @@ def test_offline_weights_give_the_reference_descriptor(lite):
         got = model(to_tensor(hand_made_image())[None])[0].numpy()
     np.testing.assert_allclose(got, expected, atol=2e-6)
     # the extraction path (BatchNorm folded into the convolutions, channels-last) agrees too
-    fused = extract(model, [hand_made_image()], scales=(1.0,), progress=False)[0]
+    fused = extract(model, [hand_made_image()], ExtractionSettings((1.0,)), Runtime(progress=False))[0]
     assert float(fused @ expected) > 1 - 1e-5
 
 

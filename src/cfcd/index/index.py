@@ -55,14 +55,6 @@ def normalise_settings(settings, model=None) -> dict | None:
     return ExtractionSettings.from_dict(settings).to_dict()
 
 
-def same_model(a: dict, b: dict) -> bool:
-    """Two model descriptions name the same model. Files written before models were stored by
-    their own name say "default": the same model when config and dimension agree."""
-    if "default" in (a.get("name"), b.get("name")):
-        return a.get("config") == b.get("config") and a.get("dim") == b.get("dim")
-    return a == b
-
-
 def model_identity(model) -> dict | None:
     """The identity stored with an index: a model object or an already described one."""
     if model is None or isinstance(model, dict):

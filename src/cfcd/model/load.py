@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from . import pretrained
-from .net import CFCDNet
+from .net import CFCDNet, ModelConfig
 from .weights import Converted, WeightsError, convert, load_state, read_file
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,8 @@ def load_described(info: dict) -> CFCDNet:
     except (WeightsError, FileNotFoundError, OSError) as err:
         raise WeightsError(f"the model it was made with, {name!r}, cannot be loaded ({err}); "
                            "pass the model explicitly or rebuild with --model") from err
-    if model.config.to_dict() != config and config:
+    # a config key an older file did not record takes its default (ModelConfig.from_dict)
+    if config and model.config.to_dict() != ModelConfig.from_dict(config).to_dict():
         raise WeightsError(f"made with {name!r} as {config}, but {name!r} is now {model.config.to_dict()}; "
                            f"rebuild with --model {name}")
     return model

@@ -163,7 +163,7 @@ def gem_vectors(model: CFCDNet, images: Sequence, scales: Sequence[float] = (1.0
     from ..extraction import ExtractionSettings, inference_copy, prepare
 
     model = inference_copy(model.eval())  # BatchNorm folded, channels-last: as cfcd.extract runs it
-    settings = ExtractionSettings(tuple(float(s) for s in scales), max_side)
+    settings = ExtractionSettings(tuple(float(s) for s in scales), max_side).for_model(model)
     c = model.backbone_channels
     n_regions = len(region_boxes(8, 8, regions)) if regions else 0
     glob = np.zeros((len(images), len(scales), c), np.float32)
