@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -42,16 +41,25 @@ def make_images(folder: Path) -> dict[str, Path]:
     return {"PNG 6300x6300": png, "JPEG 6000x4000": jpg}
 
 
+def peak_rss_gib() -> float:
+    """This process's peak resident memory (VmHWM). Not ``ru_maxrss``: Linux carries that over
+    from the parent through fork and exec, so a child would report its parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
 def child(model_name: str, path: str, cap: int) -> None:
     """One query in this process; prints a JSON line."""
     import cfcd
 
     model = cfcd.load_model(model_name)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    base = peak_rss_gib()
     start = time.perf_counter()
     cfcd.extract(model, [path], cfcd.ExtractionSettings(max_working_side=cap), cfcd.Runtime(device="cpu", progress=False))
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    peak = peak_rss_gib()
     print(json.dumps({"base_gib": base, "peak_gib": peak, "seconds": seconds}))
 
 
