@@ -14,10 +14,13 @@ import numpy as np
 import pytest
 
 from cfcd.index import Index, IndexMismatchError
+from cfcd.settings import ExtractionSettings
 
 DIM = 16
 MODEL = {"name": "test-model", "config": {"backbone": "x"}, "dim": DIM}
 SETTINGS = {"scales": [1.0], "max_side": None}
+# What an index stores for SETTINGS: the keys an older file lacks filled in (preparation, cap).
+STORED_SETTINGS = ExtractionSettings.from_dict(SETTINGS).to_dict()
 
 
 @pytest.fixture(params=["faiss", "milvus"])
@@ -130,7 +133,7 @@ def test_restart_and_reload(location, tmp_path):
                          text=True, check=True).stdout
     got = json.loads(out.strip().splitlines()[-1])
     assert got["ids"] == expected == exact(x, np.arange(120), q, 5).tolist()
-    assert (got["n"], got["model"], got["settings"], got["version"]) == (120, MODEL, SETTINGS, 1)
+    assert (got["n"], got["model"], got["settings"], got["version"]) == (120, MODEL, STORED_SETTINGS, 1)
     assert got["paths"][0] == f"img{expected[0][0]:05d}.jpg"
 
 
