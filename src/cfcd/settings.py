@@ -19,8 +19,9 @@ CFCD_SCALES = (0.3535, 0.5, 0.7071, 1.0, 1.4142)
 # The long side of the largest image the network sees, at any scale: bounds time and memory
 # per image whatever its size (a 24 Mpx photo is not fed at 1.41 times its size). Revisited
 # Oxford/Paris images are <= 1024 px, so at the largest CFCD scale (1448 px) they are never
-# capped. Measured in bench/working_size.py; see docs/results.md.
-DEFAULT_MAX_WORKING_SIDE = 2048
+# capped (1464 >= 1024 x 1.4142). Measured in bench/working_size.py (docs/results.md): at 2048 one
+# 6300 x 6300 query peaked near 2 GiB on the default model, at 1448 at 1.38 GiB.
+DEFAULT_MAX_WORKING_SIDE = 1464
 # Image preparations (``cfcd.data.images.PREPARATIONS`` implements them): ``cfcd`` resizes
 # 8-bit pixels with Pillow's antialiased bilinear filter; ``official`` reproduces the official
 # CFCD extractor (float32 pixels, OpenCV's bilinear filter without antialiasing, crop boxes
