@@ -79,7 +79,7 @@ def bench_extract(args) -> None:
     from cfcd.settings import ExtractionSettings, Runtime
 
     paths = load_instances(args.photos).paths[: args.images]
-    model = load_model("default")
+    model = load_model(args.model)
     extract(model, paths[:1], ExtractionSettings((1.0,), max_side=args.max_side), Runtime(progress=False))  # warm-up
     side = f"long side {args.max_side}" if args.max_side else "original size (<= 1024 px)"
     print(f"extraction: {len(paths)} photos of {args.photos}, {side}, "
@@ -108,7 +108,8 @@ def main(argv=None) -> int:
     r.add_argument("--topk", type=ints, default=[1000, 10000], help="comma-separated ranking depths")
     r.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="database rows scored at once")
     r.set_defaults(func=bench_rank)
-    e = sub.add_parser("extract", help="images/s on real photos with the default model")
+    e = sub.add_parser("extract", help="images/s on real photos with one model")
+    e.add_argument("--model", default="default", help="model name or file (default: the default model)")
     e.add_argument("--photos", type=Path, default=PHOTOS, help="a folder-per-identity set")
     e.add_argument("--images", type=int, default=16, help="how many photos (default 16)")
     e.add_argument("--max-side", type=int, default=512, help="long-side cap, 0 for none (default 512)")

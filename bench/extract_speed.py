@@ -21,8 +21,8 @@ multiply-add is 2 FLOPs) and compared with the machine's fp32 peak, measured as 
 rate of a large matmul in the same run.
 
 Settings: "r50" = ResNet-50 + 512-d head, the five CFCD scales, random weights (speed does
-not depend on the values); "mnv2" = the ImageNet MobileNetV2 default model (random weights if
-its file is not installed), the three instances-dev reference scales.
+not depend on the values); "mnv2" = ImageNet MobileNetV2 (random weights if its file is not
+installed), the three instances-dev reference scales.
 
     python bench/extract_speed.py                     # both settings, 12 images, max side 512
     python bench/extract_speed.py --settings r50 --images 6 --max-side 0    # the stored size (<= 1024)
@@ -140,9 +140,9 @@ def build(setting: str):
     try:
         from cfcd.model import load_model
 
-        return load_model("default").eval(), MNV2_SCALES, "MobileNetV2, ImageNet weights (default model)"
+        return load_model("mobilenet_v2-imagenet").eval(), MNV2_SCALES, "MobileNetV2, ImageNet weights"
     except Exception as err:  # weights not installed: speed is the same with random values
-        print(f"default model unavailable ({err}); using random MobileNetV2 weights", file=sys.stderr)
+        print(f"mobilenet_v2-imagenet unavailable ({err}); using random MobileNetV2 weights", file=sys.stderr)
         torch.manual_seed(0)
         return CFCDNet(ModelConfig(backbone="mobilenet_v2", dim=0)).eval(), MNV2_SCALES, "MobileNetV2, random weights"
 

@@ -50,6 +50,7 @@ from PIL import Image
 
 import cfcd
 from cfcd.model import CFCDNet, ModelConfig, pretrained
+from cfcd.model.concat import ConcatNet
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTANCES_DEV = Path(os.environ.get("CFCD_INSTANCES_DEV", ROOT.parent / "shared" / "data" / "instances-dev"))
@@ -249,12 +250,13 @@ def extraction_models(images: list[Path], side: int):
     weights when installed; nothing is downloaded)."""
     yield "extract-r50", lambda: (calibrated(ModelConfig(backbone="resnet50", dim=512), images, side),
                                   "ResNet-50 + 512-d head, seeded weights, BatchNorm statistics of the images")
-    entry, backbone = pretrained.named()[pretrained.DEFAULT_MODEL], pretrained.backbone_of(pretrained.DEFAULT_MODEL)
-    if (pretrained.weights_dir() / entry.filename).is_file():
+    names = pretrained.members("default")
+    if all((pretrained.weights_dir() / pretrained.named()[n].filename).is_file() for n in names):
         yield "extract-default", lambda: (cfcd.load_model("default"), f"default model ({pretrained.DEFAULT_MODEL})")
     else:
-        yield "extract-default", lambda: (calibrated(ModelConfig(backbone=backbone, dim=0), images, side),
-                                          f"default architecture ({backbone}), weights not installed: seeded")
+        backbones = [pretrained.backbone_of(n) for n in names]
+        yield "extract-default", lambda: (ConcatNet([calibrated(ModelConfig(backbone=b, dim=0), images, side) for b in backbones]),
+                                          f"default architecture ({' + '.join(backbones)}), weights not installed: seeded")
 
 
 def step_extract(report: Report, name: str, device: str, model: torch.nn.Module, weights: str, images: list[Path]) -> None:

@@ -120,7 +120,7 @@ def real_descriptors(folder: str, cache: str) -> tuple[np.ndarray, list[str]]:
         if len(x) == len(images):
             return x, images.identities
     start = time.perf_counter()
-    x = extract(load_model("default"), images.paths, REFERENCE_SETTINGS, Runtime(num_workers=1))
+    x = extract(load_model("mobilenet_v2-imagenet"), images.paths, REFERENCE_SETTINGS, Runtime(num_workers=1))
     print(f"extracted {len(x)} images in {time.perf_counter() - start:.0f} s")
     if cache:
         np.save(cache, x)

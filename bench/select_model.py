@@ -43,18 +43,30 @@ def main(argv=None) -> int:
     p.add_argument("--speed-images", type=int, default=0,
                    help="measure images/s of each candidate end to end on this many images (best of 2) instead of "
                    "estimating it from the cached single-scale times")
+    p.add_argument("--min-speed", type=float, default=0.0,
+                   help="choose only among candidates measured at >= this many images/s (needs --speed-images)")
     args = p.parse_args(argv)
+    if args.min_speed and not args.speed_images:
+        p.error("--min-speed needs measured speeds: give --speed-images N")
 
     benchmark = open_benchmark("folder", args.images)
     candidates = [Candidate.parse(f"{m}@{side}:{scales}") for m in [*args.models, *args.concat]
                   for side in args.sides for scales in args.scale_sets]
     candidates += [Candidate.parse(c) for c in args.candidates]
     cache = DescriptorCache(benchmark.images, args.cache)
-    selection, seconds = run_selection(benchmark, candidates, cache, metric=args.metric)
+    measured, eligible = None, None
+    if args.speed_images:  # before any descriptor is extracted: nothing else runs meanwhile
+        spread = benchmark.images[:: max(1, len(benchmark.images) // args.speed_images)][: args.speed_images]  # all sources
+        measured = {c.name: measure_seconds(c, spread) for c in candidates}
+    if args.min_speed:
+        eligible = [name for name, s in measured.items() if 1 / s >= args.min_speed]
+    selection, seconds = run_selection(benchmark, candidates, cache, metric=args.metric, eligible=eligible)
     how = "estimated from single-scale extraction times"
-    if args.speed_images:
-        seconds = {c.name: measure_seconds(c, benchmark.images[: args.speed_images]) for c in candidates}
+    if measured:
+        seconds = measured
         how = f"measured end to end on {args.speed_images} images, best of 2"
+        if args.min_speed:
+            how += f"; only candidates at >= {args.min_speed:g} img/s can be chosen"
     print(f"{benchmark.name}: {len(benchmark.images)} images, {len(set(benchmark.identities))} identities; "
           f"leave-one-source-out over {len(selection.groups)} source groups, choosing by {args.metric}")
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "

@@ -59,7 +59,7 @@ def main() -> int:
     print(f"train: {len(train_rows)} images of {len({i for _, i in train_rows})} identities; "
           f"eval: {len(eval_rows)} images of {len({i for _, i in eval_rows})} other identities")
 
-    results = [("default (ImageNet MobileNetV2, GeM, 1280-d)", leave_one_out_map(load_model("default"), eval_rows))]
+    results = [("ImageNet MobileNetV2, GeM, 1280-d (no training)", leave_one_out_map(load_model("mobilenet_v2-imagenet"), eval_rows))]
     tic = time.perf_counter()
     paths = run(cfg, "both", resume=True)
     minutes = (time.perf_counter() - tic) / 60

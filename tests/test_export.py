@@ -47,14 +47,14 @@ def test_cli_export_and_multiscale_extraction_through_onnxruntime(tmp_path, imag
     assert main(["export", "--onnx", str(out), "--model", str(ckpt)]) == 0
     assert "wrote" in capsys.readouterr().out
     paths = sorted(image_folder.rglob("*.jpg"))
-    settings, rt = ExtractionSettings((0.7071, 1.0)), Runtime(device="cpu", progress=False)
+    settings, rt = ExtractionSettings((0.7071, 1.0), max_side=None), Runtime(device="cpu", progress=False)
     expected = extract(tiny_model, paths, settings, rt)
     got = extract(OnnxRuntimeModel(out), paths, settings, rt)
     assert cosines(got, expected).min() > 0.9999
     # every command that takes --model takes the exported file too
     loaded = load_model(out)
     assert isinstance(loaded, OnnxRuntimeModel) and loaded.config == tiny_model.config
-    one = ExtractionSettings((1.0,))
+    one = ExtractionSettings((1.0,), max_side=None)
     assert cosines(extract(loaded, paths, one, rt), extract(tiny_model, paths, one, rt)).min() > 0.9999
 
 

@@ -1,3 +1,4 @@
+from dataclasses import replace
 import os
 import subprocess
 import sys
@@ -12,11 +13,11 @@ from refmodels import OfficialCFCD, bgr_input, randomize_batchnorm
 import cfcd
 from cfcd.data.images import ImageError, load_image, to_tensor
 from cfcd.extraction import extract_to_dir, failed_rows, load_features
-from cfcd.settings import CFCD_SCALES, ExtractionSettings, Runtime
+from cfcd.settings import CFCD_SCALES, PAPER_SETTINGS, ExtractionSettings, Runtime
 from cfcd.model import save_checkpoint
 
 
-ONE_SCALE = ExtractionSettings((1.0,))
+ONE_SCALE = ExtractionSettings((1.0,), max_side=None)
 QUIET = Runtime(progress=False)
 
 
@@ -45,7 +46,7 @@ def test_multiscale_matches_definition(tiny_model, image_folder):
 
 def test_batching_and_workers_do_not_change_results(tiny_model, image_folder):
     paths = sorted(image_folder.rglob("*.jpg"))
-    settings = ExtractionSettings((0.5, 1.0))
+    settings = ExtractionSettings((0.5, 1.0), max_side=None)
     one = cfcd.extract(tiny_model, paths, settings, Runtime(batch_size=1, progress=False))
     many = cfcd.extract(tiny_model, paths, settings, Runtime(batch_size=8, num_workers=2, progress=False))
     assert np.abs(one - many).max() < 1e-5
@@ -88,7 +89,7 @@ def test_shards_resume_without_redoing_finished_work(tiny_model, image_folder, t
     assert np.array_equal(load_features(out)[1], full)
 
     with pytest.raises(ValueError, match="other images or settings"):
-        extract_to_dir(tiny_model, paths, out, shard_size=4, settings=ExtractionSettings((0.5,)), runtime=QUIET)
+        extract_to_dir(tiny_model, paths, out, shard_size=4, settings=ExtractionSettings((0.5,), max_side=None), runtime=QUIET)
 
 
 def test_incomplete_directory_is_reported(tmp_path):
@@ -210,24 +211,32 @@ def test_working_size_cap_holds_for_a_24_megapixel_photo(tmp_path, preparation):
 
     path = photo_24mp(tmp_path / "camera.jpg")
     model = InputSizes(preparation)
-    cfcd.extract(model, [path, (path, (0, 0, 3000, 4000))], runtime=QUIET)  # default settings
+    cfcd.extract(model, [path], ExtractionSettings(preparation=preparation), QUIET)  # the defaults: 384 px long side
+    assert model.seen == [(181, 272), (256, 384)]
+    model.seen.clear()
+    # the paper's settings work at the original size: the cap bounds them
+    cfcd.extract(model, [path, (path, (0, 0, 3000, 4000))], replace(PAPER_SETTINGS, preparation=preparation), QUIET)
     assert len(model.seen) == 10
     assert max(max(hw) for hw in model.seen) == DEFAULT_MAX_WORKING_SIDE  # the largest scale, capped
     # the pyramid keeps the shape: the photo's largest scale, then the portrait crop's
     assert (model.seen[4], model.seen[9]) == ((976, DEFAULT_MAX_WORKING_SIDE), (DEFAULT_MAX_WORKING_SIDE, 1098))
     assert all(h * w < 6000 * 4000 for h, w in model.seen)  # never fed at 1.41x (or even 1x) its size
     model.seen.clear()
-    cfcd.extract(model, [path], ExtractionSettings((1.0,), max_working_side=640), QUIET)
+    cfcd.extract(model, [path], ExtractionSettings((1.0,), max_side=None, max_working_side=640), QUIET)
     assert model.seen == [(427, 640)]
 
 
 def test_working_size_cap_leaves_images_up_to_1024_px_alone(tmp_path):
-    """Revisited Oxford/Paris images are <= 1024 px: the paper's five scales reach them unchanged."""
+    """Revisited Oxford/Paris images are <= 1024 px: the paper's five scales reach them unchanged,
+    with the protocol's settings and with an official checkpoint's defaults."""
+    from cfcd.data import revisitop
+
     path = tmp_path / "oxford-sized.png"
     Image.new("RGB", (1024, 768), (90, 120, 30)).save(path)
-    model = InputSizes()
+    model = InputSizes("official")
+    cfcd.extract(model, [path], revisitop.SETTINGS, QUIET)
     cfcd.extract(model, [path], runtime=QUIET)
-    assert model.seen == [(round(768 * s), round(1024 * s)) for s in CFCD_SCALES]
+    assert model.seen == [(round(768 * s), round(1024 * s)) for s in CFCD_SCALES] * 2
 
 
 def test_an_index_that_stored_no_cap_is_capped_at_query_time(tmp_path):

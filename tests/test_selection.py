@@ -13,7 +13,7 @@ from cfcd.evaluate import open_benchmark
 from cfcd.evaluate.benchmarks.folder import InstanceResult
 from cfcd.extraction import extract
 from cfcd.model import CFCDNet, ModelConfig, save_checkpoint
-from cfcd.selection import Candidate, DescriptorCache, leave_one_source_out, run_selection
+from cfcd.selection import Candidate, DescriptorCache, format_selection, leave_one_source_out, run_selection
 from cfcd.settings import ExtractionSettings, Runtime
 from samples import make_image
 
@@ -24,6 +24,7 @@ def test_candidate_spec_round_trip():
     assert Candidate.parse(c.name) == c
     assert Candidate.parse("m") == Candidate(("m",), None, (1.0,))
     assert Candidate.parse("m@orig:1").max_side is None
+    assert Candidate.parse("default").models == ("mobilenet_v2-imagenet", "efficientnet_lite2-imagenet")
     official = Candidate.parse("m@512:1~official")
     assert official.preparation == "official" and Candidate.parse(official.name) == official
     for bad in ("m@x:1", "m:0", "m:1,a", "@512", "m:1~pillow"):
@@ -57,6 +58,19 @@ def test_each_held_out_group_is_scored_by_the_choice_made_without_it():
     assert sel.held_out["pooled"]["mAP"] == pytest.approx((4 * 0.8 + 0.7 + 0.1) / 6)
     assert sel.held_out["hard"]["mAP"] == pytest.approx(0.1)
     assert sel.chosen == "deep"  # macro over all: deep (0.8+0.7+0.9)/3 > wide (0.9+0.8+0.1)/3
+
+
+def test_only_eligible_candidates_are_chosen_the_others_are_still_scored():
+    results = {
+        "wide": result({"x": [0.9] * 4, "y": [0.8], "evd": [0.1]}),
+        "deep": result({"x": [0.8] * 4, "y": [0.7], "evd": [0.9]}),
+    }
+    sel = leave_one_source_out(results, eligible=["wide"])  # deep is too slow, say
+    assert sel.chosen == "wide" and {f.chosen for f in sel.folds} == {"wide"}
+    assert {f.group: f.best for f in sel.folds}["evd"] == "deep"  # hindsight still sees every candidate
+    assert "`deep` (not eligible)" in format_selection(sel) and "`wide` **(chosen)**" in format_selection(sel)
+    with pytest.raises(ValueError, match="no candidates"):
+        leave_one_source_out(results, eligible=[])
 
 
 def test_ties_go_to_the_first_candidate_and_twins_are_held_out_together():

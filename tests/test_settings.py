@@ -7,18 +7,38 @@ import pytest
 from cfcd.model import CFCDNet, ModelConfig
 from cfcd.settings import (
     CFCD_SCALES,
+    DEFAULT_MAX_SIDE,
     DEFAULT_MAX_WORKING_SIDE,
+    DEFAULT_SCALES,
+    PAPER_SETTINGS,
     ExtractionSettings,
     Runtime,
+    default_settings,
     model_preparation,
     resolve,
 )
 
 
-def test_defaults_are_the_paper_scales_at_the_original_size():
+def test_defaults_are_two_scales_at_384_px_and_the_paper_settings_are_named():
     s = ExtractionSettings()
-    assert s.scales == CFCD_SCALES and s.max_side is None and s.max_working_side == DEFAULT_MAX_WORKING_SIDE
-    assert s.preparation is None  # the model's
+    assert s.scales == DEFAULT_SCALES == (0.7071, 1.0) and s.max_side == DEFAULT_MAX_SIDE == 384
+    assert s.max_working_side == DEFAULT_MAX_WORKING_SIDE and s.preparation is None  # the model's
+    assert PAPER_SETTINGS.scales == CFCD_SCALES and PAPER_SETTINGS.max_side is None
+
+
+def test_official_checkpoints_default_to_the_paper_settings_other_models_to_the_chosen_ones():
+    official = CFCDNet(ModelConfig(backbone="mobilenet_v2", dim=0, preparation="official"))
+    ours = CFCDNet(ModelConfig(backbone="mobilenet_v2", dim=0))
+    assert default_settings(official) == ExtractionSettings(CFCD_SCALES, None, preparation="official")
+    assert default_settings(ours) == ExtractionSettings(preparation="cfcd")
+    assert resolve(None, None, official) == default_settings(official)
+    assert resolve(None, {"max_side": 1024}, official).scales == CFCD_SCALES  # overrides start from the model's
+    # one flag away: the paper's settings for any model, the chosen ones for an official checkpoint
+    assert resolve(None, {"preset": "paper"}, ours) == ExtractionSettings(CFCD_SCALES, None, preparation="cfcd")
+    assert resolve(None, {"preset": "default"}, official) == ExtractionSettings(preparation="official")
+    assert resolve(None, {"preset": "paper", "scales": (1.0,)}, ours).scales == (1.0,)
+    with pytest.raises(ValueError, match="preset 'fast': choose one of default, paper"):
+        resolve(None, {"preset": "fast"})
 
 
 def test_stored_settings_of_older_files_keep_what_they_were_made_with():
@@ -27,6 +47,9 @@ def test_stored_settings_of_older_files_keep_what_they_were_made_with():
     assert s == ExtractionSettings((1.0,), max_side=512, preparation="cfcd")
     assert s.max_working_side == DEFAULT_MAX_WORKING_SIDE  # no cap stored: today's cap applies
     assert ExtractionSettings.from_dict(s.to_dict()) == s
+    # made with the former defaults: stored as null / not stored at all, never today's 512 px
+    assert ExtractionSettings.from_dict({"scales": [1.0], "max_side": None}).max_side is None
+    assert ExtractionSettings.from_dict({"max_side": None}).scales == CFCD_SCALES
 
 
 def test_overrides_win_over_stored_settings_which_win_over_defaults():
@@ -38,6 +61,7 @@ def test_overrides_win_over_stored_settings_which_win_over_defaults():
     # a whole settings object replaces the stored one; its open preparation is the stored one
     assert resolve(stored, ExtractionSettings((1.0,))) == ExtractionSettings((1.0,), preparation="official")
     assert resolve(None, {}) == ExtractionSettings()
+    assert resolve(None, {"max_side": 0}) == ExtractionSettings(max_side=None)
     with pytest.raises(ValueError, match="unknown extraction settings"):
         resolve(None, {"scale": 1.0})
 

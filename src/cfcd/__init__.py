@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["CFCDNet", "ExtractionSettings", "Index", "ModelConfig", "Runtime", "extract", "load_model"]
+__all__ = ["CFCDNet", "ExtractionSettings", "Index", "ModelConfig", "PAPER_SETTINGS", "Runtime", "extract", "load_model"]
 
 
 def __getattr__(name):
@@ -10,7 +10,7 @@ def __getattr__(name):
     # torch, torchvision and FAISS, which take seconds to import.
     if name in ("CFCDNet", "ModelConfig", "load_model"):
         from . import model as module
-    elif name in ("ExtractionSettings", "Runtime"):
+    elif name in ("ExtractionSettings", "PAPER_SETTINGS", "Runtime"):
         from . import settings as module
     elif name == "extract":
         from . import extraction as module

@@ -23,13 +23,10 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 from .data.images import list_images, load_image
-from .data.instances import REFERENCE_SETTINGS
 from .evaluate import Descriptors, rank, run as evaluate
 from .evaluate.benchmarks.folder import leave_one_out
 from .settings import ExtractionSettings, Runtime
 
-# The instances-dev reference settings (long side 512, three scales).
-DEMO_SETTINGS = REFERENCE_SETTINGS
 VIEW_SIDE = 640
 THUMB_SIDE = 160
 
@@ -162,7 +159,7 @@ def run(
     model,
     images: str | Path | None = None,
     out_dir: str | Path = "cfcd-demo",
-    settings: ExtractionSettings = DEMO_SETTINGS,
+    settings: ExtractionSettings | None = None,
     top_k: int = 5,
     n_queries: int = 15,
     runtime: Runtime | None = None,
@@ -170,7 +167,8 @@ def run(
     """Extract, rank (exact inner product), score and write ``out_dir/index.html``.
 
     ``model`` is a CFCDNet (see ``cfcd.load_model``); ``images`` a folder, or None for the
-    default collection, which is then written to ``out_dir/collection``.
+    default collection, which is then written to ``out_dir/collection``; ``settings`` None:
+    the model's defaults (``cfcd.settings.default_settings``).
     """
     from .extraction import extract
 

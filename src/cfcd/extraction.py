@@ -6,7 +6,8 @@ image of size (w, h) and a scale s, the network sees the image resized to
 (round(w f s), round(h f s)) by the model's image preparation (``cfcd.data.images``), with
 f = max_side / max(w, h) when a long side is given and f = 1 otherwise, lowered so that the
 largest scale stays within ``max_working_side``. Each scale's descriptor is L2-normalised; the
-descriptor of the image is the L2-normalised sum over scales (spec section 6). Query crops
+descriptor of the image is the L2-normalised sum over scales (spec section 6). For a
+concatenation of models (``cfcd.model.concat``) each model's part is normalised on its own. Query crops
 are (image, (x0, y0, x1, y1)) pairs, cropped before anything else.
 
 Speed comes from what PyTorch offers: DataLoader workers decode and resize while the model
@@ -29,7 +30,6 @@ from typing import Sequence, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch.fx.experimental.optimization import fuse
 from torch.utils.data import DataLoader, Dataset
@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from .atomic import atomic_write
 from .data.images import DEFAULT_MAX_PIXELS, ImageError, get_preparation, load_image
+from .model.concat import normalize_parts, part_dims
 from .settings import CFCD_SCALES, ExtractionSettings, Runtime, resolve
 from .sharded import ShardedArray
 
@@ -155,6 +156,11 @@ def inference_copy(model: torch.nn.Module) -> torch.nn.Module:
     tracing patches ``nn.Module.__call__`` globally, so it must not run while other threads
     (a server's queries) run the model; the lock and the cache make it happen once.
     """
+    members = getattr(model, "members", None)
+    if isinstance(members, torch.nn.ModuleList) and not model.training:  # a concatenation: each member
+        copy = _copy.copy(model)
+        copy._modules = dict(model._modules, members=torch.nn.ModuleList([inference_copy(m) for m in members]))
+        return copy
     backbone = getattr(model, "backbone", None)
     if not isinstance(backbone, torch.nn.Module) or model.training:
         return model
@@ -205,7 +211,8 @@ def extract(
     batch_size = rt.batch_size or (16 if on_gpu else 1)
     num_workers = (min(8, os.cpu_count() or 1) if on_gpu else 0) if rt.num_workers is None else rt.num_workers
     model = model.to(device).eval()
-    dim = getattr(model, "output_dim", None) or model.config.dim
+    parts = part_dims(model)
+    dim = sum(parts)
     model = inference_copy(model)
     out = np.zeros((len(images), dim), dtype=np.float32)
     loader = DataLoader(
@@ -233,11 +240,11 @@ def extract(
             for idx, x in _batches(tensors, rt.max_batch_pixels):
                 with autocast:
                     d = model(x.to(device, non_blocking=True, memory_format=torch.channels_last))
-                d = F.normalize(d.float(), dim=-1)
+                d = normalize_parts(d.float(), parts)
                 for i, v in zip(idx, d):
                     acc[i] += v
             for i, v in acc.items():
-                out[i] = F.normalize(v, dim=0).cpu().numpy()
+                out[i] = normalize_parts(v, parts).cpu().numpy()
             bar.update(len(batch))
     return out
 
@@ -274,10 +281,10 @@ def same_model(a: dict, b: dict) -> bool:
     """Whether two stored model descriptions name the same model. A config key that an older
     file did not record takes its default; files written before models were stored by their
     own name say "default": the same model when config and dimension agree."""
-    from .model import ModelConfig
+    from .model.concat import config_from_dict
 
     def norm(d: dict) -> dict:
-        return {**d, "config": ModelConfig.from_dict(d.get("config") or {}).to_dict()}
+        return {**d, "config": config_from_dict(d.get("config") or {}).to_dict()}
 
     a, b = norm(a), norm(b)
     if "default" in (a.get("name"), b.get("name")):

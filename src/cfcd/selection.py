@@ -83,7 +83,10 @@ class Candidate:
             raise ValueError(f"candidate {spec!r}: scales must be comma-separated numbers") from None
         if not scales or min(scales) <= 0:
             raise ValueError(f"candidate {spec!r}: scales must be positive")
-        return cls(tuple(models.split("+")), None if side in (None, "orig") else int(side), scales, preparation)
+        from .model.pretrained import members
+
+        names = tuple(m for part in models.split("+") for m in members(part))  # "default" is a concatenation
+        return cls(names, None if side in (None, "orig") else int(side), scales, preparation)
 
     @property
     def name(self) -> str:
@@ -117,6 +120,7 @@ class Selection:
     held_out: dict  # every query scored by the candidate chosen without its group
     metric: str = "mAP"
     hard: tuple[str, ...] = field(default=HARD_GROUPS)
+    eligible: list[str] = field(default_factory=list)  # those the choice is made among (e.g. fast enough)
 
     def macro(self, candidate: str, groups: Sequence[str], metric: str | None = None) -> float:
         return float(np.mean([self.scores[candidate][g][metric or self.metric] for g in groups]))
@@ -125,6 +129,7 @@ class Selection:
         return {
             "metric": self.metric,
             "chosen": self.chosen,
+            "eligible": self.eligible,
             "held_out": self.held_out,
             "folds": [f.__dict__ for f in self.folds],
             "scores": self.scores,
@@ -148,14 +153,17 @@ def leave_one_source_out(
     groups: Mapping[str, str] = SOURCE_GROUPS,
     metric: str = "mAP",
     hard: Sequence[str] = HARD_GROUPS,
+    eligible: Sequence[str] | None = None,
 ) -> Selection:
     """Run the protocol on leave-one-out results of several candidates over the same images
-    (``results`` in preference order: ties go to the earlier one)."""
+    (``results`` in preference order: ties go to the earlier one). Only ``eligible`` ones
+    (default: all) can be chosen; the others are scored for comparison."""
     if metric not in METRICS:
         raise ValueError(f"metric {metric!r}: choose one of {METRICS}")
-    if not results:
-        raise ValueError("no candidates to choose from")
     names = list(results)
+    eligible = names if eligible is None else [n for n in names if n in set(eligible)]
+    if not eligible:
+        raise ValueError("no candidates to choose from")
     first = results[names[0]]
     masks = _group_masks(first.sources, groups)
     if len(masks) < 2:
@@ -164,17 +172,17 @@ def leave_one_source_out(
         if list(results[name].sources) != list(first.sources):
             raise ValueError(f"candidate {name}: scored on other images than {names[0]}")
     scores = {n: {g: results[n].summary(m) for g, m in masks.items()} for n in names}
-    selection = Selection(names, list(masks), scores, [], "", {}, metric, tuple(g for g in hard if g in masks))
+    selection = Selection(names, list(masks), scores, [], "", {}, metric, tuple(g for g in hard if g in masks), eligible)
 
-    def best(on: Sequence[str]) -> str:
-        values = [selection.macro(n, on) for n in names]
-        return names[int(np.nanargmax(values))]  # first of equal maxima
+    def best(on: Sequence[str], among: Sequence[str] = eligible) -> str:
+        values = [selection.macro(n, on) for n in among]
+        return among[int(np.nanargmax(values))]  # first of equal maxima
 
     aps = np.full(len(first.aps), np.nan)
     recall1 = np.full(len(first.aps), np.nan)
     for g, mask in masks.items():
         chosen = best([o for o in masks if o != g])
-        oracle = best([g])
+        oracle = best([g], names)
         aps[mask], recall1[mask] = results[chosen].aps[mask], results[chosen].recall1[mask]
         selection.folds.append(Fold(g, chosen, scores[chosen][g], oracle, scores[oracle][g]))
     selection.chosen = best(list(masks))
@@ -202,7 +210,7 @@ def format_selection(selection: Selection, seconds_per_image: Mapping[str, float
                  f"{100 * selection.macro(n, selection.groups):.2f}",
                  f"{100 * selection.macro(n, hard):.2f}" if hard else "-", f"{100 * hard_r1:.2f}" if hard else "-",
                  *(f"{100 * selection.scores[n][g]['mAP']:.2f}" for g in hard + others)]
-        mark = " **(chosen)**" if n == selection.chosen else ""
+        mark = " **(chosen)**" if n == selection.chosen else "" if n in selection.eligible else " (not eligible)"
         lines.append(f"| `{n}`{mark} | " + " | ".join(cells) + " |")
     lines += ["", "| held-out group | chosen on the other groups | its mAP | its R@1 | best on the group (hindsight) | its mAP |",
               "|---|---|---:|---:|---|---:|"]
@@ -322,10 +330,12 @@ def run_selection(
     cache: DescriptorCache | None = None,
     groups: Mapping[str, str] = SOURCE_GROUPS,
     metric: str = "mAP",
+    eligible: Sequence[str] | None = None,
 ) -> tuple[Selection, dict[str, float]]:
     """Score ``candidates`` on a folder benchmark (``cfcd.evaluate.open_benchmark("folder", root)``,
-    leave-one-out) and run the protocol; also returns the estimated seconds per image of each
-    candidate (from the cache's extraction times)."""
+    leave-one-out) and run the protocol, choosing among the ``eligible`` names (default: all);
+    also returns the estimated seconds per image of each candidate (from the cache's
+    extraction times)."""
     from .evaluate import Descriptors, run
 
     cache = cache or DescriptorCache(benchmark.images)
@@ -333,4 +343,4 @@ def run_selection(
     for c in candidates:
         desc, seconds[c.name] = cache.descriptors(c)
         results[c.name] = run(Descriptors(desc), benchmark).result
-    return leave_one_source_out(results, groups, metric), seconds
+    return leave_one_source_out(results, groups, metric, eligible=eligible), seconds

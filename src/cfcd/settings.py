@@ -16,6 +16,12 @@ from typing import Mapping
 
 # The five scales of the CFCD paper's multi-scale testing (spec section 6).
 CFCD_SCALES = (0.3535, 0.5, 0.7071, 1.0, 1.4142)
+# The defaults, chosen with the default model by the leave-one-source-out protocol among long
+# sides 384-640 and one to three scales at >= 2 images/s (docs/results.md, "Model selection"):
+# the image resized to a 384 px long side, at scales 0.7071 and 1, so the network sees at most
+# 384 px whatever the photo's size.
+DEFAULT_SCALES = (0.7071, 1.0)
+DEFAULT_MAX_SIDE = 384
 # The long side of the largest image the network sees, at any scale: bounds time and memory
 # per image whatever its size (a 24 Mpx photo is not fed at 1.41 times its size). Revisited
 # Oxford/Paris images are <= 1024 px, so at the largest CFCD scale (1448 px) they are never
@@ -29,6 +35,8 @@ DEFAULT_MAX_WORKING_SIDE = 1464
 PREPARATION_NAMES = ("cfcd", "official")
 # What every result stored before the preparation was recorded was made with.
 LEGACY_PREPARATION = "cfcd"
+# What a result stored without these keys was made with (the defaults of the time).
+LEGACY_SETTINGS = {"scales": CFCD_SCALES, "max_side": None, "preparation": LEGACY_PREPARATION}
 
 
 @dataclass(frozen=True)
@@ -38,11 +46,12 @@ class ExtractionSettings:
     For an image of long side L and a scale s, the network sees the image resized by
     f * s, where f = max_side / L when ``max_side`` is set (else 1), lowered further when
     needed so that f * max(scales) * L <= ``max_working_side``. ``preparation`` None means
-    the model's own (``ModelConfig.preparation``).
+    the model's own (``ModelConfig.preparation``). The defaults are the protocol's choice;
+    ``PAPER_SETTINGS`` are the CFCD paper's (``default_settings`` says which a model gets).
     """
 
-    scales: tuple[float, ...] = CFCD_SCALES
-    max_side: int | None = None
+    scales: tuple[float, ...] = DEFAULT_SCALES
+    max_side: int | None = DEFAULT_MAX_SIDE
     max_working_side: int = DEFAULT_MAX_WORKING_SIDE
     preparation: str | None = None
 
@@ -70,11 +79,15 @@ class ExtractionSettings:
     @classmethod
     def from_dict(cls, stored: Mapping) -> "ExtractionSettings":
         """Settings stored in a manifest or an index (other keys are ignored). A key absent
-        from an older file takes the value it was made with: no long-side resize, the
-        ``cfcd`` preparation; the working-size cap, which did not exist, takes today's default."""
+        from an older file takes the value it was made with (``LEGACY_SETTINGS``: the five
+        CFCD scales, no long-side resize, the ``cfcd`` preparation); the working-size cap,
+        which did not exist, takes today's default."""
         known = {f.name for f in fields(cls)}
-        given = {k: v for k, v in stored.items() if k in known and v is not None}
-        given.setdefault("preparation", LEGACY_PREPARATION)
+        given = {**LEGACY_SETTINGS, **{k: v for k, v in stored.items() if k in known}}
+        if given.get("max_working_side") is None:
+            given.pop("max_working_side", None)
+        if given["preparation"] is None:
+            given["preparation"] = LEGACY_PREPARATION
         return cls(**given)
 
     def for_model(self, model) -> "ExtractionSettings":
@@ -99,14 +112,33 @@ def _positive_or_none(name: str, value) -> int | None:
     return int(value)
 
 
+# The CFCD paper's multi-scale testing: five scales of the image at its own size (Revisited
+# Oxford/Paris protocol; official CFCD checkpoints default to it).
+PAPER_SETTINGS = ExtractionSettings(scales=CFCD_SCALES, max_side=None)
+# Command-line and API name of each preset.
+PRESETS = {"default": ExtractionSettings(), "paper": PAPER_SETTINGS}
+
+
+def default_settings(model=None) -> ExtractionSettings:
+    """The settings ``model`` is used with when none are given: the paper's for models made
+    for the official preparation (official CFCD checkpoints, whose descriptors then equal the
+    official extractor's), else the protocol's choice (``ExtractionSettings()``)."""
+    if model is None:
+        return ExtractionSettings()
+    preparation = model_preparation(model)
+    base = PAPER_SETTINGS if preparation == "official" else ExtractionSettings()
+    return replace(base, preparation=preparation)
+
+
 def resolve(stored=None, overrides=None, model=None) -> ExtractionSettings:
     """The settings to extract with.
 
     ``stored``: the settings an index or a features directory holds (a dict as stored, or
     ``ExtractionSettings``), or None. ``overrides``: an ``ExtractionSettings`` (taken whole),
-    or a mapping whose None values mean "not given" (command-line options). Overrides win over
-    stored settings, which win over the defaults of ``ExtractionSettings``; a preparation left
-    open is the stored one, else the ``model``'s.
+    or a mapping whose None values mean "not given" (command-line options; ``preset`` names
+    one of ``PRESETS`` to start from instead). Overrides win over stored settings, which win
+    over ``default_settings(model)``; a preparation left open is the stored one, else the
+    ``model``'s.
     """
     if isinstance(stored, Mapping):
         stored = ExtractionSettings.from_dict(stored)
@@ -116,10 +148,15 @@ def resolve(stored=None, overrides=None, model=None) -> ExtractionSettings:
             settings = replace(settings, preparation=stored.preparation)
     else:
         given = {k: v for k, v in (overrides or {}).items() if v is not None}
+        preset = given.pop("preset", None)
         unknown = sorted(set(given) - {f.name for f in fields(ExtractionSettings)})
         if unknown:
             raise ValueError(f"unknown extraction settings {unknown}")
-        settings = replace(stored or ExtractionSettings(), **given)
+        if preset is not None:
+            if preset not in PRESETS:
+                raise ValueError(f"settings preset {preset!r}: choose one of {', '.join(PRESETS)}")
+            stored = replace(PRESETS[preset], preparation=stored.preparation if stored else None)
+        settings = replace(stored or default_settings(model), **given)
     return settings.for_model(model) if model is not None else settings
 
 

@@ -76,7 +76,7 @@ def test_api_report_has_the_reasons(awkward, tiny_checkpoint):
     model = load_model(tiny_checkpoint)
     index = Index(model.output_dim)
     paths = awkward.read_text().split()
-    report = index.add_images(model, paths, ExtractionSettings((1.0,)), Runtime(progress=False))
+    report = index.add_images(model, paths, ExtractionSettings((1.0,), max_side=None), Runtime(progress=False))
     assert len(report.added) == 2 and not report.repeated and not report.duplicates
     check_reasons([f"skipped unreadable image: {why}" for why in report.failed.values()], awkward.parent)
 

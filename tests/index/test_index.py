@@ -13,7 +13,7 @@ from cfcd.index.vectors import layers
 from cfcd.settings import DEFAULT_MAX_WORKING_SIDE, ExtractionSettings, Runtime
 
 MODEL = {"name": "test-model", "config": {"backbone": "x"}, "dim": 16}
-SETTINGS = ExtractionSettings((1.0,), preparation="cfcd").to_dict()  # as an index stores it
+SETTINGS = ExtractionSettings((1.0,), max_side=None, preparation="cfcd").to_dict()  # as an index stores it
 QUIET = Runtime(progress=False)
 
 
@@ -240,7 +240,7 @@ def test_add_images_extracts_only_new_ones(tmp_path, image_folder, tiny_model):
     images = list_images(image_folder)
     (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
     index = Index(tiny_model.output_dim)
-    one_scale = ExtractionSettings((1.0,))
+    one_scale = ExtractionSettings((1.0,), max_side=None)
     report = index.add_images(tiny_model, [*images, tmp_path / "broken.jpg"], one_scale, QUIET)
     assert len(report.added) == len(images) and list(report.failed) == [len(images)]
     assert index.model["name"] == "tiny-test"

@@ -34,7 +34,7 @@ def test_offline_weights_give_the_reference_descriptor(lite):
         got = model(to_tensor(hand_made_image())[None])[0].numpy()
     np.testing.assert_allclose(got, expected, atol=2e-6)
     # the extraction path (BatchNorm folded into the convolutions, channels-last) agrees too
-    fused = extract(model, [hand_made_image()], ExtractionSettings((1.0,)), Runtime(progress=False))[0]
+    fused = extract(model, [hand_made_image()], ExtractionSettings((1.0,), max_side=None), Runtime(progress=False))[0]
     assert float(fused @ expected) > 1 - 1e-5
 
 

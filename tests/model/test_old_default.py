@@ -20,11 +20,19 @@ def mobilenet_installed():
 
 
 def test_the_default_is_stored_by_its_own_name(mobilenet_installed):
-    assert load_model("default").name == pretrained.DEFAULT_MODEL
+    if not (pretrained.weights_dir() / pretrained.named()["efficientnet_lite2-imagenet"].filename).is_file():
+        pytest.skip("EfficientNet-Lite2 weights not installed (cfcd weights install all)")
+    assert load_model("default").name == pretrained.DEFAULT_MODEL == "mobilenet_v2-imagenet+efficientnet_lite2-imagenet"
 
 
-def test_an_index_of_the_former_default_loads_that_model(mobilenet_installed, monkeypatch):
-    monkeypatch.setattr(pretrained, "DEFAULT_MODEL", "efficientnet_lite2-imagenet")  # the default moved on
+def test_an_index_of_the_former_default_by_name_loads_mobilenet_v2(mobilenet_installed):
+    stored = {"name": "mobilenet_v2-imagenet", "config": OLD_DEFAULT["config"], "dim": 1280}
+    model = load_described(stored)
+    assert model.name == "mobilenet_v2-imagenet" and model.config.backbone == "mobilenet_v2"
+
+
+def test_an_index_of_the_former_default_loads_that_model(mobilenet_installed):
+    assert pretrained.DEFAULT_MODEL != "mobilenet_v2-imagenet"  # the default moved on
     x = np.eye(1280, dtype=np.float32)[:3]
     index = Index.build(x, ["a.jpg", "b.jpg", "c.jpg"], model=OLD_DEFAULT, settings={"scales": [1.0], "max_side": None})
     model = index.load_model()

@@ -98,11 +98,11 @@ def test_the_folded_head_is_the_whitening_of_gem(trunk, image_folder):
     assert glob.shape == (6, 2, 1280) and reg.shape == (6, 2, 5, 1280)
     assert np.allclose(reg[:, :, 0], glob, rtol=1e-5)  # the level-1 window is the whole map
     # no head: the same descriptors as cfcd.extract
-    assert np.allclose(descriptors_from_vectors(glob), extract(trunk, paths, ExtractionSettings(scales), QUIET), atol=1e-5)
+    assert np.allclose(descriptors_from_vectors(glob), extract(trunk, paths, ExtractionSettings(scales, max_side=None), QUIET), atol=1e-5)
     # with the learned head folded into Linear -> BatchNorm1d: extract gives L2(sum_s L2(W (g_s - mu)))
     model, w = learn_head(trunk, paths, dim=8, power=0.5, shrinkage=0.1, regions=(2,), scales=scales, max_side=None)
     assert model.config.dim == 8 and model.output_dim == 8 and trunk.fc is None
-    got = extract(model, paths, ExtractionSettings(scales), QUIET)
+    got = extract(model, paths, ExtractionSettings(scales, max_side=None), QUIET)
     assert np.allclose(got, descriptors_from_vectors(glob, w), atol=1e-4)
     assert not np.allclose(got[:, :8], descriptors_from_vectors(glob)[:, :8], atol=1e-2)
 
@@ -127,7 +127,7 @@ def test_cli_writes_a_model_that_loads_everywhere(trunk, image_folder, tmp_path,
     assert model.config.dim == 8
     info = torch.load(out, weights_only=True)["whitening"]
     assert info["images"] == 6 and info["power"] == 0.5 and info["regions"] == [2]
-    d = extract(model, sorted(image_folder.rglob("*.jpg")), ExtractionSettings((1.0,)), QUIET)
+    d = extract(model, sorted(image_folder.rglob("*.jpg")), ExtractionSettings((1.0,), max_side=None), QUIET)
     assert d.shape == (6, 8) and np.allclose(np.linalg.norm(d, axis=1), 1, atol=1e-5)
 
 

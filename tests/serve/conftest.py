@@ -26,7 +26,7 @@ def served_index(tmp_path_factory) -> Path:
     model = load_model(root / "tiny.pt")
     images = [textured(root / "photos" / f"p{i:02d}.png", seed=i) for i in range(12)]
     index = Index(model.output_dim)
-    index.add_images(model, images, ExtractionSettings((1.0,)), Runtime(progress=False))
+    index.add_images(model, images, ExtractionSettings((1.0,), max_side=None), Runtime(progress=False))
     index.save(root / "idx")
     return root / "idx"
 

@@ -9,8 +9,6 @@ from .extract import add_settings_arguments, runtime, settings_overrides
 
 
 def register(p) -> None:
-    from ..demo import DEMO_SETTINGS
-
     p.description = (
         "Without --images: scikit-image's sample photos (public domain / CC0), several views of "
         "each. With --images DIR: your folder; one sub-folder per object or place gives the "
@@ -18,9 +16,8 @@ def register(p) -> None:
     )
     p.add_argument("--images", help="a folder of images (default: the built-in collection)")
     p.add_argument("-o", "--output", default="cfcd-demo", help="where index.html and its thumbnails go (default: cfcd-demo)")
-    p.add_argument("--model", default="default", help="model name or weights file (default: ImageNet MobileNetV2)")
-    add_settings_arguments(p, scales_help=",".join(f"{s:g}" for s in DEMO_SETTINGS.scales),
-                           max_side_help=str(DEMO_SETTINGS.max_side))
+    p.add_argument("--model", default="default", help="model name, A+B (a concatenation) or weights file (default: ImageNet MobileNetV2 + EfficientNet-Lite2)")
+    add_settings_arguments(p)
     p.add_argument("--top-k", type=int, default=5, help="neighbours shown per query (default: 5)")
     p.add_argument("--queries", type=int, default=15, help="queries shown in the table and page (default: 15)")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: 0 on CPU, up to 8 on GPU)")
@@ -35,7 +32,7 @@ def run(args) -> None:
 
     model = load_model(args.model)
     result = demo.run(
-        model, images=args.images, out_dir=args.output, settings=resolve(demo.DEMO_SETTINGS, settings_overrides(args), model),
+        model, images=args.images, out_dir=args.output, settings=resolve(None, settings_overrides(args), model),
         top_k=args.top_k, n_queries=args.queries, runtime=runtime(args),
     )
     root = args.images or os.path.join(args.output, "collection")

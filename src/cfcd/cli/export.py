@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def register(p) -> None:
     p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the file to write")
-    p.add_argument("--model", default="default", help="model name or weights file (default: ImageNet MobileNetV2)")
+    p.add_argument("--model", default="default", help="model name, A+B (a concatenation) or weights file (default: ImageNet MobileNetV2 + EfficientNet-Lite2)")
     p.add_argument("--backbone", help="backbone of a timm state dict, e.g. timm:convnext_tiny")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 17)")
     p.set_defaults(func=run)

@@ -22,7 +22,7 @@ def add_model_arguments(p) -> None:
     directory stores, else the defaults) and the runtime (``cfcd.settings.Runtime``)."""
     from ..settings import PREPARATION_NAMES
 
-    p.add_argument("--model", default="default", help="model name or weights file (default: ImageNet MobileNetV2)")
+    p.add_argument("--model", default="default", help="model name, A+B (a concatenation) or weights file (default: ImageNet MobileNetV2 + EfficientNet-Lite2)")
     p.add_argument("--backbone", help="backbone of a timm state dict, e.g. timm:convnext_tiny")
     add_settings_arguments(p)
     p.add_argument("--preparation", choices=PREPARATION_NAMES, default=None,
@@ -34,9 +34,14 @@ def add_model_arguments(p) -> None:
     p.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 on GPU)")
 
 
-def add_settings_arguments(p, scales_help: str = "the CFCD five", max_side_help: str = "none") -> None:
-    from ..settings import DEFAULT_MAX_WORKING_SIDE
+def add_settings_arguments(p, scales_help: str | None = None, max_side_help: str | None = None) -> None:
+    from ..settings import DEFAULT_MAX_SIDE, DEFAULT_MAX_WORKING_SIDE, DEFAULT_SCALES, PRESETS
 
+    scales_help = scales_help or ",".join(f"{s:g}" for s in DEFAULT_SCALES) + "; official CFCD checkpoints: the paper's five"
+    max_side_help = max_side_help or f"{DEFAULT_MAX_SIDE}; official CFCD checkpoints: original size"
+    p.add_argument("--settings", choices=list(PRESETS), default=None, dest="preset",
+                   help="start from these settings instead of the model's defaults: paper = the CFCD paper's five "
+                   "scales at the original size (Revisited Oxford/Paris); --scales and --max-side still apply")
     p.add_argument("--scales", type=parse_scales, default=None, help=f"comma-separated scales (default: {scales_help})")
     p.add_argument("--max-side", type=int, default=None,
                    help=f"resize so the long side is this many px before scaling; 0: original size (default: {max_side_help})")
@@ -59,6 +64,7 @@ def settings_overrides(args) -> dict:
     """The extraction settings given on the command line (None: not given; see
     ``cfcd.settings.resolve``)."""
     return {
+        "preset": getattr(args, "preset", None),
         "scales": args.scales,
         "max_side": args.max_side,
         "max_working_side": args.max_working_side,

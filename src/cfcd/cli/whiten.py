@@ -11,7 +11,9 @@ def register(p) -> None:
                      "See docs/your-photos.md for when it helps.")
     p.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.pt", help="the checkpoint to write")
-    p.add_argument("--model", default="default", help="the model whose backbone is kept (default: the default model)")
+    p.add_argument("--model", default="mobilenet_v2-imagenet",
+                   help="the one network whose backbone is kept (default: mobilenet_v2-imagenet, with which whitening was "
+                   "measured in docs/results.md)")
     p.add_argument("--dim", type=int, default=512, help="descriptor dimensions (default 512, the CFCD head's)")
     p.add_argument("--power", type=float, default=0.5, help="0: PCA, 0.5: full whitening (default)")
     p.add_argument("--shrinkage", type=float, default=1.0,

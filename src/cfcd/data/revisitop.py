@@ -19,9 +19,10 @@ import os
 import shutil
 import tarfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
+from ..settings import PAPER_SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ DISTRACTORS = "revisitop1m"
 # The protocol's image preparation: the published numbers come from the official extractor,
 # which truncates query boxes with int() and resizes with OpenCV (cfcd.data.images).
 PREPARATION = "official"
+# The protocol's extraction: the CFCD paper's five scales at the images' own size, prepared so.
+SETTINGS = replace(PAPER_SETTINGS, preparation=PREPARATION)
 # Serves every file as <mirror>/<dataset>/<file name> instead of its URL (tests, local copies).
 MIRROR_ENV = "CFCD_REVISITOP_MIRROR"
 

@@ -112,17 +112,12 @@ def run(
 
 def extraction_settings(model, benchmark: Benchmark, settings=None):
     """The settings ``benchmark`` is described with: ``settings`` (an ``ExtractionSettings``,
-    or a mapping whose None values mean "not given") over the defaults; a preparation left open
-    is the one the benchmark's protocol prescribes (Revisited Oxford/Paris: the official
-    extractor's), else the model's."""
-    from dataclasses import replace
-
+    or a mapping whose None values mean "not given") over what the benchmark's protocol
+    prescribes (Revisited Oxford/Paris: the paper's scales at the original size, prepared as
+    the official extractor does), else over the model's defaults."""
     from ..settings import resolve
 
-    chosen = resolve(None, settings)
-    if chosen.preparation is None and benchmark.preparation:
-        chosen = replace(chosen, preparation=benchmark.preparation)
-    return chosen.for_model(model)
+    return resolve(benchmark.settings, settings, model)
 
 
 def describe(model, benchmark: Benchmark, cache_dir: str | Path | None = None, settings=None, runtime=None) -> Descriptors:

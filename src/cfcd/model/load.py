@@ -6,16 +6,20 @@ import logging
 from pathlib import Path
 
 from . import pretrained
-from .net import CFCDNet, ModelConfig
+from .concat import ConcatNet, config_from_dict
+from .net import CFCDNet
 from .weights import Converted, WeightsError, convert, load_state, read_file
 
 log = logging.getLogger(__name__)
 
 
 def resolve(name_or_path: str | Path) -> Path:
-    """A named pretrained model ('default', 'mobilenet_v2-imagenet', ...) or a file path."""
-    name = str(name_or_path)
-    name = pretrained.DEFAULT_MODEL if name == "default" else name
+    """The weights file of a named pretrained model ('mobilenet_v2-imagenet', ...) or a file path."""
+    members = pretrained.members(str(name_or_path))
+    if len(members) > 1:
+        raise WeightsError(f"{name_or_path}: the concatenation of {', '.join(members)} has no single weights file; "
+                           "name one of its models")
+    name = members[0]
     if name in pretrained.named():
         return pretrained.fetch(name)
     path = Path(name).expanduser()
@@ -28,7 +32,7 @@ def resolve(name_or_path: str | Path) -> Path:
 def read_checkpoint(name_or_path: str | Path, backbone: str | None = None) -> Converted:
     """The converted content of a weights source, classifier and training state included.
     Named weights are read as their registered backbone's, never recognised from their keys."""
-    name = pretrained.DEFAULT_MODEL if str(name_or_path) == "default" else str(name_or_path)
+    name = pretrained.members(str(name_or_path))[0]
     if backbone is None and name in pretrained.named():
         backbone = pretrained.backbone_of(name)
     return convert(read_file(resolve(name_or_path)), backbone)
@@ -42,8 +46,15 @@ def load_model(name_or_path: str | Path = "default", backbone: str | None = None
     ImageNet ResNets, and torchvision or timm state dicts (``backbone`` names the timm
     architecture, e.g. ``timm:convnext_tiny``; torchvision layouts are recognised).
     A ``.onnx`` file written by ``cfcd export`` runs through onnxruntime behind the same
-    interface (often faster on CPU; see docs/results.md).
+    interface (often faster on CPU; see docs/results.md). Names joined by "+" (and "default",
+    ``pretrained.DEFAULT_MODEL``) give a ``ConcatNet`` of those models.
     """
+    members = pretrained.members(str(name_or_path))
+    if len(members) > 1:
+        if backbone is not None:
+            raise WeightsError(f"{name_or_path}: --backbone names the architecture of one weights file; "
+                               "load the models of a concatenation by name")
+        return ConcatNet([load_model(m) for m in members], name="+".join(members)).eval()
     if Path(str(name_or_path)).suffix == ".onnx":
         from .onnx import OnnxRuntimeModel
 
@@ -78,7 +89,7 @@ def load_described(info: dict) -> CFCDNet:
         raise WeightsError(f"the model it was made with, {name!r}, cannot be loaded ({err}); "
                            "pass the model explicitly or rebuild with --model") from err
     # a config key an older file did not record takes its default (ModelConfig.from_dict)
-    if config and model.config.to_dict() != ModelConfig.from_dict(config).to_dict():
+    if config and model.config.to_dict() != config_from_dict(config).to_dict():
         raise WeightsError(f"made with {name!r} as {config}, but {name!r} is now {model.config.to_dict()}; "
                            f"rebuild with --model {name}")
     return model

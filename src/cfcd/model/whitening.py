@@ -208,6 +208,9 @@ def learn_head(model: CFCDNet, images: Sequence, dim: int = 512, power: float = 
     ``region_boxes(levels=regions)``, then ``learn_whitening``. Returns the new model and the head."""
     if not len(images):
         raise ValueError("learning a head needs unlabelled photos; got none")
+    if not isinstance(model, CFCDNet):
+        raise ValueError(f"{getattr(model, 'name', 'this model')}: a head is learned on one network's GeM vectors; "
+                         "name one network, e.g. --model mobilenet_v2-imagenet")
     glob, reg = gem_vectors(model, images, scales, max_side, regions, progress)
     c = glob.shape[-1]
     vectors = np.concatenate([glob.reshape(-1, c), reg.reshape(-1, c)])

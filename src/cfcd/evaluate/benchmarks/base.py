@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+from ...settings import ExtractionSettings
+
 
 @dataclass(frozen=True)
 class Benchmark:
@@ -14,15 +16,15 @@ class Benchmark:
     paths or ``(path, (x0, y0, x1, y1))`` crops (the extractor crops before anything else), or
     None when every database image is a query in turn (leave-one-out; each query is then junk
     in its own ground truth). ``gnd``: per query, database indices by field (``easy``, ``hard``,
-    ``junk`` for revisitop; ``ok``, ``junk`` otherwise). ``preparation``: the image preparation
-    the protocol prescribes (None: the model's own).
+    ``junk`` for revisitop; ``ok``, ``junk`` otherwise). ``settings``: the extraction settings
+    the protocol prescribes (``cfcd.settings.ExtractionSettings``; None: the model's defaults).
     """
 
     name: str
     images: Sequence
     queries: Sequence | None
     gnd: Sequence[Mapping]
-    preparation: str | None = None
+    settings: ExtractionSettings | None = None
 
     @property
     def leave_one_out(self) -> bool:

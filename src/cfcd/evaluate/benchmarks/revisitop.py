@@ -32,7 +32,7 @@ def load(name: str, root, crop: bool = True) -> RevisitopBenchmark:
     Images are prepared as the official CFCD extractor does, whatever the model's own preparation."""
     data = revisitop.load_dataset(root, name)
     queries = data.query_crops if crop else data.queries
-    return RevisitopBenchmark(data.name, data.images, queries, data.gnd, preparation=revisitop.PREPARATION, cropped=crop)
+    return RevisitopBenchmark(data.name, data.images, queries, data.gnd, settings=revisitop.SETTINGS, cropped=crop)
 
 
 def distractor_images(root) -> list[Path]:
