@@ -1,4 +1,4 @@
-"""Figures for docs/results.md, with the default model and the demo settings.
+"""Figures for docs/results.md, with the default model and settings.
 
   docs/img/demo_grid.png  queries of the demo collection (scikit-image's public-domain / CC0
                           photos) and their top 5 neighbours; green = same group, red = other
@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
-    ax.set_title("Leave-one-out precision-recall, ImageNet MobileNetV2 + GeM", fontsize=9)
+    ax.set_title(f"Leave-one-out precision-recall\ndefault model: {model.name}", fontsize=9)
     fig.tight_layout()
     fig.savefig(args.out / "pr_curve.png", dpi=100)
     print(f"wrote {args.out / 'demo_grid.png'} and {args.out / 'pr_curve.png'}")
