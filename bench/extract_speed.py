@@ -163,7 +163,7 @@ def run_setting(setting, paths, repeats, batch_size, workers, onnx_dir):
     model, scales, label = build(setting)
     # Like with like: cfcd extracts with the official preparation (the mnv2 default model's own
     # is cfcd's, see docs/evaluation.md); paths were already resized to --max-side.
-    settings = ExtractionSettings(scales, preparation="official")
+    settings = ExtractionSettings(scales, max_side=None, preparation="official")  # the files are already at --max-side
     shapes = input_shapes(paths, settings)
     flops = count_flops(model, shapes)
     ort_model = OnnxRuntimeModel(export_onnx(model, Path(onnx_dir) / f"{setting}.onnx"), threads=torch.get_num_threads())

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,8 @@ def child(model_name: str, path: str, cap: int) -> None:
     model = cfcd.load_model(model_name)
     base = peak_rss_gib()
     start = time.perf_counter()
-    cfcd.extract(model, [path], cfcd.ExtractionSettings(max_working_side=cap), cfcd.Runtime(device="cpu", progress=False))
+    settings = replace(cfcd.PAPER_SETTINGS, max_working_side=cap)  # the original size: only the cap bounds it
+    cfcd.extract(model, [path], settings, cfcd.Runtime(device="cpu", progress=False))
     seconds = time.perf_counter() - start
     peak = peak_rss_gib()
     print(json.dumps({"base_gib": base, "peak_gib": peak, "seconds": seconds}))
@@ -73,7 +75,7 @@ def main(argv=None) -> int:
         child(args.child[0], args.child[1], int(args.child[2]))
         return 0
     from cfcd.extraction import working_sizes
-    from cfcd.settings import ExtractionSettings
+    from cfcd.settings import PAPER_SETTINGS
 
     caps = [int(c) for c in args.caps.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,7 +90,7 @@ def main(argv=None) -> int:
                 out = subprocess.run([sys.executable, __file__, "--child", args.model, str(path), str(cap)],
                                      capture_output=True, text=True, check=True)
                 r = json.loads(out.stdout.strip().splitlines()[-1])
-                sizes_seen = working_sizes(*Image.open(path).size, ExtractionSettings(max_working_side=cap, preparation="cfcd"))
+                sizes_seen = working_sizes(*Image.open(path).size, replace(PAPER_SETTINGS, max_working_side=cap, preparation="cfcd"))
                 largest = "x".join(map(str, max(sizes_seen)))
                 print(f"| {name} | {sizes[name] / 1e6:.2f} MB | {cap} | {largest} | {r['base_gib']:.2f} | "
                       f"{r['peak_gib']:.2f} | {r['seconds']:.1f} |", flush=True)
