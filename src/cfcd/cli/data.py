@@ -39,19 +39,10 @@ def download(args) -> None:
 
 
 def synthesize(args) -> None:
-    from pathlib import Path
-
-    from ..data.images import list_images
+    from ..data.images import gather_images
     from ..train.synthetic import make_identities
 
-    photos: list[Path] = []
-    for item in map(Path, args.photos):
-        if item.is_dir():
-            photos += list_images(item)
-        elif item.is_file():
-            photos.append(item)
-        else:
-            raise FileNotFoundError(f"{item}: no such file or folder")
+    photos = gather_images(args.photos)
     if len(photos) < 2:
         raise ValueError(f"{len(photos)} photo(s) found; training needs at least two classes")
     folders = make_identities(photos, args.out, args.views, args.size, args.warp, args.seed)

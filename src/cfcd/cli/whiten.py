@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 
 def register(p) -> None:
     p.description = ("Learn a Linear(C, dim) -> BatchNorm1d head from the GeM vectors of unlabelled photos (no labels "
@@ -32,18 +30,11 @@ def _parse(text: str, kind, name: str) -> tuple:
 
 
 def run(args) -> None:
-    from ..data.images import list_images
+    from ..data.images import gather_images
     from ..model import load_model, save_checkpoint
     from ..model.whitening import learn_head
 
-    paths: list[Path] = []
-    for item in map(Path, args.images):
-        if item.is_dir():
-            paths += list_images(item)
-        elif item.is_file():
-            paths.append(item)
-        else:
-            raise FileNotFoundError(f"{item}: no such file or folder")
+    paths = gather_images(args.images)
     if len(paths) < 2:
         raise ValueError(f"{' '.join(args.images)}: {len(paths)} image(s) found; a head needs at least two photos")
     regions = _parse(args.regions, int, "regions")

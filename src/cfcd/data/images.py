@@ -215,4 +215,18 @@ def list_images(folder: Union[str, Path]) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def gather_images(items) -> list[Path]:
+    """Image files named by ``items``: each a file, or a folder searched recursively
+    (``list_images``), in the order given; a name that is neither raises ``FileNotFoundError``."""
+    paths: list[Path] = []
+    for item in map(Path, items):
+        if item.is_dir():
+            paths += list_images(item)
+        elif item.is_file():
+            paths.append(item)
+        else:
+            raise FileNotFoundError(f"{item}: no such file or folder")
+    return paths
+
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
