@@ -1,12 +1,22 @@
-"""Fine-tune the default model with the CPU recipe and compare instances-dev mAP before and after.
+"""Does training help? Identity folds of ../shared/data/instances-dev, per source and pooled.
 
-Training and evaluation use DISJOINT identities of ../shared/data/instances-dev: identities
-sorted by name, the even-numbered ones (0, 2, 4, ...) are the training classes, the odd-numbered
-ones are evaluated, leave-one-out (every image a query; database = the other evaluation images;
-positives = the same identity; revisitop AP). No evaluation photo, and no photo of an evaluated
-identity, is seen in training. The training list refers to the photos in place; nothing is copied.
+The identities are split into ``--folds`` folds (``cfcd.train.holdout.identity_folds``: each
+source's identities shuffled with the seed and dealt round-robin). For each fold, the recipe
+trains on the OTHER folds' identities (``cfcd train``, which itself holds back 20% of them for
+its best-model guard) and every model is scored leave-one-out on this fold's identities (every
+photo a query, database = the fold's other photos, revisitop AP), which no training step and no
+head ever saw. Per-query APs of all folds are then pooled, and averaged per source. Rows:
 
-    .venv/bin/python bench/train_cpu.py [--out runs/bench-train-cpu] [key=value ...]
+- the starting model: ImageNet MobileNetV2 GeM, 1280-d, no training;
+- the starting model with a 512-d whitening head learned from the training photos, labels
+  ignored (``cfcd.model.whitening``, ``cfcd whiten``'s defaults), no training;
+- after stage 1 and after stage 2 (``stage{1,2}/model.pt``);
+- ``best.pt``: the model the guard kept (start, or the best epoch on the held-back identities).
+
+Reference settings (scales 0.7071 / 1 / 1.4142, long side 512). Training lists refer to the
+photos in place; nothing is copied. Rerunning with the same ``--out`` resumes finished folds.
+
+    .venv/bin/python bench/train_cpu.py [--config finetune-small] [--out runs/bench-train-cpu] [key=value ...]
 """
 
 from __future__ import annotations
@@ -17,60 +27,131 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from cfcd import evaluate, load_model
 from cfcd.data.instances import REFERENCE_SETTINGS
-from cfcd.evaluate.benchmarks.folder import leave_one_out
+from cfcd.evaluate.benchmarks.folder import InstanceResult, leave_one_out
+from cfcd.evaluate.descriptors import Descriptors
+from cfcd.model.whitening import descriptors_from_vectors, gem_vectors, learn_whitening
 from cfcd.settings import Runtime
 from cfcd.train.config import load_config
 from cfcd.train.engine import run
+from cfcd.train.guard import report
+from cfcd.train.holdout import identity_folds
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "instances-dev"
+START = "mobilenet_v2-imagenet"
+REGIONS = (2, 3)  # as cfcd whiten learns its head
+ROWS = ("start", "whiten", "stage1", "stage2", "best")
+TITLES = {"start": "ImageNet MobileNetV2 GeM 1280-d (no training)",
+          "whiten": "+ whitening head from the training photos (no training)",
+          "stage1": "after stage 1", "stage2": "after stage 2", "best": "best.pt (the guard's pick)"}
 
 
-def split(data: Path) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+def read_manifest(data: Path) -> list[dict]:
     with open(data / "manifest.csv", newline="") as f:
-        rows = [(str(data / r["path"]), r["identity"]) for r in csv.DictReader(f)]
-    identities = sorted({i for _, i in rows})
-    train_ids = set(identities[0::2])
-    return [r for r in rows if r[1] in train_ids], [r for r in rows if r[1] not in train_ids]
+        return [{**r, "path": str(data / r["path"])} for r in csv.DictReader(f)]
 
 
-def leave_one_out_map(model, rows: list[tuple[str, str]]) -> float:
-    benchmark = leave_one_out([p for p, _ in rows], [i for _, i in rows])
-    scored = evaluate.run(model, benchmark, settings=REFERENCE_SETTINGS, runtime=Runtime(batch_size=8, progress=False))
-    return 100.0 * scored.result.summary()["mAP"]
+def start_vectors(rows: list[dict], cache: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Raw GeM vectors (global (n, S, C), regional (n, S, R, C)) of the starting model, cached."""
+    if cache.is_file():
+        saved = np.load(cache)
+        if list(saved["paths"]) == [r["path"] for r in rows]:
+            return saved["glob"], saved["reg"]
+    glob, reg = gem_vectors(load_model(START), [r["path"] for r in rows], REFERENCE_SETTINGS.scales,
+                            REFERENCE_SETTINGS.max_side, REGIONS, progress=True)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, glob=glob, reg=reg, paths=np.array([r["path"] for r in rows]))
+    return glob, reg
+
+
+def score(model_or_desc, rows: list[dict]) -> InstanceResult:
+    benchmark = leave_one_out([r["path"] for r in rows], [r["identity"] for r in rows], [r["source"] for r in rows])
+    if isinstance(model_or_desc, np.ndarray):
+        return evaluate.run(Descriptors(model_or_desc), benchmark).result
+    runtime = Runtime(batch_size=8, progress=False)
+    return evaluate.run(model_or_desc, benchmark, settings=REFERENCE_SETTINGS, runtime=runtime).result
+
+
+def same_as(best: Path, cfg, fold: dict[str, InstanceResult]) -> InstanceResult | None:
+    """The result already scored for the model best.pt holds, when it is one of them: the
+    starting model, or a stage's last epoch (its model.pt)."""
+    candidate = torch.load(best, weights_only=True)["guard"]["candidate"]
+    last = {f"stage{n} epoch {getattr(cfg, f'stage{n}').epochs}": f"stage{n}" for n in (1, 2)}
+    return fold.get({"init": "start"}.get(candidate, last.get(candidate, "")))
+
+
+def pooled(results: list[InstanceResult]) -> InstanceResult:
+    return InstanceResult(np.concatenate([r.aps for r in results]), np.concatenate([r.recall1 for r in results]),
+                          [s for r in results for s in r.sources])
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="finetune-small", help="the recipe to train (default finetune-small)")
     parser.add_argument("--out", default="runs/bench-train-cpu")
+    parser.add_argument("--folds", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the identity folds")
+    parser.add_argument("--only-fold", type=int, default=None, help="run this fold only (1-based; for quick searches)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     out = Path(args.out)
-    train_rows, eval_rows = split(DATA)
-    out.mkdir(parents=True, exist_ok=True)
-    listing = out / "train_list.txt"
-    listing.write_text("".join(f"{p} {i}\n" for p, i in train_rows))
-    overrides = [f"data.train={listing}", "data.root=/", f"run.out_dir={out / 'run'}", *args.overrides]
-    cfg = load_config("cpu-mobilenet", overrides)
-    print(f"train: {len(train_rows)} images of {len({i for _, i in train_rows})} identities; "
-          f"eval: {len(eval_rows)} images of {len({i for _, i in eval_rows})} other identities")
+    rows = read_manifest(DATA)
+    glob, reg = start_vectors(rows, Path("runs") / "bench-train-cpu-gem.npz")
+    folds = identity_folds([r["identity"] for r in rows], args.folds, args.seed, [r["source"] for r in rows])
+    results: dict[str, list[InstanceResult]] = {k: [] for k in ROWS}
+    per_fold: list[dict[str, float]] = []
+    minutes = 0.0
+    for f, (train_ids, test_ids) in enumerate(folds, start=1):
+        if args.only_fold is not None and f != args.only_fold:
+            continue
+        train = [n for n, r in enumerate(rows) if r["identity"] in set(train_ids)]
+        test = [n for n, r in enumerate(rows) if r["identity"] in set(test_ids)]
+        test_rows = [rows[n] for n in test]
+        folder = out / f"fold{f}"
+        folder.mkdir(parents=True, exist_ok=True)
+        listing = folder / "train_list.txt"
+        listing.write_text("".join(f"{rows[n]['path']} {rows[n]['identity']}\n" for n in train))
+        print(f"fold {f}: train {len(train)} photos of {len(train_ids)} identities; "
+              f"test {len(test)} photos of {len(test_ids)} other identities", flush=True)
+        fold: dict[str, InstanceResult] = {"start": score(descriptors_from_vectors(glob[test]), test_rows)}
+        c = glob.shape[-1]
+        head = learn_whitening(np.concatenate([glob[train].reshape(-1, c), reg[train].reshape(-1, c)]), 512)
+        fold["whiten"] = score(descriptors_from_vectors(glob[test], head), test_rows)
+        cfg = load_config(args.config, [f"data.train={listing}", "data.root=/", f"run.out_dir={folder / 'run'}",
+                                        *args.overrides])
+        tic = time.perf_counter()
+        paths = run(cfg, "both", resume=True)
+        minutes += (time.perf_counter() - tic) / 60
+        print(report(cfg.out_dir)[0], flush=True)
+        for key in ("stage1", "stage2"):
+            fold[key] = score(load_model(paths[key]), test_rows)
+        if "best" in paths:
+            fold["best"] = same_as(paths["best"], cfg, fold) or score(load_model(paths["best"]), test_rows)
+        for key, result in fold.items():
+            results[key].append(result)
+        per_fold.append({k: 100 * v.summary()["mAP"] for k, v in fold.items()})
 
-    results = [("ImageNet MobileNetV2, GeM, 1280-d (no training)", leave_one_out_map(load_model("mobilenet_v2-imagenet"), eval_rows))]
-    tic = time.perf_counter()
-    paths = run(cfg, "both", resume=True)
-    minutes = (time.perf_counter() - tic) / 60
-    for stage in ("stage1", "stage2"):
-        results.append((f"after {stage} (512-d)", leave_one_out_map(load_model(paths[stage]), eval_rows)))
-
-    print(f"\ninstances-dev, held-out identities, leave-one-out, scales {list(REFERENCE_SETTINGS.scales)} at {REFERENCE_SETTINGS.max_side} px")
-    print("| model | mAP |\n|---|---|")
-    for name, value in results:
-        print(f"| {name} | {value:.2f} |")
-    print(f"\ntraining time: {minutes:.1f} min on {torch.get_num_threads()} CPU thread(s)")
+    keys = [k for k in ROWS if results[k] and len(results[k]) == len(per_fold)]
+    table = {k: pooled(results[k]) for k in keys}
+    print(f"\ninstances-dev, {args.folds} identity folds, leave-one-out on the held-out fold, "
+          f"scales {list(REFERENCE_SETTINGS.scales)} at {REFERENCE_SETTINGS.max_side} px; mAP %")
+    for k in keys:
+        print(f"  {k}: {TITLES[k]}")
+    print("\n| | " + " | ".join(keys) + " |\n|---|" + "---:|" * len(keys))
+    print("| **pooled** | " + " | ".join(f"**{100 * table[k].summary()['mAP']:.2f}**" for k in keys) + " |")
+    for f, values in enumerate(per_fold, start=1):
+        label = f"fold {args.only_fold or f}"
+        print(f"| {label} | " + " | ".join(f"{values[k]:.2f}" for k in keys) + " |")
+    sources = table[keys[0]].per_source() if keys else {}
+    for source, first in sources.items():
+        cells = [table[k].per_source()[source] for k in keys]
+        print(f"| {source} ({first['queries']} q) | " + " | ".join(f"{100 * c['mAP']:.2f}" for c in cells) + " |")
+    print(f"\ntraining time: {minutes:.1f} min on {torch.get_num_threads()} CPU thread(s) (guard evaluations included)")
     print("command: .venv/bin/python bench/train_cpu.py " + " ".join(sys.argv[1:]))
     return 0
 

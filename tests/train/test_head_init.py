@@ -26,7 +26,7 @@ def test_pca_head_is_the_projection_of_gem(class_folder, tmp_path):
     cfg, rt, train, trainer = _trainer(class_folder, tmp_path, "model.dim=16", "stage1.head_init=pca")
     assert trainer.fresh_head
     rng = torch.get_rng_state()
-    trainer.init_head_from_pca()
+    trainer.init_head()
     assert torch.equal(rng, torch.get_rng_state())  # the training RNG stream is untouched
     model = trainer.model.eval()
     w = model.fc.weight.detach().double()
@@ -57,7 +57,7 @@ def test_pca_head_is_the_projection_of_gem(class_folder, tmp_path):
 
 def test_pca_head_pads_with_orthonormal_rows_when_dim_exceeds_the_images(class_folder, tmp_path):
     _, _, train, trainer = _trainer(class_folder, tmp_path, "model.dim=40", "stage1.head_init=pca")
-    trainer.init_head_from_pca()
+    trainer.init_head()
     w = trainer.model.fc.weight.detach().double()
     assert len(train) < 40
     assert torch.allclose(w @ w.T, torch.eye(40, dtype=torch.float64), atol=1e-5)
@@ -65,7 +65,7 @@ def test_pca_head_pads_with_orthonormal_rows_when_dim_exceeds_the_images(class_f
 
 def test_random_head_and_loaded_head_are_left_alone(class_folder, tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(StageTrainer, "init_head_from_pca", lambda self: calls.append(self))
+    monkeypatch.setattr(StageTrainer, "init_head", lambda self: calls.append(self))
     # random: train() keeps PyTorch's init
     _, _, _, trainer = _trainer(class_folder, tmp_path, "stage1.head_init=random", "stage1.epochs=0")
     before = trainer.model.fc.weight.detach().clone()

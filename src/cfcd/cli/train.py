@@ -8,7 +8,7 @@ from __future__ import annotations
 
 def add_config_arguments(p) -> None:
     p.add_argument("--config", required=True, metavar="NAME_OR_PATH",
-                   help="a packaged recipe (r50-gldv2, r101-gldv2, cpu-mobilenet) or a YAML file")
+                   help="a packaged recipe (finetune-small, cpu-mobilenet, r50-gldv2, r101-gldv2, ...) or a YAML file")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="override recipe settings, e.g. data.train=/data/gldv2/train_clean.csv stage1.epochs=2")
 
@@ -24,9 +24,13 @@ def register(p) -> None:
 def main(args) -> int:
     from ..train.config import load_config
     from ..train.engine import run
+    from ..train.guard import report
 
     cfg = load_config(args.config, args.overrides)
     result = run(cfg, args.stage, args.resume)
     for stage, path in result.items():
         print(f"{stage}: {path}")
+    text, _ = report(cfg.out_dir)
+    if text:
+        print(text)
     return 0

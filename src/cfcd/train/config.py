@@ -27,6 +27,10 @@ class DataConfig:
     root: str = ""  # where image paths start; "" = the csv/list file's folder (or the folder itself)
     drop_landmarks: list = field(default_factory=list)  # class ids to leave out, or files listing them
     val_fraction: float = 0.0  # images held out per class (classes with >= 3 images) for validation
+    # Identities (classes) held back whole from training, so that the starting and the trained
+    # model are scored leave-one-out on identities training never saw, and the better one is kept
+    # as <out_dir>/best.pt (cfcd.train.guard). 0 turns it off (the GLDv2 recipes: 81k classes).
+    holdout_fraction: float = 0.2
     image_size: int = 512  # side of the square training crop
     num_workers: int = 4
 
@@ -58,14 +62,18 @@ class StageConfig:
     head: str = "madacos"  # a classifier head of cfcd.losses.registry.HEADS; parameters in loss.<head>
     # Loss terms of cfcd.losses.registry.TERMS and their weights; parameters in loss.<term>.
     terms: dict = field(default_factory=lambda: {"cross_entropy": 1.0})
+    # The backbone's learning rate as a fraction of base_lr (head and classifier: base_lr);
+    # 0 freezes the backbone (no gradients; with optim.batchnorm=frozen nothing in it changes).
+    backbone_lr: float = 1.0
 
 
 @dataclass
 class Stage1Config(StageConfig):
     # How a freshly created projection head (fc + BatchNorm1d) starts. random: PyTorch's default
     # init; pca: fc = the top-`model.dim` principal directions of the training images' GeM
-    # vectors (centred), BatchNorm at identity. Not used when `init` supplies the head. Stage 2
-    # has no such setting: it always continues stage 1's head.
+    # vectors (centred), BatchNorm at identity; whiten: PCA-whitening of the training photos'
+    # multi-scale and regional GeM vectors (cfcd.model.whitening.learn_head's defaults). Not used
+    # when `init` supplies the head. Stage 2 has no such setting: it always continues stage 1's head.
     head_init: str = "random"
 
 

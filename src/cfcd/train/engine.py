@@ -41,7 +41,9 @@ from ..model import CFCDNet, read_checkpoint
 from ..model.checkpoint import atomic_save, make_checkpoint
 from .config import StageConfig, TrainConfig
 from .datasets import Samples, TrainDataset, collate, read_samples, split_validation
-from .head_init import HEAD_INITS, init_head_from_pca
+from .guard import BEST, INIT, START, Guard
+from .head_init import HEAD_INITS, init_head
+from .holdout import holdout_identities
 from .hem import hem, read_table
 from .predict import predict
 from .runtime import Runtime, init_runtime
@@ -75,8 +77,18 @@ def learning_rate(stage: StageConfig, epoch: int, warmup_factor: float) -> float
 
 
 def training_data(cfg: TrainConfig) -> tuple[Samples, Samples]:
-    """(train, validation) samples; the split depends only on the config."""
-    return split_validation(read_samples(cfg.data), cfg.data.val_fraction, cfg.run.seed)
+    """(train, validation) samples, the held-back identities removed; the split depends only on
+    the config."""
+    return split_validation(_split_identities(cfg)[0], cfg.data.val_fraction, cfg.run.seed)
+
+
+def holdout_data(cfg: TrainConfig) -> Samples:
+    """The identities held back from training (``data.holdout_fraction``) for the guard."""
+    return _split_identities(cfg)[1]
+
+
+def _split_identities(cfg: TrainConfig) -> tuple[Samples, Samples]:
+    return holdout_identities(read_samples(cfg.data), cfg.data.holdout_fraction, cfg.run.seed)
 
 
 def load_init_weights(model: CFCDNet, source: str) -> set[str]:
@@ -166,8 +178,8 @@ class StageTrainer:
     own share before the average over processes)."""
 
     def __init__(self, cfg: TrainConfig, number: int, rt: Runtime, train: Samples, val: Samples,
-                 predictions: list[int] | None = None):
-        self.cfg, self.number, self.rt = cfg, number, rt
+                 predictions: list[int] | None = None, guard: Guard | None = None):
+        self.cfg, self.number, self.rt, self.guard = cfg, number, rt, guard
         self.scfg: StageConfig = getattr(cfg, f"stage{number}")
         self.train_samples, self.val_samples = train, val
         self.folder = cfg.out_dir / f"stage{number}"
@@ -188,7 +200,7 @@ class StageTrainer:
         if self.on_gpu and cfg.run.channels_last:
             self.module = self.module.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.SGD(
-            self.module.parameters(), lr=self.scfg.base_lr, momentum=cfg.optim.momentum,
+            self._param_groups(), lr=self.scfg.base_lr, momentum=cfg.optim.momentum,
             nesterov=cfg.optim.nesterov, weight_decay=cfg.optim.weight_decay,
         )
         self.amp_dtype = rt.autocast_dtype(cfg.run.amp)
@@ -196,6 +208,20 @@ class StageTrainer:
         self.epoch, self.step, self.global_step = 0, 0, 0
         self.unreadable: set[str] = set()
         self.records: list[dict] = []
+
+    def _param_groups(self) -> list[dict]:
+        """Backbone parameters at ``backbone_lr`` x the stage's rate (none, and no gradients,
+        at 0), the rest at the rate; ``lr_scale`` is each group's factor."""
+        if self.scfg.backbone_lr < 0:
+            raise ValueError(f"stage{self.number}.backbone_lr must be >= 0, got {self.scfg.backbone_lr}")
+        backbone = list(self.model.backbone.parameters())
+        mine = {id(p) for p in backbone}
+        rest = [p for p in self.module.parameters() if id(p) not in mine]
+        if self.scfg.backbone_lr == 0:
+            for p in backbone:
+                p.requires_grad_(False)
+            return [{"params": rest, "lr_scale": 1.0}]
+        return [{"params": backbone, "lr_scale": self.scfg.backbone_lr}, {"params": rest, "lr_scale": 1.0}]
 
     def _initial_model(self) -> tuple[CFCDNet, torch.Tensor | None]:
         """The first stage starts from backbone weights (``init``, partial); a later stage
@@ -266,9 +292,15 @@ class StageTrainer:
             log.info("stage %d: resuming from %s at epoch %d, step %d", self.number, path, self.epoch, self.step)
 
     # -- the loop ------------------------------------------------------------------------------
-    def init_head_from_pca(self) -> None:
-        init_head_from_pca(self.model, self.train_samples, self.cfg.data.image_size, self.cfg.run.hem_batch_size,
-                           self.rt, seed=self.cfg.run.seed, num_workers=self.cfg.data.num_workers)
+    def init_head(self) -> None:
+        init_head(self.head_init, self.model, self.train_samples, self.cfg.data.image_size, self.cfg.run.hem_batch_size,
+                  self.rt, seed=self.cfg.run.seed, num_workers=self.cfg.data.num_workers)
+
+    def _offer(self, name: str) -> None:
+        """The guard scores the model as it is now (rank 0; the others wait)."""
+        if self.guard is not None and self.rt.main:
+            self.guard.offer(name, self.model)
+        self.rt.barrier()
 
     def _set_train_mode(self, net: nn.Module) -> None:
         net.train()
@@ -311,9 +343,11 @@ class StageTrainer:
         cfg, rt = self.cfg, self.rt
         self.folder.mkdir(parents=True, exist_ok=True)
         logger = StepLog(self.folder, rt.main, cfg.run.tensorboard)
-        if self.fresh_head and self.head_init == "pca":
-            self.init_head_from_pca()
+        if self.fresh_head and self.head_init != "random":
+            self.init_head()
         self.fresh_head = False
+        if self.guard is not None and self.number == 1 and self.global_step == 0 and START not in self.guard.scores:
+            self._offer(START)
         net = self.module
         if rt.distributed:
             net = nn.parallel.DistributedDataParallel(self.module, device_ids=[rt.device.index] if self.on_gpu else None)
@@ -322,7 +356,7 @@ class StageTrainer:
         while self.epoch < self.scfg.epochs:
             lr = learning_rate(self.scfg, self.epoch, cfg.optim.warmup_factor)
             for group in self.optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group["lr_scale"]
             sampler.set_epoch(self.epoch, self.step)
             loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
                                 collate_fn=collate, pin_memory=self.on_gpu)
@@ -367,6 +401,7 @@ class StageTrainer:
             known = [(p, y) for p, y in zip(preds, self.val_samples.labels) if p >= 0]
             record["val_top1"] = sum(p == y for p, y in known) / max(1, len(known))
         logger.write(record)
+        self._offer(f"stage{self.number} epoch {self.epoch + 1}")
         if rt.main and self.unreadable:
             (self.folder / "unreadable.txt").write_text("".join(p + "\n" for p in sorted(self.unreadable)))
         self.epoch, self.step = self.epoch + 1, 0
@@ -380,15 +415,26 @@ def run(cfg: TrainConfig, stages: str = "both", resume: bool = False,
     With ``resume``, a finished stage (``model.pt`` present) is skipped, an interrupted one
     continues from ``last.pt``; without it, an existing ``last.pt`` is an error rather than
     something to overwrite. ``on_stage_end(trainer)`` is called in every process after each
-    stage it trains (e.g. to keep each process's own state).
+    stage it trains (e.g. to keep each process's own state). With identities held back
+    (``data.holdout_fraction``), the guard scores the starting model and every epoch on them and
+    keeps the best as ``out["best"]`` (``cfcd.train.guard``; ``guard.report`` says how it went).
     """
     if stages not in ("1", "2", "both"):
         raise ValueError(f"stage must be 1, 2 or both, got {stages!r}")
     rt = init_runtime(cfg.run.device)
     train, val = training_data(cfg)
+    held = holdout_data(cfg)
     if rt.main:
-        log.info("training set: %d images of %d classes (%d held out for validation) from %s",
-                 len(train), train.num_classes, len(val), cfg.data.train)
+        log.info("training set: %d images of %d classes (%d held out for validation; %d identities, %d images "
+                 "held back for the best-model guard) from %s", len(train), train.num_classes, len(val),
+                 len(set(held.labels)), len(held), cfg.data.train)
+    guard = Guard(cfg.out_dir, held, rt.device.type) if len(held) else None
+    if guard is not None and cfg.stage1.init and INIT not in guard.scores and stages in ("1", "both"):
+        if rt.main:
+            from ..model import load_model
+
+            guard.offer(INIT, load_model(cfg.stage1.init))
+        rt.barrier()
     out: dict[str, Path] = {}
     for stage in (1, 2):
         if stages not in (str(stage), "both"):
@@ -405,10 +451,12 @@ def run(cfg: TrainConfig, stages: str = "both", resume: bool = False,
             if stages == "both" and not (resume and table.is_file()):
                 hem(cfg, out["stage1"], train, rt)
             predictions = read_table(table, train) if table.is_file() else None
-        trainer = StageTrainer(cfg, stage, rt, train, val, predictions)
+        trainer = StageTrainer(cfg, stage, rt, train, val, predictions, guard)
         if resume and (folder / LAST).is_file():
             trainer.resume_from(folder / LAST)
         out[f"stage{stage}"] = trainer.train()
         if on_stage_end is not None:
             on_stage_end(trainer)
+    if guard is not None:
+        out["best"] = guard.out_dir / BEST
     return out

@@ -2,10 +2,14 @@
 
 random: PyTorch's default init. pca: fc from the PCA of the training images' GeM vectors
 (``init_head_from_pca``), so that the first descriptor is the PCA projection of the backbone's.
+whiten: fc from the PCA-whitening of the training photos' GeM vectors at three scales and over
+regions, as ``cfcd whiten`` learns it without labels (``init_head_from_whitening``), so that
+training starts from the head the collection already gives.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 
@@ -13,14 +17,14 @@ import torch
 import torch.distributed as dist
 
 from ..model import CFCDNet
-from ..model.whitening import set_head
+from ..model.whitening import learn_head, set_head
 from .datasets import Samples
 from .predict import gem_features
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-HEAD_INITS = ("random", "pca")
+HEAD_INITS = ("random", "pca", "whiten")
 
 
 def pca_components(features: torch.Tensor, dim: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,3 +84,30 @@ def init_head_from_pca(model: CFCDNet, samples: Samples, image_size: int, batch_
         log.info("stage 1: projection head from PCA of %d GeM vectors (%d -> %d, %.1f%% of the variance kept) "
                  "in %.0f s%s", len(feats), channels, dim, 100 * share, time.perf_counter() - tic,
                  f"; {len(errors)} unreadable" if errors else "")
+
+
+def init_head_from_whitening(model: CFCDNet, samples: Samples, rt: Runtime) -> None:
+    """The projection head from ``cfcd.model.whitening.learn_head`` (its defaults: p = 0.5,
+    shrinkage 1, scales 0.7071 / 1 / 1.4142 at a 512 px long side, regions 2, 3) on ``samples``'
+    photos, labels ignored. Every process computes the same head from all photos (on a CPU
+    copy of the model); the caller's RNG state is untouched."""
+    dim = model.fc.out_features
+    tic = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        cpu = copy.deepcopy(model).cpu().float()
+        _, whitening = learn_head(cpu, list(samples.paths), dim=dim)
+    set_head(model, whitening.projection, whitening.mean)
+    if rt.main:
+        log.info("stage 1: projection head from PCA-whitening of %d photos' GeM vectors (%d -> %d) in %.0f s",
+                 len(samples), model.fc.in_features, dim, time.perf_counter() - tic)
+
+
+def init_head(kind: str, model: CFCDNet, samples: Samples, image_size: int, batch_size: int, rt: Runtime,
+              seed: int = 0, num_workers: int = 0) -> None:
+    """Initialise ``model``'s fresh projection head as ``kind`` (one of ``HEAD_INITS``) says."""
+    if kind == "pca":
+        init_head_from_pca(model, samples, image_size, batch_size, rt, seed=seed, num_workers=num_workers)
+    elif kind == "whiten":
+        init_head_from_whitening(model, samples, rt)
+    elif kind != "random":
+        raise ValueError(f"head init {kind!r}: expected one of {', '.join(HEAD_INITS)}")
