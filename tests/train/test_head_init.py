@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from tinytrain import tiny_overrides
 
 from cfcd.model.checkpoint import atomic_save, make_checkpoint
+from cfcd.model.whitening import learn_head
 from cfcd.train.config import load_config
 from cfcd.train.engine import StageTrainer, training_data
 from cfcd.train.head_init import pca_components
@@ -91,3 +94,16 @@ def test_pca_components_orthonormal_and_seeded():
     assert torch.equal(a, b)
     assert torch.allclose(a @ a.T, torch.eye(10, dtype=torch.float64), atol=1e-10)
     assert torch.allclose(mean, x.mean(0))
+
+
+def test_whiten_head_is_learn_heads_whitening_of_the_training_photos(class_folder, tmp_path):
+    _, _, train, trainer = _trainer(class_folder, tmp_path, "model.dim=16", "stage1.head_init=whiten")
+    reference = trainer.model.eval()
+    _, whitening = learn_head(copy.deepcopy(reference), list(train.paths), dim=16)
+    rng = torch.get_rng_state()
+    trainer.init_head()
+    assert torch.equal(rng, torch.get_rng_state())
+    w = whitening.projection
+    assert torch.allclose(trainer.model.fc.weight.double(), w, atol=1e-6)
+    assert torch.allclose(trainer.model.fc.bias.double(), -w @ whitening.mean, atol=1e-5)
+    assert torch.equal(trainer.model.bn.running_var, torch.ones(16))
