@@ -262,3 +262,58 @@ def test_an_index_that_stored_no_cap_is_capped_at_query_time(tmp_path):
     loaded.search_images([photo_24mp(tmp_path / "big.jpg")], k=1, model=model)
     assert loaded.settings["max_working_side"] == DEFAULT_MAX_WORKING_SIDE
     assert max(max(hw) for hw in model.seen) == DEFAULT_MAX_WORKING_SIDE
+
+
+# Issue 20: a JPEG is decoded at the size the largest scale needs, and photos are seen upright.
+
+T = Image.Transpose
+# How a camera stores an upright picture under each EXIF orientation: the inverse of the
+# transposition that shows it upright.
+STORED_AS = {1: None, 2: T.FLIP_LEFT_RIGHT, 3: T.ROTATE_180, 4: T.FLIP_TOP_BOTTOM, 5: T.TRANSPOSE,
+             6: T.ROTATE_90, 7: T.TRANSVERSE, 8: T.ROTATE_270}
+SMALL = ExtractionSettings((0.5, 1.0), max_side=128, preparation="cfcd")
+
+
+def upright_picture(w: int = 1203, h: int = 805) -> Image.Image:
+    """Waves that shift visibly when a box is off by a fraction of a pixel; sides that are not
+    multiples of 8, so a 1/8 decode ends in a partial block."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    arr = np.stack([x / w * 200, 128 + 100 * np.sin(x / 48 * 2 * np.pi), 128 + 100 * np.cos(y / 40 * 2 * np.pi)], axis=-1)
+    return Image.fromarray(arr.clip(0, 255).astype(np.uint8))
+
+
+def phone_photo(path, upright: Image.Image, orientation: int):
+    stored = upright if STORED_AS[orientation] is None else upright.transpose(STORED_AS[orientation])
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stored.save(path, quality=95, exif=exif.tobytes())
+    return path
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_reduced_decode_sees_the_photo_upright_with_boxes_in_upright_coordinates(tmp_path, orientation):
+    from cfcd.data.images import decode_image
+    from cfcd.extraction import prepare
+
+    upright = upright_picture()
+    path = phone_photo(tmp_path / "phone.jpg", upright, orientation)
+    assert decode_image(path, need=lambda size: (150, 100)).image.size in ((151, 101), (101, 151))  # 1/8 of it
+    box = (100.4, 50.2, 1000.6, 700.3)  # upright coordinates, as a user draws it on the photo they see
+    for item, truth in ((path, upright), ((path, box), (upright, box))):
+        got, expected = prepare(item, SMALL), prepare(truth, SMALL)  # the photo itself: no decode at all
+        for g, e in zip(got, expected):
+            assert g.shape == e.shape
+            assert (g - e).abs().mean() < 0.015, (orientation, item)
+
+
+def test_official_preparation_decodes_at_full_size(tmp_path):
+    from cfcd.data.images import get_preparation
+    from cfcd.extraction import prepare, working_sizes
+
+    path = phone_photo(tmp_path / "phone.jpg", upright_picture(), 6)
+    full = load_image(path)
+    for name in ("official", "cfcd"):
+        settings = replace(SMALL, preparation=name)
+        expected = get_preparation(name).views(full, working_sizes(*full.size, settings))
+        same = all(torch.equal(g, e) for g, e in zip(prepare(path, settings), expected))
+        assert same == (name == "official"), name  # cfcd's reduced decode gives other (close) pixels

@@ -141,3 +141,81 @@ def test_official_preparation_truncates_crop_boxes_as_the_official_code():
     assert np.array_equal(np.asarray(get_preparation("official").crop(img, (-2, 0, 500, 20))), arr[0:20, :])
     with pytest.raises(ImageError, match="empty crop box"):
         get_preparation("official").crop(img, (10.2, 5, 10.9, 20))
+
+
+def _jpeg(path, size=(400, 300)):
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path, quality=90)
+    return path
+
+
+def test_a_jpeg_is_decoded_reduced_only_when_half_its_size_is_enough(tmp_path):
+    from cfcd.data.images import decode_image
+
+    path = _jpeg(tmp_path / "a.jpg")
+    asked = []
+    half = decode_image(path, need=lambda size: asked.append(size) or (200, 150))
+    assert asked == [(400, 300)] and half.image.size == (200, 150) and half.frame == (0, 0, 200, 150)
+    assert half.reduced and half.size == (400, 300)
+    for need in (lambda size: (201, 150), lambda size: None, None):
+        full = decode_image(path, need=need)
+        assert not full.reduced and full.image.size == full.size == (400, 300)
+        assert np.array_equal(np.asarray(full.image), np.asarray(load_image(path)))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "TIFF"])
+def test_other_formats_are_decoded_at_full_size(tmp_path, fmt):
+    """Pillow's PNG, WebP and TIFF decoders have no reduced decode: the need is ignored."""
+    from cfcd.data.images import decode_image
+
+    path = tmp_path / f"a.{fmt.lower()}"
+    Image.new("RGB", (400, 300), (10, 20, 30)).save(path, fmt)
+    decoded = decode_image(path, need=lambda size: (50, 38))
+    assert decoded.image.size == (400, 300) and not decoded.reduced
+
+
+def test_a_reduced_region_maps_full_size_boxes_onto_the_smaller_image():
+    from cfcd.data.images import Decoded
+
+    small = Image.new("RGB", (151, 101))
+    # 1203 x 805 decoded at 1/8 and flipped top to bottom: the partial last row is now the first
+    decoded = Decoded(small, (1203, 805), (0.0, 0.375, 150.375, 101.0))
+    part, box = decoded.region((8, 16, 808, 805))  # at 1/8: (1, 2.375, 101, 101), so the pixels (1, 2, 101, 101)
+    assert part.size == (100, 99) and box == pytest.approx((0, 0.375, 100, 99))
+    assert np.array_equal(np.asarray(part), np.asarray(small.crop((1, 2, 101, 101))))
+    part, box = decoded.region((0, 0, 1203, 805))
+    assert part is small and box == (0.0, 0.375, 150.375, 101.0)
+
+
+def test_heic_is_read_upright(tmp_path):
+    pillow_heif = pytest.importorskip("pillow_heif", reason="HEIC needs the heif extra: pip install -e .[heif]")
+    img = Image.new("RGB", (64, 32), (255, 0, 0))
+    img.paste((0, 0, 255), (32, 0, 64, 32))  # red left, blue right
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise: red on top
+    pillow_heif.from_pillow(img).save(tmp_path / "phone.heic", quality=90, exif=exif.tobytes())
+    out = load_image(tmp_path / "phone.heic")
+    assert out.size == (32, 64)
+    assert np.abs(np.subtract(out.getpixel((16, 8)), (255, 0, 0))).max() < 8
+    assert np.abs(np.subtract(out.getpixel((16, 56)), (0, 0, 255))).max() < 8
+
+
+def test_heic_without_pillow_heif_says_what_to_install(tmp_path, monkeypatch):
+    from PIL import Image as PILImage
+
+    path = tmp_path / "phone.heic"
+    path.write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(64))  # a HEIF header is all it takes to be recognised
+    monkeypatch.setitem(__import__("sys").modules, "pillow_heif", None)  # import fails as if not installed
+    monkeypatch.setattr(PILImage, "ID", [i for i in PILImage.ID if i != "HEIF"])  # nor registered by an earlier test
+    with pytest.raises(ImageError, match=r"phone\.heic: a HEIC/HEIF image.*pip install 'cfcd\[heif\]'"):
+        load_image(path)
+    with open(path, "rb") as f, pytest.raises(ImageError, match=r"phone\.heic: a HEIC/HEIF image"):
+        load_image(f)
+
+
+def test_heic_files_are_listed(tmp_path):
+    from cfcd.data.images import list_images
+
+    for name in ("a.HEIC", "b.heif", "c.jpg", "d.txt"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in list_images(tmp_path)] == ["a.HEIC", "b.heif", "c.jpg"]

@@ -1,7 +1,11 @@
 """Image decoding and normalisation: the one place where pixels enter cfcd.
 
 Every image, whatever its file format or mode, leaves ``load_image`` as an 8-bit RGB
-``PIL.Image`` with its EXIF orientation applied; ``to_tensor`` turns it into the network's
+``PIL.Image`` with its EXIF orientation applied (a photo taken upright is seen upright, and
+boxes are in its upright coordinates); ``decode_image`` may decode a JPEG at 1/2, 1/4 or 1/8 of
+its size when the caller needs no more (issue 20: a phone photo costs no more to decode than
+the network costs to run); HEIC/HEIF photos are read through ``pillow-heif`` when it is
+installed (``pip install 'cfcd[heif]'``). ``to_tensor`` turns it into the network's
 input convention, RGB floats in [0, 1]. Each model normalises its input with its own
 backbone's mean/std (``CFCDNet.normalize``). The official CFCD code feeds BGR images with the
 reversed statistics; its checkpoints are converted on load (see ``cfcd.model.weights``) so that
@@ -16,15 +20,17 @@ at the small scales under Pillow's antialiased filter, issue 10).
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
 import struct
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Union
+from typing import TYPE_CHECKING, BinaryIO, Callable, Union
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 if TYPE_CHECKING:
     import torch
@@ -72,8 +78,123 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB") if img.mode != "RGB" else img
 
 
-def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode ``source`` (path, bytes or binary file) into an RGB image.
+Box = tuple[float, float, float, float]
+Size = tuple[int, int]
+
+# The transposition that shows an image upright, per EXIF orientation (tag 0x0112), as
+# Pillow's ImageOps.exif_transpose applies it.
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_SWAPS_SIDES = {Image.Transpose.TRANSPOSE, Image.Transpose.ROTATE_270, Image.Transpose.TRANSVERSE, Image.Transpose.ROTATE_90}
+
+
+def _transpose_box(box: Box, size: Size, method: Image.Transpose) -> Box:
+    """``box`` in an image of ``size``, in the coordinates of that image after ``img.transpose(method)``."""
+    w, h = size
+    T = Image.Transpose
+    move = {
+        T.FLIP_LEFT_RIGHT: lambda x, y: (w - x, y),
+        T.FLIP_TOP_BOTTOM: lambda x, y: (x, h - y),
+        T.ROTATE_180: lambda x, y: (w - x, h - y),
+        T.ROTATE_90: lambda x, y: (y, w - x),  # counter-clockwise
+        T.ROTATE_270: lambda x, y: (h - y, x),
+        T.TRANSPOSE: lambda x, y: (y, x),
+        T.TRANSVERSE: lambda x, y: (h - y, w - x),
+    }[method]
+    (ax, ay), (bx, by) = move(box[0], box[1]), move(box[2], box[3])
+    return min(ax, bx), min(ay, by), max(ax, bx), max(ay, by)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded image. ``image``: upright 8-bit RGB, possibly decoded at a reduced size;
+    ``size``: the upright size of the image as stored, in whose pixel coordinates boxes are
+    given; ``frame``: where that full image lies in ``image``'s coordinates ((0, 0, *size)
+    unless reduced; a reduced decode's last row and column may cover a partial block)."""
+
+    image: Image.Image
+    size: Size
+    frame: Box
+
+    @classmethod
+    def full(cls, image: Image.Image) -> "Decoded":
+        return cls(image, image.size, (0, 0, *image.size))
+
+    @property
+    def reduced(self) -> bool:
+        return self.image.size != self.size
+
+    def region(self, box: Box) -> tuple[Image.Image, Box]:
+        """The pixels around ``box`` (full-size coordinates): the part of ``image`` covering
+        it, whole pixels (outside the image: black, as ``Image.crop``), and where ``box``
+        lies in that part, for ``Image.resize(size, box=...)``."""
+        fx0, fy0, fx1, fy1 = self.frame
+        sx, sy = (fx1 - fx0) / self.size[0], (fy1 - fy0) / self.size[1]
+        x0, y0, x1, y1 = fx0 + box[0] * sx, fy0 + box[1] * sy, fx0 + box[2] * sx, fy0 + box[3] * sy
+        hull = (math.floor(x0), math.floor(y0), math.ceil(x1), math.ceil(y1))
+        part = self.image if hull == (0, 0, *self.image.size) else self.image.crop(hull)
+        return part, (x0 - hull[0], y0 - hull[1], x1 - hull[0], y1 - hull[1])
+
+
+# Major brands of HEIF files (ISO/IEC 23008-12): HEVC-coded images and sequences, and the
+# generic image brand; pillow-heif decodes them.
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"}
+
+
+def _is_heif(source) -> bool:
+    """Whether ``source`` (a path or a seekable binary file) starts like a HEIF file."""
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as f:
+            head = f.read(12)
+    else:
+        where = source.tell()
+        head = source.read(12)
+        source.seek(where)
+    return head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS
+
+
+def _enable_heif(name: str) -> None:
+    """Let Pillow open HEIF files (pillow-heif's opener, registered once), or ``ImageError``
+    saying how to install it."""
+    try:
+        import pillow_heif
+    except ImportError:
+        raise ImageError(f"{name}: a HEIC/HEIF image; reading it needs pillow-heif: pip install 'cfcd[heif]'") from None
+    pillow_heif.register_heif_opener()
+
+
+def _open(source, name: str) -> Image.Image:
+    """``Image.open``, retried once with HEIF support when the file is HEIF (not by default:
+    importing pillow-heif is not free, and most collections hold none)."""
+    where = None if isinstance(source, (str, os.PathLike)) else source.tell()
+    try:
+        return Image.open(source)
+    except Image.UnidentifiedImageError:
+        if where is not None:
+            source.seek(where)
+        if not _is_heif(source):
+            raise
+        _enable_heif(name)
+        return Image.open(source)
+
+
+def decode_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 need: Callable[[Size], Size | None] | None = None) -> Decoded:
+    """Decode ``source`` (path, bytes or binary file) into an upright RGB image.
+
+    ``need``, given the upright size of the stored image, returns the smallest size (upright,
+    of the whole image) its caller will resample from, or None for the full size. A JPEG is
+    then decoded at 1/2, 1/4 or 1/8 of its size (the decoder's DCT scaling: a fraction of a
+    full decode's time and memory) when that is still at least ``need``; ``Decoded.region``
+    maps boxes onto the smaller image. Other formats are decoded at full size: Pillow's PNG,
+    WebP, TIFF, GIF and BMP decoders, and pillow-heif's HEIF one, have no reduced decode.
 
     Raises ``ImageError`` naming the file and the cause for anything that is not a complete
     image: missing files, directories, other formats, truncated data; ``ImageTooLarge`` (a
@@ -85,16 +206,28 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(source)
+            img = _open(source, name)
             w, h = img.size
             if w * h > max_pixels:
                 raise ImageTooLarge(
                     f"{name}: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels} pixels; "
                     "downscale the image or raise max_pixels"
                 )
+            upright = _UPRIGHT.get(img.getexif().get(0x0112, 1))
+            swap = upright in _SWAPS_SIDES
+            frame: Box = (0, 0, w, h)
+            wanted = need((h, w) if swap else (w, h)) if need else None
+            if wanted:
+                ww, wh = wanted[::-1] if swap else wanted
+                if w // ww >= 2 and h // wh >= 2:
+                    drafted = img.draft("RGB", (ww, wh))
+                    if drafted:
+                        frame = drafted[1]
             img.load()
-            img = ImageOps.exif_transpose(img)
-            return _to_rgb(img)
+            if upright is not None:
+                frame = _transpose_box(frame, img.size, upright)
+                img = img.transpose(upright)
+            return Decoded(_to_rgb(img), (h, w) if swap else (w, h), frame)
     except ImageError:
         raise
     except FileNotFoundError as err:
@@ -115,6 +248,12 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
         raise ImageError(f"{name}: corrupt or truncated image data ({err})") from err
 
 
+def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode ``source`` (path, bytes or binary file) into an upright RGB image at its full
+    size; errors as ``decode_image``."""
+    return decode_image(source, max_pixels).image
+
+
 def to_tensor(img: Image.Image) -> torch.Tensor:
     """RGB PIL image -> float tensor (3, H, W) in [0, 1] (the model normalises it)."""
     import torch  # here, not at the top: decoding and `cfcd --help` do not need torch
@@ -123,43 +262,49 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
     return arr.permute(2, 0, 1).float().div_(255.0)
 
 
-Box = tuple[float, float, float, float]
-Size = tuple[int, int]
-
-
 class Preparation:
     """How a decoded image becomes network inputs: the crop of a query box, the size of each
     scaled copy, and the resampling. ``views(img, sizes, box)`` returns one [0, 1] RGB tensor
-    (3, h, w) per (w, h) in ``sizes``, of the region ``box`` (integer pixels) when given."""
+    (3, h, w) per (w, h) in ``sizes``, of the region ``box`` when given (integer pixels; the
+    ``cfcd`` preparation also takes fractions, as a reduced decode's boxes have)."""
 
     name: str
     min_side: int
+    # Whether its pixels may come from a reduced JPEG decode (``decode_image``'s ``need``).
+    reduced_decode: bool
+
+    def crop_box(self, size: Size, bbox: Box) -> tuple[int, int, int, int]:
+        """The whole-pixel box that ``crop`` cuts from an image of ``size`` for ``bbox``."""
+        raise NotImplementedError
 
     def crop(self, img: Image.Image, bbox: Box) -> Image.Image:
-        raise NotImplementedError
+        return img.crop(self.crop_box(img.size, bbox))
 
     def size(self, width: int, height: int, scale: float) -> Size:
         """(w, h) of the copy scaled by ``scale``: rounded to the nearest pixel (Python's
         round, as the official ``evaler/process.py``), each side at least ``min_side``."""
         return max(self.min_side, round(width * scale)), max(self.min_side, round(height * scale))
 
-    def views(self, img: Image.Image, sizes: list[Size], box: tuple[int, int, int, int] | None = None) -> list[torch.Tensor]:
+    def views(self, img: Image.Image, sizes: list[Size], box: Box | None = None) -> list[torch.Tensor]:
         raise NotImplementedError
 
 
 class PillowPreparation(Preparation):
     """cfcd's own: 8-bit pixels resized with Pillow's bilinear filter, antialiased (its
     support widens with the reduction, so small scales are low-passed, not aliased); crop
-    boxes rounded to the nearest pixel; sides of at least 32 px."""
+    boxes rounded to the nearest pixel; sides of at least 32 px. A JPEG at least twice the
+    largest size needed is decoded at 1/2, 1/4 or 1/8 of its size (DCT scaling), then resized
+    as any other image (docs/results.md, "Decoding phone photos (issue 20)")."""
 
     name = "cfcd"
     min_side = 32
+    reduced_decode = True
 
-    def crop(self, img: Image.Image, bbox: Box) -> Image.Image:
+    def crop_box(self, size, bbox):
         x0, y0, x1, y1 = (round(v) for v in bbox)
         if x1 <= x0 or y1 <= y0:
             raise ImageError(f"empty crop box {bbox}")
-        return img.crop((x0, y0, x1, y1))
+        return x0, y0, x1, y1
 
     def views(self, img, sizes, box=None):
         full = box or (0, 0, *img.size)
@@ -174,19 +319,21 @@ class OpenCVPreparation(Preparation):
     pixels without antialiasing, which is what ``F.interpolate(mode="bilinear",
     align_corners=False, antialias=False)`` computes (the two agree within 0.007/255 on
     float32); query boxes truncated with ``int()`` and clipped to the image as NumPy slicing
-    does; no minimum side."""
+    does; no minimum side; always the full decode (the official code reads with
+    ``cv2.imread``)."""
 
     name = "official"
     min_side = 1
+    reduced_decode = False
 
-    def crop(self, img: Image.Image, bbox: Box) -> Image.Image:
-        w, h = img.size
+    def crop_box(self, size, bbox):
+        w, h = size
         x0, y0, x1, y1 = (int(v) for v in bbox)
         x0, x1 = min(max(x0, 0), w), min(max(x1, 0), w)
         y0, y1 = min(max(y0, 0), h), min(max(y1, 0), h)
         if x1 <= x0 or y1 <= y0:
             raise ImageError(f"empty crop box {bbox} in a {w}x{h} image")
-        return img.crop((x0, y0, x1, y1))
+        return x0, y0, x1, y1
 
     def views(self, img, sizes, box=None):
         import torch.nn.functional as F
@@ -229,4 +376,4 @@ def gather_images(items) -> list[Path]:
     return paths
 
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".heic", ".heif"}
