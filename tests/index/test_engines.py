@@ -47,7 +47,7 @@ def exact(db: np.ndarray, db_ids: np.ndarray, queries: np.ndarray, k: int) -> np
 
 
 def create(location: str, x: np.ndarray, paths) -> Index:
-    index = Index(DIM, model=MODEL, settings=SETTINGS, location=location)
+    index = Index(DIM, model=MODEL, settings=SETTINGS, location=location, learn=False)  # compared with exact search on the raw rows
     index.add(x, paths)
     index.save(location)
     return index
@@ -69,7 +69,7 @@ def test_add_remove_search_equal_exact_search(location):
     np.testing.assert_allclose(res.scores, np.take_along_axis(q @ x.T, res.ids, 1), atol=1e-5)
     assert res.hits(0)[0]["path"] == (f"img{res.ids[0, 0]:05d}.jpg" if res.ids[0, 0] < 200 else f"more{res.ids[0, 0] - 200:05d}.jpg")
     assert loaded.search(x[250:251], k=1).ids[0, 0] != 250
-    np.testing.assert_allclose(loaded.reconstruct(np.array([5, 260])), x[[5, 260]], atol=1e-6)
+    np.testing.assert_allclose(loaded.descriptors([5, 260]), x[[5, 260]], atol=1e-6)
     assert loaded.search(q[:2], k=5, qe=2).ids.shape == (2, 5)
     assert sorted(loaded.ids()) == keep.tolist()
 

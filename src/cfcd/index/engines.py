@@ -3,15 +3,30 @@
 A plain directory is the embedded FAISS engine (``cfcd.index.store.DirectoryStore``). A
 vector engine registers here a test on the location and the module of its store; its store
 gives ``cfcd.Index`` the same interface (``exists``, ``version``, ``open``, ``create``,
-``lock``, ``publish``), so the index's behaviour (dedupe, model checks, re-ranking) is written
-once.
+``create_vectors``, ``lock``, ``publish``), so the index's behaviour (dedupe, model checks,
+re-ranking, the learned projection) is written once. A version of an index is its ``Layers``.
 """
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
+
+
+@dataclass
+class Layers:
+    """What one version of an index is made of: the searchable ``vectors`` (projected when a
+    ``projection`` is in use), the ``catalogue`` of image records and settings, and the
+    ``raw`` descriptors by id (what a projection is learned from); ``generation`` is the
+    published version they were read from (None: not published)."""
+
+    vectors: Any
+    catalogue: Any
+    raw: Any
+    projection: Any = None
+    generation: int | None = None
 
 
 def _is_milvus(location: str) -> bool:

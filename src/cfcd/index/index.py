@@ -1,11 +1,14 @@
 """``Index``: a searchable collection of image descriptors, whatever engine stores them.
 
-Three layers below it: the vector index (``vectors``: train / add / remove / search /
-reconstruct), the catalogue (``catalogue``: one record per image, and the index's settings)
-and the store (``engines``: where versions are published, under a write lock). ``Index``
-owns what is the same for every engine: ids, dedupe by content, the model identity,
-dimension and extraction settings stored with the index and checked on every add and search,
-removal, and re-ranking. Model loading and image extraction sit one layer up, in
+Layers below it (``engines.Layers``): the vector index (``vectors``: train / add / remove /
+search / reconstruct), the catalogue (``catalogue``: one record per image, and the index's
+settings), the raw descriptors by id (``raw``) and the store (``engines``: where versions are
+published, under a write lock). ``Index`` owns what is the same for every engine: ids, dedupe
+by content, the model identity, dimension and extraction settings stored with the index and
+checked on every add and search, removal, re-ranking, and the projection it learns from its
+own descriptors (``cfcd.index.projection``): once ``projection.choose`` says a collection is
+large enough, the index searches ``P(x)`` of its raw descriptors and of every query, and learns
+``P`` again when it has grown enough. Model loading and image extraction sit one layer up, in
 ``cfcd.index.searcher``.
 
 The FAISS engine is exact (``Flat``) by default; any ``faiss.index_factory`` string can be
@@ -21,9 +24,11 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from . import projection as learning
 from . import rerank
 from .catalogue import Catalogue
-from .engines import open_store
+from .engines import Layers, open_store
+from .raw import RawSegments
 from .records import ImageRecord, describe_file, resolve_paths
 from .results import AddReport, SearchResult
 from .store import failpoint
@@ -76,26 +81,31 @@ class Index:
     """
 
     def __init__(self, dim: int, factory: str | None = None, model=None, settings=None,
-                 train_size: int = DEFAULT_TRAIN_SIZE, location: str | Path | None = None):
+                 train_size: int = DEFAULT_TRAIN_SIZE, location: str | Path | None = None, learn: bool = True):
         store = open_store(location) if location is not None else None
-        vectors, catalogue = store.create(int(dim), factory) if store else (FaissVectors.create(dim, factory or DEFAULT_FACTORY), Catalogue.memory())
-        self._attach(vectors, catalogue, store, None)
+        layers = store.create(int(dim), factory) if store else Layers(
+            FaissVectors.create(dim, factory or DEFAULT_FACTORY), Catalogue.memory(), RawSegments(dim))
+        self._attach(layers, store)
         self.dim = int(dim)
-        self.factory = vectors.factory
+        self.factory = layers.vectors.factory
         self.model = model_identity(model)
         self.settings = normalise_settings(settings, self.model)
         self.train_size = train_size
+        self.learn = bool(learn)  # learn a projection when ``projection.due`` says so
+        self.keeps_raw = True  # every descriptor ever added is in ``raw`` (indexes before 0.2 kept none)
         self._next_id = 0
         self._tombstones = 0
         self.changed = True  # unsaved changes
         if self.model and self.model.get("dim") not in (None, self.dim):
             raise IndexMismatchError(f"model {self.model['name']} makes {self.model['dim']}-d descriptors, not {self.dim}-d")
 
-    def _attach(self, vectors, catalogue, store, generation) -> None:
-        self.vectors = vectors
-        self.catalogue = catalogue
+    def _attach(self, layers: Layers, store) -> None:
+        self.vectors = layers.vectors
+        self.catalogue = layers.catalogue
+        self.raw = layers.raw
+        self.projection = layers.projection
         self.store = store
-        self.generation = generation
+        self.generation = layers.generation
         # Operations since the published version ``generation``, replayed on a newer one
         # when another writer published first (see ``edit``).
         self._journal: list[Callable[[Index], None]] = []
@@ -122,12 +132,12 @@ class Index:
         """The published version of the index at ``location`` (a consistent snapshot, even
         while another process is writing)."""
         store = open_store(location)
-        vectors, catalogue, generation = store.open()
-        info = catalogue.info()
+        layers = store.open()
+        info = layers.catalogue.info()
         if info.get("format") != FORMAT:
             raise ValueError(f"{location}: not a cfcd index (format {info.get('format')!r})")
         index = cls.__new__(cls)
-        index._attach(vectors, catalogue, store, generation)
+        index._attach(layers, store)
         index.dim = info["dim"]
         index.factory = info["factory"]
         index.model = info.get("model")
@@ -135,6 +145,10 @@ class Index:
         index.train_size = info.get("train_size", DEFAULT_TRAIN_SIZE)
         index._next_id = info["next_id"]
         index._tombstones = info.get("tombstones", 0)
+        index.learn = info.get("learn", True)
+        index.keeps_raw = bool(info.get("raw"))
+        if not index.keeps_raw:
+            index.raw = None  # an index from before raw descriptors were kept
         index.changed = False
         return index
 
@@ -210,11 +224,18 @@ class Index:
             self.store.close()
 
     def _publish(self) -> None:
-        """Write this index as the store's next version (the lock is held)."""
+        """Write this index as the store's next version (the lock is held), learning its
+        projection first if it is due (``projection.due``)."""
+        if self.learn and self.keeps_raw and learning.due(len(self), self.projection):
+            chosen = learning.choose(len(self))
+            if chosen:
+                self._learn(*chosen)
         self.catalogue.set_info(format=FORMAT, version=VERSION, dim=self.dim, factory=self.factory, model=self.model,
                                 settings=self.settings, next_id=self._next_id, tombstones=self._tombstones,
-                                train_size=self.train_size)
-        self.generation = self.store.publish(self.vectors, self.catalogue)
+                                train_size=self.train_size, learn=self.learn,
+                                projection=self.projection.describe() if self.projection else None)
+        layers = Layers(self.vectors, self.catalogue, self.raw, self.projection)
+        self.generation = self.store.publish(layers)
         self._journal = []
         self.changed = False
 
@@ -237,6 +258,8 @@ class Index:
             "removed_pending": self._tombstones,
             "model": self.model,
             "settings": self.settings,
+            "learn": self.learn,
+            "projection": self.projection.describe() if self.projection else None,
         }
 
     def records(self, ids: Sequence[int]) -> dict[int, ImageRecord]:
@@ -315,11 +338,14 @@ class Index:
         if not keep:
             return report
         vectors = descriptors if len(keep) == len(descriptors) else descriptors[keep]  # no 2 GB copy at 1M
-        self._train(vectors)
+        searchable = self.searchable(vectors)
+        self._train(searchable)
         ids = np.arange(self._next_id, self._next_id + len(keep), dtype=np.int64)
         self.changed = True
         self.catalogue.insert([recs[k].with_id(i) for k, i in zip(keep, ids)])
-        self.vectors.add(vectors, ids)
+        if self.raw is not None:
+            self.raw.add(vectors, ids)
+        self.vectors.add(searchable, ids)
         self._next_id += len(keep)
         report.added = ids.tolist()
         return report
@@ -359,6 +385,8 @@ class Index:
         if not present:
             return []
         self.changed = True
+        if self.raw is not None:
+            self.raw.remove(np.asarray(present, dtype=np.int64))
         if not self.vectors.remove(np.asarray(present, dtype=np.int64)):
             # HNSW and a few others cannot delete: keep the vectors, forget the ids, and filter
             # them out of results until the index is rebuilt.
@@ -369,7 +397,8 @@ class Index:
     # ---- search -------------------------------------------------------------------------
 
     def reconstruct(self, ids: np.ndarray) -> np.ndarray:
-        """The stored vectors of ``ids`` (approximate for PQ); rows of -1 ids are zero.
+        """The searched vectors of ``ids`` (projected when the index has a projection;
+        approximate for PQ); rows of -1 ids are zero.
         ``ValueError`` where the engine cannot return them (fast-scan codes)."""
         caps = self.vectors.capabilities
         if not caps.reconstructs:
@@ -378,11 +407,19 @@ class Index:
                 "them, or rebuild with a plain PQ (e.g. 'IVF4096,PQ64') or Flat index"
             )
         flat = np.asarray(ids, dtype=np.int64).ravel()
-        out = np.zeros((len(flat), self.dim), np.float32)
+        out = np.zeros((len(flat), self.vectors.dim), np.float32)
         valid = flat >= 0
         if valid.any():
             out[valid] = self.vectors.reconstruct(flat[valid])
-        return out.reshape(*np.shape(ids), self.dim)
+        return out.reshape(*np.shape(ids), self.vectors.dim)
+
+    def descriptors(self, ids: Sequence[int]) -> np.ndarray:
+        """The descriptors (n, dim) that were added for ``ids``, as a query would give them
+        (``reconstruct`` gives the searched, possibly projected, vectors)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if self.raw is not None:
+            return self.raw.read(ids)
+        return self.reconstruct(ids)  # an index from before raw descriptors were kept: never projected
 
     def _raw_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, dict]:
         total = len(self.vectors)
@@ -416,6 +453,7 @@ class Index:
         self.check_compatible(model, settings, queries.shape[1])
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
+        queries = self.searchable(queries)
         if qe > 0 and len(self.vectors):
             scores, ids, _ = self._raw_search(queries, qe)
             queries = rerank.alpha_query_expansion(queries, self.reconstruct(ids), np.where(ids >= 0, scores, 0.0), alpha)
@@ -456,9 +494,63 @@ class Index:
         vectors = rerank.database_augmentation(self.reconstruct(ids), n, alpha)
         copy = Index.__new__(Index)
         copy.__dict__.update(self.__dict__)
-        copy.vectors = FaissVectors.create(self.dim, DEFAULT_FACTORY)
+        copy.vectors = FaissVectors.create(self.vectors.dim, DEFAULT_FACTORY)
         copy.vectors.add(vectors, ids)
         copy._tombstones = 0
         copy.store, copy._journal = None, []  # a view for searching, never to be saved
         return copy
 
+
+    # ---- the learned projection (cfcd.index.projection) ---------------------------------
+
+    def searchable(self, descriptors: np.ndarray) -> np.ndarray:
+        """What the vector layer holds for raw ``descriptors``: their projection, if any."""
+        return self.projection(descriptors) if self.projection is not None else descriptors
+
+    def relearn(self, dim: int | None = None, shrinkage: float | None = None) -> None:
+        """Learn the projection now from the raw descriptors (``dim`` / ``shrinkage``: those
+        ``projection.choose`` gives for this size) and switch learning on; the next save
+        publishes the new vectors and projection together."""
+        self._check_raw()
+        chosen = learning.choose(len(self))
+        if dim is None and chosen is None:
+            raise ValueError(f"{len(self)} images: below the {learning.MIN_IMAGES} from which a learned projection "
+                             "helps; give a dimension (--dim) to learn one anyway")
+        dim = dim or chosen[0]
+        shrinkage = shrinkage if shrinkage is not None else (chosen[1] if chosen else learning.SHRINKAGE)
+        self._learn(dim, shrinkage)
+        self.learn = True
+        self.journal(lambda newer: newer.relearn(dim, shrinkage))
+
+    def unlearn(self) -> None:
+        """Drop the projection and stop learning one: the index searches raw descriptors again."""
+        self._check_raw()
+        self._rebuild(None)
+        self.learn = False
+        self.changed = True
+        self.journal(lambda newer: newer.unlearn())
+
+    def _check_raw(self) -> None:
+        if not self.keeps_raw:
+            raise ValueError(f"{self.path}: this index was built before cfcd kept raw descriptors, so it cannot learn a "
+                             "projection; build it again (`cfcd index build --force`)")
+
+    def _learn(self, dim: int, shrinkage: float) -> None:
+        ids = learning.sample_ids(np.asarray(self.ids(), dtype=np.int64))
+        blocks = (self.raw.read(ids[i:i + learning.BLOCK]) for i in range(0, len(ids), learning.BLOCK))
+        projection = learning.learn(blocks, dim, shrinkage)
+        log.info("learned a %d-d projection from %d descriptors", projection.dim, projection.learned_from)
+        self._rebuild(projection)
+
+    def _rebuild(self, projection) -> None:
+        """A new vector layer holding ``projection`` (None: the identity) of every raw descriptor."""
+        ids = np.asarray(self.ids(), dtype=np.int64)
+        factory_dim = projection.dim if projection is not None else self.dim
+        vectors = self.store.create_vectors(factory_dim, self.factory) if self.store else FaissVectors.create(factory_dim, self.factory)
+        self.projection, self.vectors = projection, vectors
+        if vectors.capabilities.needs_training:
+            self._train(self.searchable(self.raw.read(learning.sample_ids(ids, self.train_size))))
+        for i in range(0, len(ids), learning.BLOCK):
+            vectors.add(self.searchable(self.raw.read(ids[i:i + learning.BLOCK])), ids[i:i + learning.BLOCK])
+        self._tombstones = 0
+        self.changed = True

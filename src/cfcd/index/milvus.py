@@ -10,11 +10,15 @@ Milvus Lite lets one process open a data directory at a time (it locks it). Seve
 (two ``cfcd serve``, a writer and a server) share one through a server: ``milvus-lite server
 --data-dir photos.db --port 19530``, then ``http://127.0.0.1:19530/cfcd`` everywhere.
 
-Two collections per index (Milvus has no joins, and wants a vector field in each):
-``NAME`` holds (id, vector, version); ``NAME_images``, the catalogue, holds (id, path, size,
-mtime, sha256, version) and a 2-d placeholder vector. The index's settings (format, dim,
-model, extraction settings, next id, published version) are the catalogue collection's
-property ``cfcd.info``.
+Collections per index (Milvus has no joins, and wants a vector field in each): ``NAME``
+holds (id, vector, version); ``NAME_images``, the catalogue, holds (id, path, size, mtime,
+sha256, version) and a 2-d placeholder vector; ``NAME_raw`` the raw descriptors (id, vector,
+version) a projection is learned from; ``NAME_proj`` the learned projection's rows (its mean,
+then its matrix; ``cfcd.index.projection``). A projection changes the searched dimension, so
+its vectors go to a new collection ``NAME_s<hex>`` that the published settings name; the one
+it replaced is dropped one projection later (readers that opened it a moment ago still find
+it). The index's settings (format, dim, model, extraction settings, next id, published
+version, the searched collection) are the catalogue collection's property ``cfcd.info``.
 
 Versions: readers see the rows whose version is at most the published one. A writer keeps its
 additions in memory (its own searches see them) and publishes under the write lock: it deletes
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import time
 from pathlib import Path
@@ -39,6 +44,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from .engines import Layers
+from .projection import Projection
 from .records import ImageRecord
 from .store import failpoint
 from .vectors import Capabilities
@@ -101,7 +108,10 @@ class MilvusStore:
         self.uri, self.name, self.lite = parse_location(location)
         self._location = str(location)
         self.images = f"{self.name}_images"
+        self.raw = f"{self.name}_raw"
+        self.projections = f"{self.name}_proj"
         self._client = None
+        self._opened_projection = None  # the Projection read by ``open`` (published already)
 
     @property
     def location(self) -> str:
@@ -162,66 +172,90 @@ class MilvusStore:
 
     # ---- opening and creating ---------------------------------------------------------------
 
-    def _load(self) -> None:
-        for name in (self.name, self.images):
+    def _load(self, *names: str) -> None:
+        for name in names:
             self.client.load_collection(name)
 
-    def open(self) -> tuple["MilvusVectors", "MilvusCatalogue", int]:
+    def open(self) -> Layers:
         info = self.info()
         gen = self.version()
-        self._load()
+        searched = info.get("vectors_collection", self.name)
+        described = info.get("projection")
+        keeps_raw = bool(info.get("raw"))
+        self._load(searched, self.images, *((self.raw, self.projections) if keeps_raw else ()))
         count = info.get("count", 0)
-        return MilvusVectors(self, info["dim"], info["factory"], gen, count), MilvusCatalogue(self, gen, count, info), gen
+        projection = None
+        if described:
+            rows = self.client.query(self.projections, filter=f"version == {described['version']}",
+                                     output_fields=["id", "vector"])
+            rows.sort(key=lambda r: r["id"])
+            projection = Projection.from_rows(np.array([r["vector"] for r in rows]), described)
+        self._opened_projection = projection
+        dim = projection.dim if projection else info["dim"]
+        raw = MilvusVectors(self, info["dim"], "FLAT", gen, count, self.raw) if keeps_raw else None
+        return Layers(MilvusVectors(self, dim, info["factory"], gen, count, searched),
+                      MilvusCatalogue(self, gen, count, info), raw, projection, gen)
 
-    def create(self, dim: int, factory: str | None) -> tuple["MilvusVectors", "MilvusCatalogue"]:
+    def create(self, dim: int, factory: str | None) -> Layers:
         """Views of a new index (the collections are made if absent; nothing is visible
         until the first publish)."""
         factory = factory or DEFAULT_FACTORY
         kind, params = parse_factory(factory)
         info = self.info()
         if not self._has_collections():
-            self._create_collections(dim, kind, params)
+            self._create_collection(self.name, dim, kind, params)
+            self._create_collection(self.images, 2, catalogue=True)
+            self._create_collection(self.raw, dim)
+            self._create_collection(self.projections, dim)
             info = {"published": 0}
             self._write_info(info)
         elif info.get("published"):
             raise FileExistsError(f"{self._location}: an index already exists there (a Milvus collection is not "
-                                  f"replaced by --force: drop collections {self.name!r} and {self.images!r} first)")
-        self._load()
+                                  f"replaced by --force: drop collections {self.name!r}, {self.images!r}, {self.raw!r} "
+                                  f"and {self.projections!r} first)")
+        self._load(self.name, self.images, self.raw, self.projections)
         gen = info.get("published", 0)
-        return MilvusVectors(self, dim, factory, gen, 0), MilvusCatalogue(self, gen, 0, {})
+        return Layers(MilvusVectors(self, dim, factory, gen, 0, self.name), MilvusCatalogue(self, gen, 0, {}),
+                      MilvusVectors(self, dim, "FLAT", gen, 0, self.raw))
 
-    def _create_collections(self, dim: int, kind: str, params: dict) -> None:
+    def create_vectors(self, dim: int, factory: str | None) -> "MilvusVectors":
+        """An empty vector layer in a new collection (invisible until a publish names it)."""
+        factory = factory or DEFAULT_FACTORY
+        name = f"{self.name}_s{secrets.token_hex(4)}"
+        self._create_collection(name, dim, *parse_factory(factory))
+        self._load(name)
+        return MilvusVectors(self, dim, factory, 0, 0, name)
+
+    def _create_collection(self, name: str, dim: int, kind: str = "FLAT", params: dict | None = None,
+                           catalogue: bool = False) -> None:
         from pymilvus import DataType
 
         client = self.client
-        for name, vector_dim in ((self.name, dim), (self.images, 2)):
-            schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
-            schema.add_field("id", DataType.INT64, is_primary=True)
-            schema.add_field("vector", DataType.FLOAT_VECTOR, dim=vector_dim)
-            schema.add_field("version", DataType.INT64)
-            if name == self.images:
-                schema.add_field("path", DataType.VARCHAR, max_length=MAX_VARCHAR)
-                schema.add_field("size", DataType.INT64)
-                schema.add_field("mtime", DataType.DOUBLE)
-                schema.add_field("sha256", DataType.VARCHAR, max_length=64)
-            index = client.prepare_index_params()
-            if name == self.name:
-                index.add_index("vector", index_type=kind, metric_type="IP", params=params)
-            else:
-                index.add_index("vector", index_type="FLAT", metric_type="IP")
-            try:
-                client.create_collection(name, schema=schema, index_params=index, consistency_level="Strong")
-            except Exception as err:
-                raise ValueError(f"Milvus refused index {kind} {params} for {name!r}: {err}") from None
+        schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        schema.add_field("version", DataType.INT64)
+        if catalogue:
+            schema.add_field("path", DataType.VARCHAR, max_length=MAX_VARCHAR)
+            schema.add_field("size", DataType.INT64)
+            schema.add_field("mtime", DataType.DOUBLE)
+            schema.add_field("sha256", DataType.VARCHAR, max_length=64)
+        index = client.prepare_index_params()
+        index.add_index("vector", index_type=kind, metric_type="IP", params=params or {})
+        try:
+            client.create_collection(name, schema=schema, index_params=index, consistency_level="Strong")
+        except Exception as err:
+            raise ValueError(f"Milvus refused index {kind} {params} for {name!r}: {err}") from None
 
     # ---- the write lock and publishing --------------------------------------------------
 
     def lock(self, timeout: float = 60.0):
         return _NoLock() if self.lite else _Lease(self, timeout)
 
-    def publish(self, vectors: "MilvusVectors", catalogue: "MilvusCatalogue") -> int:
-        """Make the pending changes of ``vectors`` and ``catalogue`` the next version (with the
-        lock held); returns its number."""
+    def publish(self, layers: Layers) -> int:
+        """Make the pending changes of ``layers`` the next version (with the lock held);
+        returns its number."""
+        vectors, catalogue, raw = layers.vectors, layers.catalogue, layers.raw
         if not isinstance(vectors, MilvusVectors):
             raise ValueError(f"{self._location}: a Milvus location holds Milvus indexes; this index uses the "
                              f"{vectors.engine} engine (build it at this location instead)")
@@ -229,12 +263,29 @@ class MilvusStore:
         base = info.get("published", 0)
         gen = base + 1
         client = self.client
-        for name in (self.name, self.images):  # invisible rows of a writer that died
+        searched = info.get("vectors_collection", self.name)
+        keeps = [vectors] + ([raw] if raw is not None else [])
+        for name in {searched, self.images, *(v.collection for v in keeps)}:  # invisible rows of a writer that died
             client.delete(name, filter=f"version > {base}")
-        ids, vecs = vectors.pending()
-        for start in range(0, len(ids), INSERT_BATCH):
-            client.insert(self.name, [{"id": int(i), "vector": v, "version": gen}
-                                      for i, v in zip(ids[start:start + INSERT_BATCH], vecs[start:start + INSERT_BATCH])])
+        for layer in keeps:
+            ids, vecs = layer.pending()
+            for start in range(0, len(ids), INSERT_BATCH):
+                client.insert(layer.collection, [{"id": int(i), "vector": v, "version": gen} for i, v in
+                                                 zip(ids[start:start + INSERT_BATCH], vecs[start:start + INSERT_BATCH])])
+        updates = {}
+        if raw is not None:
+            updates["raw"] = self.raw
+        if layers.projection is not None and layers.projection is not self._opened_projection:
+            rows = layers.projection.rows()
+            client.insert(self.projections, [{"id": gen * 1_000_000 + n, "vector": r, "version": gen}
+                                             for n, r in enumerate(rows)])
+            updates["projection"] = {**layers.projection.describe(), "version": gen}
+        elif layers.projection is not None:
+            updates["projection"] = info["projection"]
+        retire = []
+        if vectors.collection != searched:  # a new vector layer (a projection learned or dropped)
+            retire = info.get("retired", [])
+            updates.update(vectors_collection=vectors.collection, retired=[searched])
         records = list(catalogue.pending.values())
         for part in _chunks(records, INSERT_BATCH):
             client.insert(self.images, [{"id": r.id, "vector": [0.0, 0.0], "version": gen, "path": r.path,
@@ -242,13 +293,19 @@ class MilvusStore:
                                          "mtime": r.mtime if r.mtime is not None else -1.0,
                                          "sha256": r.sha256 or ""} for r in part])
         removed = sorted(vectors.removed | catalogue.removed)
-        count = info.get("count", 0) + len(ids) - len(removed)
+        count = len(catalogue)
         failpoint("index.staged")  # rows written, invisible: the crash tests stop a writer here
+        catalogue.set_info(**updates)
         self._write_info({**info, **catalogue.updates, "published": gen, "count": count, "writer": info.get("writer")})
+        self._opened_projection = layers.projection
         for part in _chunks(removed):
-            for name in (self.name, self.images):
+            for name in (vectors.collection, self.images, *([self.raw] if raw is not None else [])):
                 client.delete(name, ids=part)
-        vectors.published(gen, count)
+        for name in retire:  # replaced two projections ago: no reader still searches it
+            if name != self.name:
+                client.drop_collection(name)
+        for layer in keeps:
+            layer.published(gen, count)
         catalogue.published(gen, count)
         return gen
 
@@ -313,8 +370,9 @@ class MilvusVectors:
 
     engine = "milvus"
 
-    def __init__(self, store: MilvusStore, dim: int, factory: str, version: int, count: int):
+    def __init__(self, store: MilvusStore, dim: int, factory: str, version: int, count: int, collection: str):
         self.store = store
+        self.collection = collection
         self.dim = int(dim)
         self.factory = factory
         self.version = version
@@ -331,7 +389,7 @@ class MilvusVectors:
         return Capabilities(needs_training=False, removes=True, reconstructs=True)
 
     def describe(self) -> dict:
-        return {"engine": self.engine, "factory": self.factory, "uri": self.store.uri, "collection": self.store.name,
+        return {"engine": self.engine, "factory": self.factory, "uri": self.store.uri, "collection": self.collection,
                 "vectors": len(self)}
 
     def pending(self) -> tuple[np.ndarray, np.ndarray]:
@@ -372,7 +430,7 @@ class MilvusVectors:
         scores = np.full((m, k), -np.inf, np.float32)
         ids = np.full((m, k), -1, np.int64)
         limit = min(MAX_TOPK, k + len(self.removed))
-        hits = self.store.client.search(self.store.name, data=np.asarray(queries, np.float32).tolist(), limit=limit,
+        hits = self.store.client.search(self.collection, data=np.asarray(queries, np.float32).tolist(), limit=limit,
                                         filter=self._filter(), anns_field="vector", search_params=self._search_params,
                                         output_fields=["id"])
         pid, pvec = self.pending()
@@ -387,18 +445,22 @@ class MilvusVectors:
         return scores, ids
 
     def reconstruct(self, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors (n, d) of ``ids`` (n,); ``read`` for the raw layer."""
         out = np.zeros((len(ids), self.dim), np.float32)
         pid, pvec = self.pending()
         pos = {int(i): n for n, i in enumerate(pid)}
         stored = [int(i) for i in ids if int(i) not in pos]
         found = {}
         for part in _chunks(sorted(set(stored))):
-            for row in self.store.client.get(self.store.name, ids=part, output_fields=["vector"]):
+            for row in self.store.client.get(self.collection, ids=part, output_fields=["vector"]):
                 found[row["id"]] = row["vector"]
         for n, i in enumerate(ids):
             i = int(i)
             out[n] = pvec[pos[i]] if i in pos else found[i]
         return out
+
+
+    read = reconstruct  # the raw layer's name for it (``cfcd.index.raw``)
 
 
 class MilvusCatalogue:

@@ -5,7 +5,7 @@ INDEX/
   CURRENT            the name of the published version, e.g. "v00000007"
   write.lock         flock()ed by the one process allowed to publish
   v00000006/         the previous version, kept for readers that opened it a moment ago
-  v00000007/         index.faiss + meta.sqlite, never modified once published
+  v00000007/         index.faiss + meta.sqlite (+ projection.f32, raw-*.npy), never modified once published
   .staging-*/        a version being written (removed by the next writer if its writer died)
 ```
 
@@ -16,7 +16,9 @@ sees a half-written file. What a dead writer left (staging directories, a versio
 but never named by ``CURRENT``) is removed by the next writer, under the lock.
 
 ``DirectoryStore`` puts this behind the interface every engine's store has (``exists``,
-``version``, ``open``, ``create``, ``lock``, ``publish``), for ``cfcd.Index``.
+``version``, ``open``, ``create``, ``create_vectors``, ``lock``, ``publish``), for
+``cfcd.Index``. The raw descriptors' segments (``cfcd.index.raw``) are hard-linked from one
+version to the next, so a version costs only what changed in them.
 """
 
 from __future__ import annotations
@@ -33,12 +35,16 @@ from pathlib import Path
 
 from .catalogue import Catalogue
 from .catalogue import Error as CatalogueError
-from .vectors import FaissVectors
+from .engines import Layers
+from .projection import Projection
+from .raw import RawSegments
+from .vectors import DEFAULT_FACTORY, FaissVectors
 
 CURRENT = "CURRENT"
 LOCK = "write.lock"
 FAISS_FILE = "index.faiss"
 META_FILE = "meta.sqlite"
+PROJECTION_FILE = "projection.f32"
 STAGING_PREFIX = ".staging-"
 # Published versions kept besides the current one, so a reader that read CURRENT just before
 # a swap still finds its files.
@@ -222,20 +228,25 @@ class DirectoryStore:
         pass  # nothing held between calls: versions are opened read-only and immutable
 
     @staticmethod
-    def create(dim: int, factory: str | None) -> tuple[FaissVectors, Catalogue]:
-        from .vectors import DEFAULT_FACTORY
+    def create(dim: int, factory: str | None) -> Layers:
+        return Layers(FaissVectors.create(dim, factory or DEFAULT_FACTORY), Catalogue.memory(), RawSegments(dim))
 
-        return FaissVectors.create(dim, factory or DEFAULT_FACTORY), Catalogue.memory()
+    @staticmethod
+    def create_vectors(dim: int, factory: str | None) -> FaissVectors:
+        """An empty vector layer (to be filled and published in place of the current one)."""
+        return FaissVectors.create(dim, factory or DEFAULT_FACTORY)
 
-    def open(self) -> tuple[FaissVectors, Catalogue, int]:
-        """The published version: (vectors, catalogue, generation), a consistent snapshot even
-        while another process publishes."""
+    def open(self) -> Layers:
+        """The published version, a consistent snapshot even while another process publishes."""
         for attempt in range(5):
             gen, vdir = current(self.root)
             try:
                 catalogue = Catalogue.open(vdir / META_FILE)
-                factory = catalogue.info().get("factory", "")
-                return FaissVectors.read(vdir / FAISS_FILE, factory), catalogue, gen
+                info = catalogue.info()
+                described = info.get("projection")
+                projection = Projection.from_bytes((vdir / PROJECTION_FILE).read_bytes(), described) if described else None
+                raw = RawSegments(info.get("dim", 0), vdir, info.get("raw") or [])
+                return Layers(FaissVectors.read(vdir / FAISS_FILE, info.get("factory", "")), catalogue, raw, projection, gen)
             except (RuntimeError, OSError, CatalogueError):
                 # The version was collected between reading CURRENT and opening it: a newer
                 # one is published, read CURRENT again.
@@ -252,11 +263,18 @@ class DirectoryStore:
             if stray:
                 raise FileExistsError(f"{self.root}: exists and is not a cfcd index (holds {stray}); choose another path")
 
-    def publish(self, vectors: FaissVectors, catalogue: Catalogue) -> int:
-        """Write the next version (call with the lock held); returns its generation."""
-        if not isinstance(vectors, FaissVectors):
-            raise ValueError(f"{self.root}: a directory holds FAISS indexes; this index uses the {vectors.engine} engine")
+    def publish(self, layers: Layers) -> int:
+        """Write ``layers`` as the next version (call with the lock held); returns its generation."""
+        if not isinstance(layers.vectors, FaissVectors):
+            raise ValueError(f"{self.root}: a directory holds FAISS indexes; this index uses the {layers.vectors.engine} engine")
         staging = new_staging(self.root)
-        vectors.write(staging / FAISS_FILE)
-        catalogue.write(staging / META_FILE)
-        return publish(self.root, staging)
+        layers.vectors.write(staging / FAISS_FILE)
+        if layers.raw is not None:
+            layers.catalogue.set_info(raw=layers.raw.write(staging))
+        if layers.projection is not None:
+            (staging / PROJECTION_FILE).write_bytes(layers.projection.to_bytes())
+        layers.catalogue.write(staging / META_FILE)
+        gen = publish(self.root, staging)
+        if layers.raw is not None:
+            layers.raw.published(self.root / version_name(gen), layers.catalogue.info()["raw"])
+        return gen

@@ -1,0 +1,132 @@
+"""The projection an index learns from its own descriptors, without labels.
+
+From the raw descriptors x_1..x_n (n, D) an index holds (a sample of them past
+``SAMPLE``), with mean mu and covariance eigenpairs (lambda_i, u_i), largest first, the
+projection to d dimensions is PCA-whitening with shrinkage (``cfcd.model.whitening``):
+
+    P(x) = L2( diag((lambda_i + eps)^(-1/2)) [u_1 .. u_d]^T (x - mu) ),
+    eps  = s * mean(lambda_1 .. lambda_d).
+
+Database vectors and queries go through the same P, so the index searches the d-dimensional
+space. The shrinkage s keeps the small, noisy directions of a small collection from being
+blown up. Whether a collection of n images learns one, and d and s, are ``choose(n)``: the
+rule the transductive leave-one-source-out protocol chose (docs/results.md, "A projection
+learned by the index from its own photos"). Learning reads the raw vectors in blocks and
+sums their moments (Chan et al.'s pairwise update), so memory holds one block and one D x D
+matrix, never the collection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+
+# The rule of the protocol (docs/results.md): from MIN_IMAGES images on, d = DIM_PER_IMAGE * n
+# clipped to [MIN_DIM, MAX_DIM], shrinkage SHRINKAGE.
+MIN_IMAGES = 200
+DIM_PER_IMAGE = 0.5
+MIN_DIM = 96
+MAX_DIM = 512
+SHRINKAGE = 2.0
+# Re-learn once the collection has grown by this factor since the projection was learned.
+RELEARN_GROWTH = 2.0
+# Descriptors a projection is learned from at most (a uniform sample of a larger index):
+# the D x D covariance of 2560-d descriptors is estimated to well under 1% from 200k.
+SAMPLE = 200_000
+BLOCK = 8192
+
+
+def choose(n: int) -> tuple[int, float] | None:
+    """(d, shrinkage) of the projection a collection of ``n`` images learns, or None when a
+    collection that small retrieves better without one."""
+    if n < MIN_IMAGES:
+        return None
+    return int(min(MAX_DIM, max(MIN_DIM, round(DIM_PER_IMAGE * n)))), SHRINKAGE
+
+
+def due(n: int, projection: "Projection | None") -> bool:
+    """Whether an index of ``n`` images with ``projection`` should learn one now: it has
+    none and ``choose`` gives one, or it has grown ``RELEARN_GROWTH`` times since."""
+    if projection is None:
+        return choose(n) is not None
+    return n >= RELEARN_GROWTH * projection.learned_from
+
+
+@dataclass(frozen=True)
+class Projection:
+    """``P(x) = L2(matrix @ (x - mean))``: ``mean`` (D,), ``matrix`` (d, D), float32;
+    learned from ``learned_from`` descriptors with shrinkage ``shrinkage``."""
+
+    mean: np.ndarray
+    matrix: np.ndarray
+    learned_from: int
+    shrinkage: float
+
+    @property
+    def dim(self) -> int:
+        return int(self.matrix.shape[0])
+
+    @property
+    def input_dim(self) -> int:
+        return int(self.matrix.shape[1])
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Projected, L2-normalised rows (n, d) float32 of raw descriptors (n, D)."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.input_dim:
+            raise ValueError(f"the projection maps {self.input_dim}-d descriptors; got shape {x.shape}")
+        y = (x - self.mean) @ self.matrix.T
+        return np.ascontiguousarray(y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12), dtype=np.float32)
+
+    # ---- persistence: the rows (mean, then matrix) as one file (FAISS) or as rows (Milvus) ----
+
+    def describe(self) -> dict:
+        return {"dim": self.dim, "input_dim": self.input_dim, "learned_from": self.learned_from,
+                "shrinkage": self.shrinkage, "method": "PCA-whitening"}
+
+    def rows(self) -> np.ndarray:
+        """(d + 1, D) float32: the mean, then the matrix's rows."""
+        return np.concatenate([self.mean[None], self.matrix]).astype(np.float32)
+
+    @classmethod
+    def from_rows(cls, rows: np.ndarray, described: dict) -> "Projection":
+        rows = np.asarray(rows, dtype=np.float32)
+        if rows.shape != (described["dim"] + 1, described["input_dim"]):
+            raise ValueError(f"a stored projection has rows {rows.shape}, not {(described['dim'] + 1, described['input_dim'])}: "
+                             "the index is damaged; learn it again (`cfcd index relearn`)")
+        return cls(rows[0].copy(), rows[1:].copy(), int(described["learned_from"]), float(described["shrinkage"]))
+
+    # Plain little-endian float32, no header to parse (readers open it in many threads).
+    def to_bytes(self) -> bytes:
+        return self.rows().astype("<f4").tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, described: dict) -> "Projection":
+        rows = np.frombuffer(data, dtype="<f4")
+        return cls.from_rows(rows.reshape(-1, described["input_dim"]), described)
+
+
+def sample_ids(ids: np.ndarray, size: int = SAMPLE, seed: int = 0) -> np.ndarray:
+    """``ids`` if there are at most ``size``, else a uniform sample of them (sorted)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(ids) <= size:
+        return ids
+    return np.sort(np.random.default_rng(seed).choice(ids, size, replace=False))
+
+
+def learn(blocks: Iterable[np.ndarray], dim: int, shrinkage: float) -> Projection:
+    """The projection of the module docstring from raw descriptors given in blocks (k, D)."""
+    from ..model.whitening import Moments, whitening_from_moments
+
+    moments = None
+    for block in blocks:
+        part = Moments.of(np.asarray(block, dtype=np.float64))
+        moments = part if moments is None else moments + part
+    if moments is None or moments.count < 2:
+        raise ValueError("learning a projection needs at least two indexed images")
+    dim = min(int(dim), moments.count - 1, moments.mean.numel())
+    w = whitening_from_moments(moments, dim, power=0.5, shrinkage=shrinkage)
+    return Projection(w.mean.numpy().astype(np.float32), w.projection.numpy().astype(np.float32),
+                      moments.count, float(shrinkage))
