@@ -69,6 +69,12 @@ def test_guard_keeps_the_better_candidate_in_either_order(tmp_path, monkeypatch)
         assert read_checkpoint(out / BEST).extra["guard"] == {"candidate": "model 1", "holdout_map": 55.0}
         # a resumed guard (a new process) knows the scores so far
         assert Guard(out, held).scores == {"model 0": 40.0, "model 1": 55.0}
+    # a tie goes to the later candidate (the trained model, when all score 100)
+    marks[float(models[0].fc.weight[0, 0].detach())] = 55.0
+    guard = Guard(tmp_path / "tie", held)
+    guard.offer("start", models[1])
+    guard.offer("trained", models[0])
+    assert guard.best == "trained"
 
 
 def test_report_warns_when_training_made_it_worse(tmp_path):

@@ -61,11 +61,12 @@ class Guard:
 
     def offer(self, name: str, model) -> float:
         """Score ``model`` (a CFCDNet, left as it was) as candidate ``name``; keep it as best.pt
-        if it beats every earlier candidate (the earlier one wins a tie)."""
+        unless an earlier candidate scores higher. A tie goes to the later one: on a small
+        held-back set every candidate can score 100, and then the trained model is kept."""
         net = copy.deepcopy(getattr(model, "module", model)).eval()
         score = holdout_map(net, self.held, self.device)
         self.scores[name] = score
-        if self.best is None or score > self.scores[self.best]:
+        if self.best is None or score >= self.scores[self.best]:
             self.best = name
             atomic_save(make_checkpoint(net.cpu(), guard={"candidate": name, "holdout_map": score}), self.out_dir / BEST)
         self.out_dir.mkdir(parents=True, exist_ok=True)
