@@ -186,3 +186,30 @@ def test_milvus_readers_never_see_an_unpublished_addition(tmp_path):
         rows = index.store.client.query("photos", filter="id >= 0", output_fields=["count(*)"])[0]["count(*)"]
         assert rows == BASE + 700  # the dead writer's rows are gone
         assert index.search(unit_rows(700, 4)[:5], k=1).ids[:, 0].tolist() == list(range(BASE, BASE + 5))
+
+
+@pytest.mark.parametrize("point", ["index.staged", "index.renamed"])
+def test_kill_a_relearn(built, point):
+    # `cfcd index relearn` killed after writing the new projection and its vectors, before
+    # publishing them: readers keep the old projection whole (its dimension, its vectors),
+    # never the new projection with the old vectors; the next relearn publishes cleanly.
+    root, _ = built
+    old = Index.load(root)
+    assert old.projection is not None and old.projection.dim == DIM  # learned when built
+    proc = start("index", "relearn", root, "--dim", 8, failpoint=point)
+    wait_stopped(proc)
+    staged = [p for p in root.iterdir() if p.name.startswith(store.STAGING_PREFIX)]
+    pending = staged[0] if point == "index.staged" else root / store.version_name(2)
+    assert (pending / store.PROJECTION_FILE).stat().st_size == (8 + 1) * DIM * 4  # the new one is on disk ...
+    kill(proc)
+    index = Index.load(root)  # ... but not published
+    assert (index.generation, index.projection.dim, index.vectors.dim) == (1, DIM, DIM)
+    np.testing.assert_array_equal(index.projection.matrix, old.projection.matrix)
+    check_index(root, BASE, 1)
+    out = subprocess.run(cfcd("index", "relearn", root, "--dim", 8), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "32 -> 8-d" in out.stdout and "version 2" in out.stdout
+    index = Index.load(root)
+    assert (index.generation, index.projection.dim, index.vectors.dim) == (2, 8, 8)
+    check_index(root, BASE, 2)
+    assert leftovers(root) == []

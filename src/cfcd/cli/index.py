@@ -1,4 +1,4 @@
-"""cfcd index build|add|remove|info: a persistent FAISS index of a photo collection."""
+"""cfcd index build|add|remove|relearn|info: a persistent index of a photo collection."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ def register(p) -> None:
                             "INDEX (.db, milvus://): FLAT (default), HNSW:M=32,efConstruction=200, IVF_FLAT:nlist=4096 ... "
                             "(see docs/scaling.md)")
     build.add_argument("--force", action="store_true", help="replace an index that already exists at INDEX")
+    build.add_argument("--no-learn", dest="learn", action="store_false",
+                       help="never learn a projection from the collection's own descriptors (see docs/your-photos.md)")
     build.set_defaults(func=run_build)
 
     add = isub.add_parser("add", help="add images or a features directory to an index (already indexed content is skipped)")
@@ -32,6 +34,13 @@ def register(p) -> None:
     remove.add_argument("paths", nargs="*", help="image paths to remove")
     remove.add_argument("--id", dest="ids", type=int, action="append", default=[], help="an image id to remove (repeatable)")
     remove.set_defaults(func=run_remove)
+
+    relearn = isub.add_parser("relearn", help="learn the index's projection from its stored descriptors now, or --off")
+    relearn.add_argument("index", help="index: a directory, NAME.db or milvus://HOST:PORT/COLLECTION")
+    relearn.add_argument("--dim", type=int, help="dimension of the projection (default: the one chosen for the index's size)")
+    relearn.add_argument("--shrinkage", type=float, help="eigenvalue shrinkage (default: the chosen one)")
+    relearn.add_argument("--off", action="store_true", help="drop the projection and stop learning one")
+    relearn.set_defaults(func=run_relearn)
 
     info = isub.add_parser("info", help="what an index holds and how it was made")
     info.add_argument("index", help="index: a directory, NAME.db or milvus://HOST:PORT/COLLECTION")
@@ -103,7 +112,7 @@ def run_build(args) -> None:
         dim = load_model(args.model, backbone=args.backbone).output_dim
     # Extraction runs without the write lock; saving checks again, under it, that no other
     # build made an index here meanwhile.
-    index = Index(dim, factory=args.factory, location=args.index)
+    index = Index(dim, factory=args.factory, location=args.index, learn=args.learn)
     report, inputs, unread = _add_source(index, args)
     index.save(args.index, overwrite=args.force)
     _print_report(report, inputs, unread)
@@ -129,6 +138,34 @@ def run_remove(args) -> None:
     print(f"removed {len(removed)} images; {len(index)} remain")
 
 
+def run_relearn(args) -> None:
+    from ..index import Index
+
+    if args.off and (args.dim or args.shrinkage is not None):
+        raise ValueError("--off drops the projection; it takes no --dim or --shrinkage")
+    if args.dim is not None and args.dim < 1:
+        raise ValueError(f"--dim {args.dim}: expected a positive dimension")
+    with Index.edit(args.index) as index:
+        if args.off:
+            index.unlearn()
+        else:
+            index.relearn(args.dim, args.shrinkage)
+    print(f"{args.index}: {describe_projection(index.info())}, version {index.generation}")
+
+
+def describe_projection(info: dict) -> str:
+    """One line: whether the index searches a learned projection, and of what."""
+    p = info.get("projection")
+    if p:
+        return (f"learned projection {info['dim']} -> {p['dim']}-d (PCA-whitening, shrinkage {p['shrinkage']:g}), "
+                f"learned from {p['learned_from']} of its own descriptors, no labels")
+    if not info.get("learn"):
+        return "no projection (learning off)"
+    from ..index.projection import MIN_IMAGES
+
+    return f"no projection yet (learned from {MIN_IMAGES} images on)"
+
+
 def run_info(args) -> None:
     from ..index import Index
 
@@ -141,6 +178,7 @@ def run_info(args) -> None:
     print(f"index     {info['path']} (version {info['version']})")
     print(f"images    {info['images']}")
     print(f"engine    {info['engine']} {info['factory']}, {info['dim']}-d")
+    print(f"search    {describe_projection(info)}")
     print(f"model     {model.get('name')} {model.get('config')}")
     print("settings  " + ", ".join(f"{k} {v}" for k, v in settings.items()))
     if info["removed_pending"]:

@@ -108,9 +108,11 @@ class Projection:
         return cls.from_rows(rows.reshape(-1, described["input_dim"]), described)
 
 
-def sample_ids(ids: np.ndarray, size: int = SAMPLE, seed: int = 0) -> np.ndarray:
-    """``ids`` if there are at most ``size``, else a uniform sample of them (sorted)."""
+def sample_ids(ids: np.ndarray, size: int | None = None, seed: int = 0) -> np.ndarray:
+    """``ids`` if there are at most ``size`` (default ``SAMPLE``), else a uniform sample of
+    them (sorted)."""
     ids = np.asarray(ids, dtype=np.int64)
+    size = SAMPLE if size is None else size
     if len(ids) <= size:
         return ids
     return np.sort(np.random.default_rng(seed).choice(ids, size, replace=False))

@@ -246,6 +246,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
             "index_version": index.generation,
             "model": (index.model or {}).get("name"),
             "dim": index.dim,
+            "learn": index.learn,
+            "projection": index.projection.describe() if index.projection else None,
             "api_key_required": keys.required,
             "max_upload_bytes": settings.max_upload_bytes,
             "max_pixels": settings.max_pixels,

@@ -25,7 +25,11 @@ async function loadHealth() {
   try {
     const res = await fetch("/health");
     const h = await res.json();
-    $("status").textContent = `${h.images} images indexed`;
+    // What the index searches: its own learned projection (no labels), or the raw descriptors.
+    const p = h.projection;
+    const space = p ? ` · searching a ${p.dim}-d projection learned from ${p.learned_from} of these photos`
+                    : ` · ${h.dim}-d descriptors, no learned projection${h.learn ? "" : " (learning off)"}`;
+    $("status").textContent = `${h.images} images indexed${space}`;
     state.keyRequired = h.api_key_required;
     state.maxBytes = h.max_upload_bytes;
     if (h.api_key_required) {
