@@ -66,10 +66,10 @@ class Guard:
         net = copy.deepcopy(getattr(model, "module", model)).eval()
         score = holdout_map(net, self.held, self.device)
         self.scores[name] = score
+        self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.best is None or score >= self.scores[self.best]:
             self.best = name
             atomic_save(make_checkpoint(net.cpu(), guard={"candidate": name, "holdout_map": score}), self.out_dir / BEST)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / SCORES).write_text(json.dumps({"held_back": {"photos": len(self.held), "identities": self.identities},
                                                        "scores": self.scores, "best": self.best}, indent=1))
         log.info("held-back identities: %s mAP %.2f (best so far: %s)", name, score, self.best)
