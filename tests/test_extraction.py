@@ -306,7 +306,7 @@ def test_reduced_decode_sees_the_photo_upright_with_boxes_in_upright_coordinates
             assert (g - e).abs().mean() < 0.015, (orientation, item)
 
 
-def test_official_preparation_decodes_at_full_size(tmp_path):
+def test_only_the_cfcd_preparation_decodes_reduced_the_official_one_stays_exact(tmp_path):
     from cfcd.data.images import get_preparation
     from cfcd.extraction import prepare, working_sizes
 

@@ -117,7 +117,7 @@ class Decoded:
     """A decoded image. ``image``: upright 8-bit RGB, possibly decoded at a reduced size;
     ``size``: the upright size of the image as stored, in whose pixel coordinates boxes are
     given; ``frame``: where that full image lies in ``image``'s coordinates ((0, 0, *size)
-    unless reduced; a reduced decode's last row and column may cover a partial block)."""
+    unless reduced, when an edge row and column of ``image`` may cover only part of a block)."""
 
     image: Image.Image
     size: Size
@@ -294,7 +294,8 @@ class PillowPreparation(Preparation):
     support widens with the reduction, so small scales are low-passed, not aliased); crop
     boxes rounded to the nearest pixel; sides of at least 32 px. A JPEG at least twice the
     largest size needed is decoded at 1/2, 1/4 or 1/8 of its size (DCT scaling), then resized
-    as any other image (docs/results.md, "Decoding phone photos (issue 20)")."""
+    as any other image: on instances-dev's leave-one-out protocol (photos <= 1024 px, decoded
+    at 1/2) mAP 87.54 against 87.58, R@1 the same (docs/results.md, "Decoding phone photos")."""
 
     name = "cfcd"
     min_side = 32
