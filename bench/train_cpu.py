@@ -43,7 +43,8 @@ from cfcd.train.holdout import identity_folds
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "instances-dev"
 START = "mobilenet_v2-imagenet"
-REGIONS = (2, 3)  # as cfcd whiten learns its head
+# as cfcd whiten and stage1.head_init=whiten learn their head (cfcd.model.whitening.learn_head's defaults)
+REGIONS, WHITEN_POWER, WHITEN_SHRINKAGE = (2, 3), 0.5, 1.0
 ROWS = ("start", "whiten", "stage1", "stage2", "best")
 TITLES = {"start": "ImageNet MobileNetV2 GeM 1280-d (no training)",
           "whiten": "+ whitening head from the training photos (no training)",
@@ -120,7 +121,8 @@ def main() -> int:
               f"test {len(test)} photos of {len(test_ids)} other identities", flush=True)
         fold: dict[str, InstanceResult] = {"start": score(descriptors_from_vectors(glob[test]), test_rows)}
         c = glob.shape[-1]
-        head = learn_whitening(np.concatenate([glob[train].reshape(-1, c), reg[train].reshape(-1, c)]), 512)
+        head = learn_whitening(np.concatenate([glob[train].reshape(-1, c), reg[train].reshape(-1, c)]), 512,
+                               power=WHITEN_POWER, shrinkage=WHITEN_SHRINKAGE)
         fold["whiten"] = score(descriptors_from_vectors(glob[test], head), test_rows)
         cfg = load_config(args.config, [f"data.train={listing}", "data.root=/", f"run.out_dir={folder / 'run'}",
                                         *args.overrides])
