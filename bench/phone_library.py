@@ -23,7 +23,9 @@ Then, in the same process, the cost of one 24 Mpx JPEG against the same photo at
 extraction, alternated, median per photo over ``--repeats``; the ratio is that of the sums
 (issue 20's target: <= 1.5). CPU time (``time.process_time``, all threads) is the cost on a
 machine shared with other jobs, where wall time also counts the waits for a core; both
-ratios are reported.
+ratios are reported. The comparison runs the network on ``--threads`` threads (default 1):
+on a busy machine, threads that wait for each other spin, and the network's CPU time would
+count those spins too (the build keeps torch's default threads).
 
 Writes bench/results/phone_library.json and .md, unless --no-write.
 """
@@ -105,9 +107,11 @@ def peak_rss_gib() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 
-def child(mode: str, library: str, pairs_file: str, repeats: int) -> None:
+def child(mode: str, library: str, pairs_file: str, repeats: int, threads: int) -> None:
     """One mode in this process: the build, then the 24 Mpx / 1024 px pairs; prints a JSON line."""
     import statistics
+
+    import torch
 
     import cfcd
     import cfcd.extraction as extraction
@@ -142,6 +146,8 @@ def child(mode: str, library: str, pairs_file: str, repeats: int) -> None:
     model = cfcd.load_model("default")
     quiet = cfcd.Runtime(device="cpu", progress=False)
     pairs = json.loads(Path(pairs_file).read_text())
+    if threads:
+        torch.set_num_threads(threads)
     cfcd.extract(model, [pairs[0][1]], runtime=quiet)  # warm-up: fusion and first-call costs
     cost = {"big": [[], []], "small": [[], []]}  # per photo: median wall, median CPU
     for pair in pairs:
@@ -187,12 +193,14 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--photos", type=int, default=16, help="source photos; the library holds 3 JPEGs per photo")
     p.add_argument("--repeats", type=int, default=3, help="timings per file of the 24 Mpx / 1024 px comparison")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads for the 24 Mpx / 1024 px comparison (0: torch's default, as the build)")
     p.add_argument("--modes", default=",".join(MODES), help="which of full,reduced to run, in this order")
     p.add_argument("--no-write", action="store_true", help="print the table only")
-    p.add_argument("--child", nargs=4, metavar=("MODE", "LIBRARY", "PAIRS", "REPEATS"), help=argparse.SUPPRESS)
+    p.add_argument("--child", nargs=5, metavar=("MODE", "LIBRARY", "PAIRS", "REPEATS", "THREADS"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        child(args.child[0], args.child[1], args.child[2], int(args.child[3]))
+        child(*args.child[:3], int(args.child[3]), int(args.child[4]))
         return 0
     modes = args.modes.split(",")
     if not set(modes) <= set(MODES):
@@ -205,7 +213,8 @@ def main(argv=None) -> int:
         pairs_file.write_text(json.dumps([[str(a), str(b)] for a, b in pairs]))
         print(f"library: {3 * args.photos} JPEGs written in {time.perf_counter() - start:.0f} s", file=sys.stderr)
         for mode in modes:
-            out = subprocess.run([sys.executable, __file__, "--child", mode, str(library), str(pairs_file), str(args.repeats)],
+            out = subprocess.run([sys.executable, __file__, "--child", mode, str(library), str(pairs_file),
+                                  str(args.repeats), str(args.threads)],
                                  check=True, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(table(rows[-1:]).splitlines()[-1], file=sys.stderr)
@@ -214,7 +223,7 @@ def main(argv=None) -> int:
     if not args.no_write:
         RESULTS.mkdir(exist_ok=True)
         meta = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "photos": args.photos,
-                "repeats": args.repeats, "command": "python bench/phone_library.py " + " ".join(argv or sys.argv[1:])}
+                "repeats": args.repeats, "threads": args.threads, "command": "python bench/phone_library.py " + " ".join(argv or sys.argv[1:])}
         (RESULTS / "phone_library.json").write_text(json.dumps({**meta, "rows": rows}, indent=1))
         (RESULTS / "phone_library.md").write_text(text + "\n")
     return 0
