@@ -50,7 +50,7 @@ SHRINKAGES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 POWERS = (3.0, 4.0, 6.0)  # GeM p computed from the same feature maps
 REGION_LEVELS = (2, 3)  # 4 + 9 windows (cfcd.model.whitening.region_boxes)
 SIZES = (50, 100, 150, 200)
-RULE = (100, 0.5, 1.0)  # threshold n, d / n, s: see docs/results.md (issue 18)
+RULE = (100, 0.25, 8.0)  # threshold n, d / n, s: the rule proposed in docs/results.md (issue 18)
 NONE = "none"
 
 
