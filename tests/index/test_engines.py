@@ -23,15 +23,6 @@ SETTINGS = {"scales": [1.0], "max_side": None}
 STORED_SETTINGS = ExtractionSettings.from_dict(SETTINGS).to_dict()
 
 
-@pytest.fixture(params=["faiss", "milvus"])
-def location(request, tmp_path) -> str:
-    if request.param == "milvus":
-        pytest.importorskip("pymilvus", reason="the Milvus engine needs pymilvus: pip install 'cfcd[milvus]'")
-        pytest.importorskip("milvus_lite", reason="Milvus Lite needs milvus-lite: pip install 'cfcd[milvus]'")
-        return str(tmp_path / "photos.db")
-    return str(tmp_path / "photos.idx")
-
-
 def unit_rows(n: int, seed: int = 0) -> np.ndarray:
     x = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)

@@ -45,15 +45,6 @@ def reference(x: np.ndarray, dim: int, shrinkage: float):
     return project
 
 
-@pytest.fixture(params=["faiss", "milvus"])
-def location(request, tmp_path) -> str:
-    if request.param == "milvus":
-        pytest.importorskip("pymilvus", reason="the Milvus engine needs pymilvus: pip install 'cfcd[milvus]'")
-        pytest.importorskip("milvus_lite", reason="Milvus Lite needs milvus-lite: pip install 'cfcd[milvus]'")
-        return str(tmp_path / "photos.db")
-    return str(tmp_path / "photos.idx")
-
-
 def test_learned_projection_equals_numpy_and_maps_queries_and_database(location):
     n = learning.MIN_IMAGES + 100
     x, q = rows(n), rows(30, seed=1)

@@ -69,6 +69,7 @@ def test_upload_box_and_result_grid(browser, page_index, start_server, tmp_path)
         wait = WebDriverWait(browser, 60)
         browser.get(url + "/")
         wait.until(EC.text_to_be_present_in_element((By.ID, "status"), "images indexed"))
+        assert "no learned projection" in browser.find_element(By.ID, "status").text  # a small collection
         assert browser.find_element(By.ID, "search").get_attribute("disabled")
         browser.find_element(By.ID, "file").send_keys(str(Path(query).resolve()))
         # Choosing a file searches at once: the grid fills with thumbnails and scores.
@@ -120,3 +121,22 @@ def test_api_key_goes_into_an_httponly_cookie_not_urls(browser, served_index, ph
         browser.find_element(By.ID, "file").send_keys(str(photos[3].resolve()))
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results li.result")) >= 5)
         assert not browser.find_element(By.ID, "api-key").is_displayed()
+
+
+def test_page_says_when_a_learned_projection_is_searched(browser, served_index, photos, start_server, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from cfcd.index import Index
+
+    root = tmp_path / "learned.idx"
+    shutil.copytree(served_index, root)
+    with Index.edit(root) as index:
+        index.relearn(dim=4)  # a collection this small learns only when asked
+    with start_server(root) as url:
+        browser.get(url + "/")
+        WebDriverWait(browser, 60).until(EC.text_to_be_present_in_element((By.ID, "status"), "projection learned from"))
+        assert "4-d projection learned from 12 of these photos" in browser.find_element(By.ID, "status").text
+        browser.find_element(By.ID, "file").send_keys(str(photos[2].resolve()))
+        WebDriverWait(browser, 60).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results li.result")) >= 5)

@@ -1,0 +1,15 @@
+"""Fixtures of the index tests."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(params=["faiss", "milvus"])
+def location(request, tmp_path) -> str:
+    """Where a new index goes, once per engine: FAISS in a directory, Milvus Lite in a .db."""
+    if request.param == "milvus":
+        pytest.importorskip("pymilvus", reason="the Milvus engine needs pymilvus: pip install 'cfcd[milvus]'")
+        pytest.importorskip("milvus_lite", reason="Milvus Lite needs milvus-lite: pip install 'cfcd[milvus]'")
+        return str(tmp_path / "photos.db")
+    return str(tmp_path / "photos.idx")
