@@ -175,3 +175,23 @@ def test_engines_rank_alike_with_a_projection(tmp_path):
         np.testing.assert_allclose(f.scores, m.scores, atol=1e-5)
     assert fp == {k: v for k, v in mp.items() if k != "version"} and fp["dim"] == 10
     assert not np.isin(fb.ids, [0, 1]).any()
+
+
+def test_relearn_command_refuses_bad_requests_clearly(tmp_path, capsys):
+    from cfcd.cli import main
+
+    root = tmp_path / "small.idx"
+    Index.build(rows(20), names(20), model=MODEL, settings=SETTINGS).save(root)
+    for argv, message in (
+        ([str(root)], f"20 images: below the {learning.MIN_IMAGES} from which a learned projection helps; give a dimension (--dim)"),
+        ([str(root), "--off", "--dim", "4"], "--off drops the projection; it takes no --dim or --shrinkage"),
+        ([str(root), "--dim", "0"], "--dim 0: expected a positive dimension"),
+        ([str(tmp_path / "missing.idx")], "not a cfcd index; create one with `cfcd index build`"),
+    ):
+        assert main(["index", "relearn", *argv]) == 2
+        assert message in capsys.readouterr().err
+    assert Index.load(root).generation == 1  # nothing was written
+    assert main(["index", "relearn", str(root), "--dim", "4"]) == 0
+    assert "48 -> 4-d" in capsys.readouterr().out and Index.load(root).projection.dim == 4
+    assert main(["index", "relearn", str(root), "--off"]) == 0
+    assert "no projection (learning off)" in capsys.readouterr().out and Index.load(root).projection is None
