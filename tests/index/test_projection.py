@@ -195,3 +195,13 @@ def test_relearn_command_refuses_bad_requests_clearly(tmp_path, capsys):
     assert "48 -> 4-d" in capsys.readouterr().out and Index.load(root).projection.dim == 4
     assert main(["index", "relearn", str(root), "--off"]) == 0
     assert "no projection (learning off)" in capsys.readouterr().out and Index.load(root).projection is None
+
+
+def test_an_index_saved_empty_keeps_raw_descriptors_and_learns_later(tmp_path):
+    root = tmp_path / "idx"
+    Index(DIM, model=MODEL, settings=SETTINGS).save(root)
+    assert Index.load(root).raw is not None
+    n = learning.MIN_IMAGES
+    with Index.edit(root) as index:
+        index.add(rows(n), names(n))
+    assert Index.load(root).projection.learned_from == n

@@ -92,7 +92,6 @@ class Index:
         self.settings = normalise_settings(settings, self.model)
         self.train_size = train_size
         self.learn = bool(learn)  # learn a projection when ``projection.due`` says so
-        self.keeps_raw = True  # every descriptor ever added is in ``raw`` (indexes before 0.2 kept none)
         self._next_id = 0
         self._tombstones = 0
         self.changed = True  # unsaved changes
@@ -145,10 +144,7 @@ class Index:
         index.train_size = info.get("train_size", DEFAULT_TRAIN_SIZE)
         index._next_id = info["next_id"]
         index._tombstones = info.get("tombstones", 0)
-        index.learn = info.get("learn", True)
-        index.keeps_raw = bool(info.get("raw"))
-        if not index.keeps_raw:
-            index.raw = None  # an index from before raw descriptors were kept
+        index.learn = info.get("learn", True)  # raw is None for an index from before raw descriptors were kept
         index.changed = False
         return index
 
@@ -226,7 +222,7 @@ class Index:
     def _publish(self) -> None:
         """Write this index as the store's next version (the lock is held), learning its
         projection first if it is due (``projection.due``)."""
-        if self.learn and self.keeps_raw and learning.due(len(self), self.projection):
+        if self.learn and self.raw is not None and learning.due(len(self), self.projection):
             chosen = learning.choose(len(self))
             if chosen:
                 self._learn(*chosen)
@@ -531,7 +527,7 @@ class Index:
         self.journal(lambda newer: newer.unlearn())
 
     def _check_raw(self) -> None:
-        if not self.keeps_raw:
+        if self.raw is None:
             raise ValueError(f"{self.path}: this index was built before cfcd kept raw descriptors, so it cannot learn a "
                              "projection; build it again (`cfcd index build --force`)")
 

@@ -245,7 +245,8 @@ class DirectoryStore:
                 info = catalogue.info()
                 described = info.get("projection")
                 projection = Projection.from_bytes((vdir / PROJECTION_FILE).read_bytes(), described) if described else None
-                raw = RawSegments(info.get("dim", 0), vdir, info.get("raw") or [])
+                # An index from before raw descriptors were kept lists none: it has no raw layer.
+                raw = RawSegments(info["dim"], vdir, info["raw"]) if info.get("raw") is not None else None
                 return Layers(FaissVectors.read(vdir / FAISS_FILE, info.get("factory", "")), catalogue, raw, projection, gen)
             except (RuntimeError, OSError, CatalogueError):
                 # The version was collected between reading CURRENT and opening it: a newer
