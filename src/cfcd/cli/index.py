@@ -16,6 +16,7 @@ def register(p) -> None:
 
     build = isub.add_parser("build", help="index a folder or list of images, or a features directory from `cfcd extract`")
     _source_arguments(build)
+    build.set_defaults(model=None)  # images: the default model; a features directory: its own
     build.add_argument("--factory", default=None,
                        help="faiss index_factory string: Flat (exact, default), IVF4096,PQ64, HNSW32 ...; for a Milvus "
                             "INDEX (.db, milvus://): FLAT (default), HNSW:M=32,efConstruction=200, IVF_FLAT:nlist=4096 ... "
@@ -60,13 +61,30 @@ def _is_features_dir(source: str) -> bool:
     return (Path(source) / MANIFEST).is_file()
 
 
-def _add_source(index, args):
-    """Add args.source to ``index``; returns the AddReport, the inputs (for messages) and the
-    reasons of inputs that never reached the index (a features directory's unreadable files)."""
+# Options that only change how images are extracted: a features directory is extracted already.
+EXTRACTION_OPTIONS = {"model": "--model", "backbone": "--backbone", "preset": "--settings", "scales": "--scales",
+                      "max_side": "--max-side", "max_working_side": "--max-working-side", "preparation": "--preparation",
+                      "batch_size": "--batch-size", "workers": "--workers", "device": "--device", "amp": "--amp"}
+
+
+def _refuse_extraction_options(args, manifest: dict) -> None:
+    given = [flag for name, flag in EXTRACTION_OPTIONS.items() if getattr(args, name, None) not in (None, False)]
+    if given:
+        made = {k: manifest.get(k) for k in ("scales", "max_side", "preparation")}
+        raise ValueError(f"{args.source}: a features directory holds descriptors extracted already, with model "
+                         f"{manifest['model'].get('name')!r} and {made}; {', '.join(given)} would change nothing. "
+                         "Drop them, or give the images to extract them with these options")
+
+
+def _add_source(index, args, model=None):
+    """Add args.source to ``index`` (images: extracted with ``model``, else the index's own or
+    the one ``args`` names); returns the AddReport, the inputs (for messages) and the reasons
+    of inputs that never reached the index (a features directory's unreadable files)."""
     from ..extraction import load_features
 
     if _is_features_dir(args.source):
         ids, desc, manifest = load_features(args.source, mmap=True)  # read once, by desc[rows]
+        _refuse_extraction_options(args, manifest)
         failed = set(manifest.get("failed", []))
         rows = [i for i in range(len(ids)) if i not in failed]
         inputs = [ids[i] for i in rows]
@@ -77,9 +95,9 @@ def _add_source(index, args):
     images = [str(p) for p in read_image_list(args.source)]
     if not images:
         raise ValueError(f"{args.source}: no images found")
-    if args.model is None and index.model:
+    if model is None and args.model is None and index.model:
         model = index.load_model()  # the index's own, from its stored config
-    else:
+    elif model is None:
         model = load_model(args.model or "default", backbone=args.backbone)
     return index.add_images(model, images, settings_overrides(args), runtime(args)), images, []
 
@@ -102,6 +120,7 @@ def run_build(args) -> None:
 
     if open_store(args.index).exists() and not args.force:
         raise FileExistsError(f"{args.index}: an index already exists; use `cfcd index add`, or --force to rebuild it")
+    model = None
     if _is_features_dir(args.source):
         from ..extraction import read_manifest
 
@@ -109,11 +128,12 @@ def run_build(args) -> None:
     else:
         from ..model import load_model
 
-        dim = load_model(args.model, backbone=args.backbone).output_dim
+        model = load_model(args.model or "default", backbone=args.backbone)  # loaded once, used to extract
+        dim = model.output_dim
     # Extraction runs without the write lock; saving checks again, under it, that no other
     # build made an index here meanwhile.
     index = Index(dim, factory=args.factory, location=args.index, learn=args.learn)
-    report, inputs, unread = _add_source(index, args)
+    report, inputs, unread = _add_source(index, args, model)
     index.save(args.index, overwrite=args.force)
     _print_report(report, inputs, unread)
     print(f"{args.index}: {len(index)} images, {index.factory}, version {index.generation}")
