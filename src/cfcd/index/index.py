@@ -113,6 +113,11 @@ class Index:
     def path(self) -> Path | str | None:
         return self.store.location if self.store is not None else None
 
+    def version(self) -> int:
+        """The newest version published where this index lives (``generation`` is the one
+        this object holds): a reader compares the two to know when to load again."""
+        return self.store.version()
+
     # ---- construction and persistence -------------------------------------------------
 
     @classmethod

@@ -1,0 +1,108 @@
+"""What the running service holds, as one object on ``app.state.cfcd``: the published index
+(``IndexHolder``), the model, the worker limiter, the thumbnail cache, the key check and the
+settings. Routes reach it through the ``get_state`` / ``require_key`` dependencies, never
+through module globals, so one process can run several apps (tests do)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import anyio
+from fastapi import HTTPException, Request
+
+from ..index import Index
+from ..settings import Runtime
+from .security import KeyCheck
+from .settings import API_KEY_HEADER, SESSION_COOKIE, ServeSettings
+
+log = logging.getLogger(__name__)
+THUMBNAIL_CACHE = 2048
+
+
+class IndexHolder:
+    """The published index, replaced by ``refresh`` (run off the event loop every
+    ``reload_interval`` s) when a writer publishes a new version; requests never wait for a load."""
+
+    def __init__(self, settings: ServeSettings):
+        self.settings = settings
+        self._set(Index.load(settings.index))
+
+    def _set(self, index: Index) -> None:
+        self.index, self.images = index, len(index)  # one assignment each: readers see old or new
+
+    def get(self) -> Index:
+        return self.index
+
+    def refresh(self) -> None:
+        if self.index.version() != self.index.generation:
+            self._set(Index.load(self.settings.index))
+
+    async def keep_fresh(self) -> None:
+        while True:
+            await anyio.sleep(self.settings.reload_interval)
+            try:
+                await anyio.to_thread.run_sync(self.refresh)
+            except (OSError, ValueError, RuntimeError) as err:  # a damaged new version: keep serving the old
+                log.warning("index %s not reloaded: %s", self.settings.index, err)
+
+
+class ThumbnailCache:
+    """Least recently used JPEG thumbnails, by (id, size, mtime)."""
+
+    def __init__(self, size: int = THUMBNAIL_CACHE):
+        self._items: OrderedDict = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key, make):
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = make()
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return value
+
+
+@dataclass
+class ServerState:
+    settings: ServeSettings
+    keys: KeyCheck
+    holder: IndexHolder | None = None
+    model: object = None
+    limiter: anyio.CapacityLimiter | None = None
+    thumbs: ThumbnailCache = field(default_factory=ThumbnailCache)
+
+    def start(self) -> None:
+        """Load the index and its model (at start-up, before the first request)."""
+        from ..extraction import inference_copy
+        from ..model import load_model
+
+        self.holder = IndexHolder(self.settings)
+        self.model = load_model(self.settings.model) if self.settings.model else self.holder.index.load_model()
+        self.holder.index.check_compatible(self.model)
+        inference_copy(self.model)  # trace and fuse once, before queries run the model in threads
+        self.limiter = anyio.CapacityLimiter(max(1, self.settings.threads))
+
+    @property
+    def index(self) -> Index:
+        return self.holder.get()
+
+    def runtime(self) -> Runtime:
+        return Runtime(device=self.settings.device, progress=False)
+
+
+def get_state(request: Request) -> ServerState:
+    return request.app.state.cfcd
+
+
+def require_key(request: Request) -> None:
+    if not get_state(request).keys.allows(request.headers.get(API_KEY_HEADER), request.cookies.get(SESSION_COOKIE)):
+        raise HTTPException(401, f"missing or wrong API key: send it in the {API_KEY_HEADER} header",
+                            headers={"WWW-Authenticate": API_KEY_HEADER})
