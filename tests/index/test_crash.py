@@ -69,7 +69,7 @@ def kill(proc: subprocess.Popen) -> None:
 def check_index(root: Path, n: int, generation: int) -> None:
     """The published version is ``generation``, complete with ``n`` images, and answers."""
     index = Index.load(root)
-    assert (index.generation, len(index), len(index.vectors)) == (generation, n, n)
+    assert (index.generation, len(index), len(index.layers.vectors)) == (generation, n, n)
     q = index.descriptors([n - 1])
     assert index.search(q, k=1).hits(0)[0]["id"] == n - 1
 
@@ -182,7 +182,7 @@ def test_milvus_readers_never_see_an_unpublished_addition(tmp_path):
         kill(writer)
         add_in_process(uri, 700, 4, "other")
         index = Index.load(uri)
-        assert (index.generation, len(index), len(index.vectors)) == (2, BASE + 700, BASE + 700)
+        assert (index.generation, len(index), len(index.layers.vectors)) == (2, BASE + 700, BASE + 700)
         rows = index.store.client.query("photos", filter="id >= 0", output_fields=["count(*)"])[0]["count(*)"]
         assert rows == BASE + 700  # the dead writer's rows are gone
         assert index.search(unit_rows(700, 4)[:5], k=1).ids[:, 0].tolist() == list(range(BASE, BASE + 5))
@@ -203,13 +203,13 @@ def test_kill_a_relearn(built, point):
     assert (pending / store.PROJECTION_FILE).stat().st_size == (8 + 1) * DIM * 4  # the new one is on disk ...
     kill(proc)
     index = Index.load(root)  # ... but not published
-    assert (index.generation, index.projection.dim, index.vectors.dim) == (1, DIM, DIM)
+    assert (index.generation, index.projection.dim, index.layers.vectors.dim) == (1, DIM, DIM)
     np.testing.assert_array_equal(index.projection.matrix, old.projection.matrix)
     check_index(root, BASE, 1)
     out = subprocess.run(cfcd("index", "relearn", root, "--dim", 8), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "32 -> 8-d" in out.stdout and "version 2" in out.stdout
     index = Index.load(root)
-    assert (index.generation, index.projection.dim, index.vectors.dim) == (2, 8, 8)
+    assert (index.generation, index.projection.dim, index.layers.vectors.dim) == (2, 8, 8)
     check_index(root, BASE, 2)
     assert leftovers(root) == []

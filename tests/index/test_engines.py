@@ -52,7 +52,7 @@ def test_add_remove_search_equal_exact_search(location):
         assert index.remove(ids=[3, 250, 999]) == [3, 250]
         assert index.remove(paths=["img00007.jpg"]) == [7]
     loaded = Index.load(location)
-    assert loaded.generation == 2 and len(loaded) == 297 and len(loaded.vectors) == 297
+    assert loaded.generation == 2 and len(loaded) == 297 and len(loaded.layers.vectors) == 297
     keep = np.setdiff1d(np.arange(300), [3, 7, 250])
     q = unit_rows(25, seed=1)
     res = loaded.search(q, k=10)
@@ -139,7 +139,7 @@ def test_readers_never_see_part_of_a_write(location):
             try:
                 index = Index.load(location)
                 n = len(index)
-                assert len(index.vectors) == n and n % 20 == 0, (len(index.vectors), n)
+                assert len(index.layers.vectors) == n and n % 20 == 0, (len(index.layers.vectors), n)
                 hit = index.search(x[n - 1:n], k=1).hits(0)[0]
                 assert hit["id"] == n - 1 and hit["path"] is not None
                 sizes.append(n)

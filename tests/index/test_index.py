@@ -53,7 +53,7 @@ def test_same_content_is_indexed_once(tmp_path):
     assert report.added == [0, 1] and report.repeated == {1: 0}
     again = index.add(x, [b, tmp_path / "c.jpg", a])
     assert again.added == [] and again.duplicates == {0: 0, 1: 1, 2: 0}
-    assert len(index) == 2 and len(index.vectors) == 2
+    assert len(index) == 2 and len(index.layers.vectors) == 2
     rec = index.record(0)
     assert rec.sha256 and rec.size == 10 and rec.path == str(a.resolve())
 
@@ -122,7 +122,7 @@ def test_other_model_or_settings_refused():
 def test_factory_strings(tmp_path, factory):
     x = unit_rows(1000)
     index = Index.build(x, names(1000), factory=factory)
-    assert not index.vectors.capabilities.needs_training
+    assert not index.layers.vectors.capabilities.needs_training
     res = index.search(x[:50], k=10)
     assert (res.ids[:, :10] == np.arange(50)[:, None]).any(axis=1).mean() >= 0.9
     index.remove(ids=[0, 1])
@@ -141,7 +141,7 @@ def test_pq_skips_polysemous_training():
 
     for factory in ("IVF8,PQ4x4", "OPQ4,IVF8,PQ4x4", "PQ4x4"):
         index = Index(16, factory=factory)
-        trainable = [layer for layer in layers(index.vectors.faiss) if hasattr(layer, "do_polysemous_training")]
+        trainable = [layer for layer in layers(index.layers.vectors.faiss) if hasattr(layer, "do_polysemous_training")]
         assert trainable and not any(layer.do_polysemous_training for layer in trainable), factory
     assert faiss.downcast_index(faiss.index_factory(16, "IVF8,PQ4x4")).do_polysemous_training  # faiss's default
 
@@ -212,7 +212,7 @@ def test_readers_never_see_a_half_written_index(tmp_path):
             try:
                 index = Index.load(root)
                 n = len(index)
-                assert len(index.vectors) == n, (len(index.vectors), n)
+                assert len(index.layers.vectors) == n, (len(index.layers.vectors), n)
                 hit = index.search(x[n - 1:n], k=1).hits(0)[0]
                 assert hit["id"] == n - 1 and hit["path"] is not None
                 sizes.append(n)

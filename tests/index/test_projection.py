@@ -85,7 +85,7 @@ def test_below_the_threshold_nothing_changes_until_it_is_reached(tmp_path):
     root = tmp_path / "idx"
     Index.build(x[:n], names(n), model=MODEL, settings=SETTINGS).save(root)
     index = Index.load(root)
-    assert index.projection is None and index.vectors.dim == DIM
+    assert index.projection is None and index.layers.vectors.dim == DIM
     q = rows(10, seed=2)
     exact = np.argsort(-(q @ x[:n].T), axis=1, kind="stable")[:, :5]
     np.testing.assert_array_equal(index.search(q, k=5).ids, exact)
@@ -115,7 +115,7 @@ def test_large_collections_learn_from_a_sample(tmp_path, monkeypatch):
     x = rows(400)
     index = Index.build(x, names(400), model=MODEL, settings=SETTINGS)
     index.save(tmp_path / "idx")
-    assert index.projection.learned_from == 250 and len(index.vectors) == 400
+    assert index.projection.learned_from == 250 and len(index.layers.vectors) == 400
 
 
 def test_switched_off_it_searches_raw_descriptors_and_stays_off(tmp_path):
@@ -128,7 +128,7 @@ def test_switched_off_it_searches_raw_descriptors_and_stays_off(tmp_path):
     with Index.edit(root) as index:
         index.add(x[n:], names(2 * n, "more"))  # grown 3x: would re-learn if learning were on
     loaded = Index.load(root)
-    assert loaded.projection is None and loaded.learn is False and loaded.vectors.dim == DIM
+    assert loaded.projection is None and loaded.learn is False and loaded.layers.vectors.dim == DIM
     q = rows(10, seed=3)
     np.testing.assert_array_equal(loaded.search(q, k=5).ids, np.argsort(-(q @ x.T), axis=1, kind="stable")[:, :5])
 
@@ -143,7 +143,7 @@ def test_an_index_from_before_raw_descriptors_were_kept(tmp_path):
     with sqlite3.connect(meta) as conn:
         conn.execute("DELETE FROM info WHERE key IN ('raw', 'learn')")
     old = Index.load(root)
-    assert old.raw is None and old.search(x[[4]], k=1).ids[0, 0] == 4
+    assert old.layers.raw is None and old.search(x[[4]], k=1).ids[0, 0] == 4
     with pytest.raises(ValueError, match="before cfcd kept raw descriptors.*build it again"):
         old.relearn()
     with Index.edit(root) as index:  # still grows, without learning (nothing to learn from)
@@ -200,7 +200,7 @@ def test_relearn_command_refuses_bad_requests_clearly(tmp_path, capsys):
 def test_an_index_saved_empty_keeps_raw_descriptors_and_learns_later(tmp_path):
     root = tmp_path / "idx"
     Index(DIM, model=MODEL, settings=SETTINGS).save(root)
-    assert Index.load(root).raw is not None
+    assert Index.load(root).layers.raw is not None
     n = learning.MIN_IMAGES
     with Index.edit(root) as index:
         index.add(rows(n), names(n))

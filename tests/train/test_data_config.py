@@ -41,7 +41,7 @@ def test_loss_settings_are_checked_against_the_registry():
     assert cfg.loss["madacos"] == {"alpha": 0.05} and cfg.loss["local_triplet"] == {"norm_images": 16}
     with pytest.raises(ConfigError, match="loss.madacos.alpah: madacos has no such parameter; its parameters: alpha, k, min_scale"):
         load_config("cpu-mobilenet", ["loss.madacos.alpah=0.1"])
-    with pytest.raises(ConfigError, match="unknown head 'cosface'; registered: arcface, madacos"):
+    with pytest.raises(ConfigError, match="unknown head 'cosface'; choose one of madacos, arcface"):
         load_config("cpu-mobilenet", ["stage1.head=cosface"])
     with pytest.raises(ConfigError, match="unknown loss term 'triplet'"):
         load_config("cpu-mobilenet", ["stage2.terms.triplet=1"])

@@ -19,8 +19,9 @@ def test_the_page_shows_the_shipped_file_and_its_registry_line():
     page = (ROOT / "docs" / "extending.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", page, flags=re.S)
     assert blocks[0] == (ROOT / "src" / "cfcd" / "losses" / "arcface.py").read_text()
-    assert '"arcface": "cfcd.losses.arcface:ArcFace",' in blocks[1]
-    assert registry.HEADS["arcface"] == "cfcd.losses.arcface:ArcFace"
+    line = 'HEADS.register("arcface", "cfcd.losses.arcface:ArcFace")'
+    assert line in blocks[1] and line in (ROOT / "src" / "cfcd" / "losses" / "registry.py").read_text()
+    assert registry.HEADS["arcface"].__name__ == "ArcFace"
 
 
 def test_arcface_head_trains_a_few_steps_and_mines_hard_negatives(class_folder, tmp_path):

@@ -1,50 +1,41 @@
 """Which store holds an index, chosen by its location.
 
-A plain directory is the embedded FAISS engine (``cfcd.index.store.DirectoryStore``). A
-vector engine registers here a test on the location and the module of its store; its store
-gives ``cfcd.Index`` the same interface (``exists``, ``version``, ``open``, ``create``,
-``create_vectors``, ``lock``, ``publish``), so the index's behaviour (dedupe, model checks,
-re-ranking, the learned projection) is written once. A version of an index is its ``Layers``.
+A vector engine is a store class (``cfcd.index.contract.Store``) registered in ``ENGINES`` with
+a ``claims`` test on a location. The default engine, FAISS in a directory
+(``cfcd.index.store.DirectoryStore``), takes every location no other engine claims. Every store
+gives ``cfcd.Index`` the same ``Layers`` (``cfcd.index.layers``), so the index's behaviour
+(dedupe, model checks, re-ranking, the learned projection) is written once.
 """
 
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
 
+from ..registry import Registry
 
-@dataclass
-class Layers:
-    """What one version of an index is made of: the searchable ``vectors`` (projected when a
-    ``projection`` is in use), the ``catalogue`` of image records and settings, and the
-    ``raw`` descriptors by id (what a projection is learned from); ``generation`` is the
-    published version they were read from (None: not published)."""
-
-    vectors: Any
-    catalogue: Any
-    raw: Any
-    projection: Any = None
-    generation: int | None = None
+ENGINES = Registry("vector engine", home="cfcd.index.engines")
+# The engine of an index that has no location yet (``Index(dim)`` before ``save``), and of
+# every location no other engine claims.
+DEFAULT_ENGINE = "faiss"
 
 
 def _is_milvus(location: str) -> bool:
     return location.startswith(("milvus://", "http://", "https://")) or location.endswith(".db")
 
 
-# engine name -> (claims this location?, "module:StoreClass"); the first match wins.
-ENGINES: dict[str, tuple[Callable[[str], bool], str]] = {
-    "milvus": (_is_milvus, "cfcd.index.milvus:MilvusStore"),
-    "faiss": (lambda location: True, "cfcd.index.store:DirectoryStore"),
-}
+ENGINES.register("faiss", "cfcd.index.store:DirectoryStore", claims=lambda location: True)
+ENGINES.register("milvus", "cfcd.index.milvus:MilvusStore", claims=_is_milvus)
 
 
 def engine_of(location: str | Path) -> str:
-    return next(name for name, (claims, _) in ENGINES.items() if claims(str(location)))
+    others = [name for name in ENGINES if name != DEFAULT_ENGINE]
+    return next((name for name in others if ENGINES.attrs(name)["claims"](str(location))), DEFAULT_ENGINE)
+
+
+def store_class(engine: str):
+    return ENGINES.get(engine)
 
 
 def open_store(location: str | Path):
     """The store of the index at ``location`` (which need not exist yet)."""
-    module, cls = ENGINES[engine_of(location)][1].split(":")
-    return getattr(importlib.import_module(module), cls)(location)
+    return store_class(engine_of(location))(location)

@@ -26,13 +26,15 @@ import numpy as np
 
 from . import projection as learning
 from . import rerank
-from .catalogue import Catalogue
-from .engines import Layers, open_store
-from .raw import RawSegments
-from .records import ImageRecord, describe_file, resolve_paths
+from .engines import DEFAULT_ENGINE, open_store, store_class
+from .identity import IndexMismatchError, check_compatible, model_identity, normalise_settings
+from .layers import Layers
+from .records import ImageRecord, describe_file, new_positions, resolve_paths
 from .results import AddReport, SearchResult
 from .store import failpoint
-from .vectors import DEFAULT_FACTORY, FaissVectors
+from .vectors import DEFAULT_FACTORY
+
+__all__ = ["Index", "IndexMismatchError"]
 
 log = logging.getLogger(__name__)
 
@@ -43,32 +45,6 @@ DEFAULT_TRAIN_SIZE = 256 * 1024
 DEFAULT_LOCK_TIMEOUT = 60.0
 
 
-class IndexMismatchError(ValueError):
-    """Descriptors made with another model, dimension or extraction settings than the index's."""
-
-
-def normalise_settings(settings, model=None) -> dict | None:
-    """The extraction settings an index stores and compares (an ``ExtractionSettings``, a
-    features manifest or a dict): every field present (an older index's missing ones filled in,
-    see ``ExtractionSettings.from_dict``), the preparation resolved against ``model``."""
-    if settings is None:
-        return None
-    from ..settings import ExtractionSettings, resolve
-
-    if isinstance(settings, ExtractionSettings):
-        settings = resolve(None, settings, model).to_dict()
-    return ExtractionSettings.from_dict(settings).to_dict()
-
-
-def model_identity(model) -> dict | None:
-    """The identity stored with an index: a model object or an already described one."""
-    if model is None or isinstance(model, dict):
-        return model
-    from ..extraction import describe_model
-
-    return describe_model(model)
-
-
 class Index:
     """A searchable collection of image descriptors.
 
@@ -77,14 +53,14 @@ class Index:
     >>> Index.load("photos.idx").search(queries, k=10).hits(0)
 
     ``location`` (here, or in ``load`` / ``edit`` / ``save``) picks the engine: a directory
-    is FAISS + SQLite; see ``cfcd.index.engines`` for the others.
+    is FAISS + SQLite; see ``cfcd.index.engines`` for the others. Images go in and ranked
+    images come out through ``cfcd.index.searcher`` (the model joined to an index).
     """
 
     def __init__(self, dim: int, factory: str | None = None, model=None, settings=None,
                  train_size: int = DEFAULT_TRAIN_SIZE, location: str | Path | None = None, learn: bool = True):
         store = open_store(location) if location is not None else None
-        layers = store.create(int(dim), factory) if store else Layers(
-            FaissVectors.create(dim, factory or DEFAULT_FACTORY), Catalogue.memory(), RawSegments(dim))
+        layers = (store or store_class(DEFAULT_ENGINE)).create(int(dim), factory)
         self._attach(layers, store)
         self.dim = int(dim)
         self.factory = layers.vectors.factory
@@ -99,12 +75,8 @@ class Index:
             raise IndexMismatchError(f"model {self.model['name']} makes {self.model['dim']}-d descriptors, not {self.dim}-d")
 
     def _attach(self, layers: Layers, store) -> None:
-        self.vectors = layers.vectors
-        self.catalogue = layers.catalogue
-        self.raw = layers.raw
-        self.projection = layers.projection
+        self.layers = layers
         self.store = store
-        self.generation = layers.generation
         # Operations since the published version ``generation``, replayed on a newer one
         # when another writer published first (see ``edit``).
         self._journal: list[Callable[[Index], None]] = []
@@ -117,6 +89,16 @@ class Index:
         """The newest version published where this index lives (``generation`` is the one
         this object holds): a reader compares the two to know when to load again."""
         return self.store.version()
+
+    @property
+    def generation(self) -> int | None:
+        """The published version this index was read from or last saved as (None: never saved)."""
+        return self.layers.generation
+
+    @property
+    def projection(self):
+        """The learned projection searched through (``cfcd.index.projection``), or None."""
+        return self.layers.projection
 
     # ---- construction and persistence -------------------------------------------------
 
@@ -227,26 +209,25 @@ class Index:
     def _publish(self) -> None:
         """Write this index as the store's next version (the lock is held), learning its
         projection first if it is due (``projection.due``)."""
-        if self.learn and self.raw is not None and learning.due(len(self), self.projection):
+        if self.learn and self.layers.raw is not None and learning.due(len(self), self.projection):
             chosen = learning.choose(len(self))
             if chosen:
-                self._learn(*chosen)
-        self.catalogue.set_info(format=FORMAT, version=VERSION, dim=self.dim, factory=self.factory, model=self.model,
-                                settings=self.settings, next_id=self._next_id, tombstones=self._tombstones,
-                                train_size=self.train_size, learn=self.learn,
-                                projection=self.projection.describe() if self.projection else None)
-        layers = Layers(self.vectors, self.catalogue, self.raw, self.projection)
-        self.generation = self.store.publish(layers)
+                self._reproject(self.layers.learn(*chosen))
+        self.layers.catalogue.set_info(
+            format=FORMAT, version=VERSION, dim=self.dim, factory=self.factory, model=self.model, settings=self.settings,
+            next_id=self._next_id, tombstones=self._tombstones, train_size=self.train_size, learn=self.learn,
+            projection=self.projection.describe() if self.projection else None)
+        self.layers.generation = self.store.publish(self.layers)
         self._journal = []
         self.changed = False
 
     # ---- contents -----------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self.catalogue)
+        return len(self.layers.catalogue)
 
     def info(self) -> dict:
-        described = self.vectors.describe()
+        described = self.layers.vectors.describe()
         return {
             "path": str(self.path) if self.path else None,
             "version": self.generation,
@@ -264,63 +245,35 @@ class Index:
         }
 
     def records(self, ids: Sequence[int]) -> dict[int, ImageRecord]:
-        return self.catalogue.records(ids)
-
-    def record(self, image_id: int) -> ImageRecord | None:
-        return self.records([image_id]).get(int(image_id))
+        return self.layers.catalogue.records(ids)
 
     def ids(self) -> list[int]:
-        return self.catalogue.ids()
+        return self.layers.catalogue.ids()
 
     def check_compatible(self, model=None, settings=None, dim: int | None = None) -> None:
         """Raise ``IndexMismatchError`` unless descriptors made by ``model`` with ``settings``
-        (either may be None: not checked) belong in this index."""
-        from ..extraction import same_model
-
-        info = model_identity(model)
-        if dim is not None and dim != self.dim:
-            raise IndexMismatchError(f"descriptors are {dim}-d but the index holds {self.dim}-d descriptors")
-        if info is not None and self.model is not None and not same_model(info, self.model):
-            raise IndexMismatchError(
-                f"query model {info.get('name')!r} ({info.get('config')}) differs from the index's model "
-                f"{self.model.get('name')!r} ({self.model.get('config')}); search with the index's model "
-                "(the default) or rebuild the index"
-            )
-        s = normalise_settings(settings, info or self.model)
-        if s is not None and self.settings is not None and s != self.settings:
-            differ = {k: v for k, v in s.items() if self.settings.get(k) != v}
-            raise IndexMismatchError(
-                f"extraction settings {differ} differ from the index's "
-                f"{ {k: self.settings.get(k) for k in differ} }; use the index's settings (the default) or rebuild the index"
-            )
+        (either may be None: not checked) belong in this index (``identity.check_compatible``)."""
+        check_compatible(self, model, settings, dim)
 
     # ---- updates ------------------------------------------------------------------------
 
-    def _train(self, vectors: np.ndarray) -> None:
-        if not self.vectors.capabilities.needs_training:
-            return
-        rng = np.random.default_rng(0)
-        sample = vectors if len(vectors) <= self.train_size else vectors[rng.choice(len(vectors), self.train_size, replace=False)]
-        log.info("training %s on %d vectors", self.factory, len(sample))
-        self.vectors.train(sample)
-
-    def add(self, descriptors: np.ndarray, paths: Sequence[str | ImageRecord], model=None, settings=None) -> AddReport:
+    def add(self, descriptors: np.ndarray, paths: Sequence[str | ImageRecord], model=None, settings=None,
+            replay: bool = True) -> AddReport:
         """Add descriptors of the images ``paths`` (or full ``ImageRecord``s).
 
         An image whose content (sha256) or, for names that are not files here, whose path is
         already indexed, or repeated in this call, is skipped. ``model`` / ``settings``, when
         given, must match the index's (they are adopted by an index created without them).
+        ``replay=False``: not recorded for replay by ``edit`` (a caller that records its own
+        step, see ``cfcd.index.searcher.add_images``).
         """
         descriptors = np.ascontiguousarray(descriptors, dtype=np.float32)
         if descriptors.ndim != 2 or len(descriptors) != len(paths):
             raise ValueError(f"{len(paths)} paths for descriptors of shape {descriptors.shape}")
         recs = [p if isinstance(p, ImageRecord) else describe_file(p) for p in paths]
-        report = self.add_records(descriptors, recs, model, settings)
-
-        def replay(newer: Index) -> None:
-            report.update_from(newer.add_records(descriptors, recs, model, settings))
-
-        self.journal(replay)
+        report = self._add(descriptors, recs, model, settings)
+        if replay:
+            self.journal(lambda newer: report.update_from(newer._add(descriptors, recs, model, settings)))
         return report
 
     def journal(self, step: Callable[["Index"], None]) -> None:
@@ -328,47 +281,21 @@ class Index:
         another writer publishes first (see ``edit``)."""
         self._journal.append(step)
 
-    def add_records(self, descriptors: np.ndarray, recs: Sequence[ImageRecord], model=None, settings=None) -> AddReport:
-        """``add`` for described files (not recorded for replay: callers that edit an index
-        record their own step, see ``cfcd.index.searcher.add_images``)."""
+    def _add(self, descriptors: np.ndarray, recs: Sequence[ImageRecord], model, settings) -> AddReport:
         self.check_compatible(model, settings, descriptors.shape[1])
         self.model = self.model or model_identity(model)
         self.settings = self.settings or normalise_settings(settings, self.model)
-        report = AddReport()
-        keep = self.new_positions(recs, report)
+        keep, duplicates, repeated = new_positions(self.layers.catalogue, recs)
+        report = AddReport(duplicates=duplicates, repeated=repeated)
         if not keep:
             return report
         vectors = descriptors if len(keep) == len(descriptors) else descriptors[keep]  # no 2 GB copy at 1M
-        searchable = self.searchable(vectors)
-        self._train(searchable)
         ids = np.arange(self._next_id, self._next_id + len(keep), dtype=np.int64)
         self.changed = True
-        self.catalogue.insert([recs[k].with_id(i) for k, i in zip(keep, ids)])
-        if self.raw is not None:
-            self.raw.add(vectors, ids)
-        self.vectors.add(searchable, ids)
+        self.layers.insert([recs[k].with_id(i) for k, i in zip(keep, ids)], vectors, ids, self.train_size)
         self._next_id += len(keep)
         report.added = ids.tolist()
         return report
-
-    def new_positions(self, recs: Sequence[ImageRecord], report: AddReport) -> list[int]:
-        """Positions of ``recs`` not yet indexed nor repeated; fills ``report.duplicates``
-        and ``report.repeated`` for the others."""
-        by_hash = self.catalogue.ids_by_hash(r.sha256 for r in recs)
-        by_path = self.catalogue.ids_by_path(r.path for r in recs if not r.sha256)
-        seen: dict[str, int] = {}
-        keep = []
-        for pos, r in enumerate(recs):
-            key = r.sha256 or f"path:{r.path}"
-            existing = by_hash.get(r.sha256) if r.sha256 else by_path.get(r.path)
-            if existing is not None:
-                report.duplicates[pos] = existing
-            elif key in seen:
-                report.repeated[pos] = seen[key]
-            else:
-                seen[key] = pos
-                keep.append(pos)
-        return keep
 
     def remove(self, ids: Sequence[int] = (), paths: Sequence[str] = ()) -> list[int]:
         """Remove images by id or by path; returns the ids removed (unknown ones are ignored)."""
@@ -381,18 +308,15 @@ class Index:
         return removed
 
     def _remove(self, ids: Sequence[int], paths: Sequence[str]) -> list[int]:
-        wanted = set(int(i) for i in ids) | set(self.catalogue.ids_by_path(resolve_paths(paths)).values())
+        wanted = set(int(i) for i in ids) | set(self.layers.catalogue.ids_by_path(resolve_paths(paths)).values())
         present = sorted(self.records(wanted))
         if not present:
             return []
         self.changed = True
-        if self.raw is not None:
-            self.raw.remove(np.asarray(present, dtype=np.int64))
-        if not self.vectors.remove(np.asarray(present, dtype=np.int64)):
+        if not self.layers.delete(np.asarray(present, dtype=np.int64)):
             # HNSW and a few others cannot delete: keep the vectors, forget the ids, and filter
             # them out of results until the index is rebuilt.
             self._tombstones += len(present)
-        self.catalogue.delete(present)
         return present
 
     # ---- search -------------------------------------------------------------------------
@@ -401,46 +325,15 @@ class Index:
         """The searched vectors of ``ids`` (projected when the index has a projection;
         approximate for PQ); rows of -1 ids are zero.
         ``ValueError`` where the engine cannot return them (fast-scan codes)."""
-        caps = self.vectors.capabilities
-        if not caps.reconstructs:
-            raise ValueError(
-                f"{caps.why_not_reconstruct}: query expansion and DBA are not available on it; search without "
-                "them, or rebuild with a plain PQ (e.g. 'IVF4096,PQ64') or Flat index"
-            )
-        flat = np.asarray(ids, dtype=np.int64).ravel()
-        out = np.zeros((len(flat), self.vectors.dim), np.float32)
-        valid = flat >= 0
-        if valid.any():
-            out[valid] = self.vectors.reconstruct(flat[valid])
-        return out.reshape(*np.shape(ids), self.vectors.dim)
+        return self.layers.reconstruct(ids)
 
     def descriptors(self, ids: Sequence[int]) -> np.ndarray:
         """The descriptors (n, dim) that were added for ``ids``, as a query would give them
         (``reconstruct`` gives the searched, possibly projected, vectors)."""
         ids = np.asarray(ids, dtype=np.int64)
-        if self.raw is not None:
-            return self.raw.read(ids)
+        if self.layers.raw is not None:
+            return self.layers.raw.read(ids)
         return self.reconstruct(ids)  # an index from before raw descriptors were kept: never projected
-
-    def _raw_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, dict]:
-        total = len(self.vectors)
-        if total == 0:
-            m = len(queries)
-            return np.full((m, k), -np.inf, np.float32), np.full((m, k), -1, np.int64), {}
-        want = min(total, k + self._tombstones)
-        scores, ids = self.vectors.search(queries, want)
-        records = self.records(ids[ids >= 0])
-        if self._tombstones:
-            live = np.isin(ids, np.fromiter(records, np.int64, len(records)))
-            order = np.argsort(~live, axis=1, kind="stable")
-            ids = np.where(np.take_along_axis(live, order, 1), np.take_along_axis(ids, order, 1), -1)
-            scores = np.where(ids >= 0, np.take_along_axis(scores, order, 1), -np.inf)
-        ids, scores = ids[:, :k], scores[:, :k]
-        if ids.shape[1] < k:
-            pad = k - ids.shape[1]
-            ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
-            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-        return scores.astype(np.float32), ids, records
 
     def search(self, queries: np.ndarray, k: int = 10, qe: int = 0, alpha: float = rerank.DEFAULT_QE_ALPHA,
                model=None, settings=None) -> SearchResult:
@@ -454,38 +347,12 @@ class Index:
         self.check_compatible(model, settings, queries.shape[1])
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
-        queries = self.searchable(queries)
-        if qe > 0 and len(self.vectors):
-            scores, ids, _ = self._raw_search(queries, qe)
+        queries = self.layers.searchable(queries)
+        if qe > 0 and len(self.layers.vectors):
+            scores, ids, _ = self.layers.nearest(queries, qe, self._tombstones)
             queries = rerank.alpha_query_expansion(queries, self.reconstruct(ids), np.where(ids >= 0, scores, 0.0), alpha)
-        scores, ids, records = self._raw_search(queries, k)
+        scores, ids, records = self.layers.nearest(queries, k, self._tombstones)
         return SearchResult(ids=ids, scores=scores, records=records)
-
-    def search_images(self, images: Sequence, k: int = 10, model=None, qe: int = 0,
-                      alpha: float = rerank.DEFAULT_QE_ALPHA, settings=None, runtime=None) -> SearchResult:
-        """Search with query images (paths, PIL images or (image, (x0, y0, x1, y1)) crops),
-        extracted with the index's model (loaded from its stored config if ``model`` is None)
-        and settings (``settings`` may override them; see ``cfcd.settings.resolve``). See
-        ``cfcd.index.searcher.Searcher``."""
-        from .searcher import Searcher
-
-        return Searcher(self, model).search(images, k, qe=qe, alpha=alpha, settings=settings, runtime=runtime)
-
-    def add_images(self, model, images: Sequence[str | Path], settings=None, runtime=None) -> AddReport:
-        """Extract and add images (paths); only images not already indexed are extracted.
-        ``settings`` (``ExtractionSettings``, or a mapping of the fields to change) default to
-        the index's, or for an index without any to ``ExtractionSettings()`` with the model's
-        preparation; settings other than the index's are refused. ``runtime``: see
-        ``cfcd.settings.Runtime``."""
-        from .searcher import add_images
-
-        return add_images(self, model, images, settings, runtime)
-
-    def load_model(self):
-        """The model that made this index's descriptors, rebuilt from its stored config."""
-        from .searcher import load_index_model
-
-        return load_index_model(self)
 
     def augmented(self, n: int = 10, alpha: float = rerank.DEFAULT_DBA_ALPHA) -> "Index":
         """A copy (in memory, FAISS exact) whose database vectors are replaced by their
@@ -493,20 +360,36 @@ class Index:
         the whole index."""
         ids = np.asarray(self.ids(), dtype=np.int64)
         vectors = rerank.database_augmentation(self.reconstruct(ids), n, alpha)
+        layer = store_class(DEFAULT_ENGINE).create_vectors(vectors.shape[1], DEFAULT_FACTORY)
+        layer.add(vectors, ids)
         copy = Index.__new__(Index)
         copy.__dict__.update(self.__dict__)
-        copy.vectors = FaissVectors.create(self.vectors.dim, DEFAULT_FACTORY)
-        copy.vectors.add(vectors, ids)
+        copy.layers = Layers(layer, self.layers.catalogue, self.layers.raw, self.projection, self.generation)
         copy._tombstones = 0
         copy.store, copy._journal = None, []  # a view for searching, never to be saved
         return copy
 
+    # ---- TRANSITIONAL: callers move to cfcd.index.searcher; removed in this change ----
+
+    def record(self, image_id: int) -> ImageRecord | None:
+        return self.records([image_id]).get(int(image_id))
+
+    def search_images(self, images, k=10, model=None, qe=0, alpha=rerank.DEFAULT_QE_ALPHA, settings=None, runtime=None):
+        from .searcher import Searcher
+
+        return Searcher(self, model).search(images, k, qe=qe, alpha=alpha, settings=settings, runtime=runtime)
+
+    def add_images(self, model, images, settings=None, runtime=None):
+        from .searcher import add_images
+
+        return add_images(self, model, images, settings, runtime)
+
+    def load_model(self):
+        from .searcher import load_index_model
+
+        return load_index_model(self)
 
     # ---- the learned projection (cfcd.index.projection) ---------------------------------
-
-    def searchable(self, descriptors: np.ndarray) -> np.ndarray:
-        """What the vector layer holds for raw ``descriptors``: their projection, if any."""
-        return self.projection(descriptors) if self.projection is not None else descriptors
 
     def relearn(self, dim: int | None = None, shrinkage: float | None = None) -> None:
         """Learn the projection now from the raw descriptors (``dim`` / ``shrinkage``: those
@@ -519,39 +402,24 @@ class Index:
                              "helps; give a dimension (--dim) to learn one anyway")
         dim = dim or chosen[0]
         shrinkage = shrinkage if shrinkage is not None else (chosen[1] if chosen else learning.SHRINKAGE)
-        self._learn(dim, shrinkage)
+        self._reproject(self.layers.learn(dim, shrinkage))
         self.learn = True
         self.journal(lambda newer: newer.relearn(dim, shrinkage))
 
     def unlearn(self) -> None:
         """Drop the projection and stop learning one: the index searches raw descriptors again."""
         self._check_raw()
-        self._rebuild(None)
+        self._reproject(None)
         self.learn = False
-        self.changed = True
         self.journal(lambda newer: newer.unlearn())
 
     def _check_raw(self) -> None:
-        if self.raw is None:
+        if self.layers.raw is None:
             raise ValueError(f"{self.path}: this index was built before cfcd kept raw descriptors, so it cannot learn a "
                              "projection; build it again (`cfcd index build --force`)")
 
-    def _learn(self, dim: int, shrinkage: float) -> None:
-        ids = learning.sample_ids(np.asarray(self.ids(), dtype=np.int64))
-        blocks = (self.raw.read(ids[i:i + learning.BLOCK]) for i in range(0, len(ids), learning.BLOCK))
-        projection = learning.learn(blocks, dim, shrinkage)
-        log.info("learned a %d-d projection from %d descriptors", projection.dim, projection.learned_from)
-        self._rebuild(projection)
-
-    def _rebuild(self, projection) -> None:
-        """A new vector layer holding ``projection`` (None: the identity) of every raw descriptor."""
-        ids = np.asarray(self.ids(), dtype=np.int64)
-        factory_dim = projection.dim if projection is not None else self.dim
-        vectors = self.store.create_vectors(factory_dim, self.factory) if self.store else FaissVectors.create(factory_dim, self.factory)
-        self.projection, self.vectors = projection, vectors
-        if vectors.capabilities.needs_training:
-            self._train(self.searchable(self.raw.read(learning.sample_ids(ids, self.train_size))))
-        for i in range(0, len(ids), learning.BLOCK):
-            vectors.add(self.searchable(self.raw.read(ids[i:i + learning.BLOCK])), ids[i:i + learning.BLOCK])
+    def _reproject(self, projection) -> None:
+        engine = self.store or store_class(DEFAULT_ENGINE)
+        self.layers.reproject(projection, lambda dim: engine.create_vectors(dim, self.factory), self.train_size)
         self._tombstones = 0
         self.changed = True

@@ -44,10 +44,10 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from .engines import Layers
+from .layers import Layers
 from .projection import Projection
 from .records import ImageRecord
-from .store import failpoint
+from .store import LocalLock, failpoint
 from .vectors import Capabilities
 
 DEFAULT_COLLECTION = "cfcd"
@@ -250,7 +250,8 @@ class MilvusStore:
     # ---- the write lock and publishing --------------------------------------------------
 
     def lock(self, timeout: float = 60.0):
-        return _NoLock() if self.lite else _Lease(self, timeout)
+        # Milvus Lite: the data directory's own lock already makes this process the only one.
+        return LocalLock(self._location, timeout) if self.lite else _Lease(self, timeout)
 
     def publish(self, layers: Layers) -> int:
         """Make the pending changes of ``layers`` the next version (with the lock held);
@@ -308,16 +309,6 @@ class MilvusStore:
             layer.published(gen, count)
         catalogue.published(gen, count)
         return gen
-
-
-class _NoLock:
-    """Milvus Lite: the data directory's own lock already makes this process the only one."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
 
 
 class _Lease:

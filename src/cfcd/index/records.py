@@ -6,7 +6,7 @@ import hashlib
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 
 @dataclass(frozen=True)
@@ -52,3 +52,24 @@ def describe_file(path: str | Path) -> ImageRecord:
 def resolve_paths(paths: Iterable[str]) -> list[str]:
     """The form in which paths are stored: absolute for existing files, as given otherwise."""
     return [str(Path(p).resolve()) if os.path.exists(p) else str(p) for p in paths]
+
+
+def new_positions(catalogue, recs: Sequence[ImageRecord]) -> tuple[list[int], dict[int, int], dict[int, int]]:
+    """Which of ``recs`` to add to ``catalogue``: (positions of the new ones, position -> id
+    already holding that content, position -> earlier position repeating it). Content is the
+    sha256, or for names that are not files here, the path."""
+    by_hash = catalogue.ids_by_hash(r.sha256 for r in recs)
+    by_path = catalogue.ids_by_path(r.path for r in recs if not r.sha256)
+    seen: dict[str, int] = {}
+    keep, duplicates, repeated = [], {}, {}
+    for pos, r in enumerate(recs):
+        key = r.sha256 or f"path:{r.path}"
+        existing = by_hash.get(r.sha256) if r.sha256 else by_path.get(r.path)
+        if existing is not None:
+            duplicates[pos] = existing
+        elif key in seen:
+            repeated[pos] = seen[key]
+        else:
+            seen[key] = pos
+            keep.append(pos)
+    return keep, duplicates, repeated

@@ -4,7 +4,9 @@ Images go in, ranked images come out (``Searcher.search``); images go in and the
 descriptors are added (``add_images``). The model is the index's own, rebuilt from the model
 config stored with the index (backbone included), and queries are extracted with the index's
 settings, so query and database descriptors are always made the same way. ``index`` is a
-``cfcd.Index`` (``Index.search_images``, ``add_images`` and ``load_model`` call this module).
+``cfcd.Index``; this module sits above it and the index never calls it.
+
+>>> Searcher(Index.load("photos.idx")).search(["query.jpg", ("query.jpg", (120, 40, 480, 360))], k=10)
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import rerank
-from .records import describe_file
+from .records import describe_file, new_positions
 from .results import AddReport, SearchResult
 
 
@@ -70,8 +72,8 @@ def add_images(index, model, images: Sequence[str | Path], settings=None, runtim
     settings = _settings(index, model, settings)
     index.check_compatible(model)
     recs = [describe_file(p) for p in images]
-    report = AddReport()
-    keep = index.new_positions(recs, report)
+    keep, duplicates, repeated = new_positions(index.layers.catalogue, recs)
+    report = AddReport(duplicates=duplicates, repeated=repeated)
     if not keep:
         return report
     errors: dict[int, str] = {}
@@ -90,7 +92,7 @@ def add_images(index, model, images: Sequence[str | Path], settings=None, runtim
     base = AddReport(duplicates=dict(report.duplicates), repeated=dict(report.repeated), failed=dict(report.failed))
 
     def add(target) -> AddReport:
-        inner = target.add_records(desc, [recs[p] for p in chosen], model=model, settings=settings)
+        inner = target.add(desc, [recs[p] for p in chosen], model=model, settings=settings, replay=False)
         out = AddReport(inner.added, dict(base.duplicates), dict(base.repeated), dict(base.failed))
         out.duplicates.update({chosen[pos]: i for pos, i in inner.duplicates.items()})
         out.repeated.update({chosen[pos]: chosen[first] for pos, first in inner.repeated.items()})

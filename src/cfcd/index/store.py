@@ -30,12 +30,13 @@ import re
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 from .catalogue import Catalogue
 from .catalogue import Error as CatalogueError
-from .engines import Layers
+from .layers import Layers
 from .projection import Projection
 from .raw import RawSegments
 from .vectors import DEFAULT_FACTORY, FaissVectors
@@ -201,6 +202,29 @@ class WriteLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+class LocalLock:
+    """A write lock held within this process (per ``key``), for a store that only one process
+    may open at a time (Milvus Lite, in-memory): threads and objects of that process still
+    take turns to publish."""
+
+    _locks: dict[str, threading.Lock] = {}
+    _guard = threading.Lock()
+
+    def __init__(self, key: str, timeout: float = 60.0):
+        with LocalLock._guard:
+            self._lock = LocalLock._locks.setdefault(key, threading.Lock())
+        self.key, self.timeout = key, timeout
+
+    def __enter__(self) -> "LocalLock":
+        if not self._lock.acquire(timeout=self.timeout):
+            raise RuntimeError(f"{self.key}: another writer in this process has been writing to this index for over "
+                               f"{self.timeout:.0f} s; wait for it to finish and retry")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._lock.release()
 
 
 class DirectoryStore:

@@ -163,8 +163,11 @@ class FaissVectors:
         return True
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, ids), each (m, k), best first; ids -1 where fewer than k vectors."""
-        return self.faiss.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        """(scores, ids), each (m, k), best first; ids -1 and scores -inf where fewer than k
+        vectors (FAISS pads with the lowest float)."""
+        scores, ids = self.faiss.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        scores[ids < 0] = -np.inf
+        return scores, ids
 
     def reconstruct(self, ids: np.ndarray) -> np.ndarray:
         """The stored vectors of ``ids`` (n,) (approximate for PQ), (n, d)."""
