@@ -78,6 +78,8 @@ def test_versions_are_snapshots_and_writes_are_invisible_until_published(where):
     np.testing.assert_allclose(snapshot.raw.read(np.array([3, 17])), x[[3, 17]], atol=1e-6)
 
     fill(writer, x[20:], first=20)  # the writer goes on: nobody sees it yet
+    snapshot.catalogue.set_info(note="a reader's own")  # nor what a holder of a snapshot changes
+    snapshot.vectors.add(x[20:22], np.array([98, 99]))
     writer.catalogue.set_info(note="second")
     again = store.open()
     assert len(again.catalogue) == 20 and again.catalogue.info()["note"] == "first" and store.version() == first
