@@ -111,8 +111,8 @@ def real_descriptors(folder: str, cache: str) -> tuple[np.ndarray, list[str]]:
     README's reference settings (default model, scales 0.7071/1/1.4142, long side 512), and
     the identities."""
     from cfcd import extract, load_model
-    from cfcd.data.instances import REFERENCE_SETTINGS, load_instances
-    from cfcd.settings import Runtime
+    from cfcd.data.instances import load_instances
+    from cfcd.settings import REFERENCE_SETTINGS, Runtime
 
     images = load_instances(folder)
     if cache and os.path.exists(cache):

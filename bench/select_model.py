@@ -80,10 +80,10 @@ def main(argv=None) -> int:
 
 def measure_seconds(candidate: Candidate, images) -> float:
     """Seconds per image of ``cfcd.extract`` with the candidate's models and settings (best of 2)."""
-    from cfcd import ExtractionSettings, Runtime, extract, load_model
+    from cfcd import Runtime, extract, load_model
 
     models = [load_model(m) for m in candidate.models]
-    settings = ExtractionSettings(candidate.scales, max_side=candidate.max_side, preparation=candidate.preparation)
+    settings = candidate.settings
     quiet = Runtime(progress=False)
     for m in models:  # warm-up: BatchNorm folding, first-call allocations
         extract(m, images[:1], settings, quiet)

@@ -31,19 +31,19 @@ import numpy as np
 import torch
 
 from cfcd import evaluate, load_model
-from cfcd.data.instances import REFERENCE_SETTINGS
 from cfcd.evaluate.benchmarks.folder import InstanceResult, leave_one_out
 from cfcd.evaluate.descriptors import Descriptors
-from cfcd.model.whitening import descriptors_from_vectors, gem_vectors, learn_whitening
-from cfcd.settings import Runtime
+from cfcd.model.whitening import descriptors_from_vectors, learn_whitening
+from cfcd.settings import REFERENCE_SETTINGS, Runtime
 from cfcd.train.config import load_config
 from cfcd.train.engine import run
 from cfcd.train.guard import report
 from cfcd.train.holdout import identity_folds
+from cfcd.whiten import gem_vectors
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "instances-dev"
 START = "mobilenet_v2-imagenet"
-# as cfcd whiten and stage1.head_init=whiten learn their head (cfcd.model.whitening.learn_head's defaults)
+# as cfcd whiten and stage1.head_init=whiten learn their head (cfcd.whiten.learn_head's defaults)
 REGIONS, WHITEN_POWER, WHITEN_SHRINKAGE = (2, 3), 0.5, 1.0
 ROWS = ("start", "whiten", "stage1", "stage2", "best")
 TITLES = {"start": "ImageNet MobileNetV2 GeM 1280-d (no training)",
@@ -62,8 +62,7 @@ def start_vectors(rows: list[dict], cache: Path) -> tuple[np.ndarray, np.ndarray
         saved = np.load(cache)
         if list(saved["paths"]) == [r["path"] for r in rows]:
             return saved["glob"], saved["reg"]
-    glob, reg = gem_vectors(load_model(START), [r["path"] for r in rows], REFERENCE_SETTINGS.scales,
-                            REFERENCE_SETTINGS.max_side, REGIONS, progress=True)
+    glob, reg = gem_vectors(load_model(START), [r["path"] for r in rows], REFERENCE_SETTINGS, REGIONS, progress=True)
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, glob=glob, reg=reg, paths=np.array([r["path"] for r in rows]))
     return glob, reg

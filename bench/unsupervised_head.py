@@ -1,7 +1,7 @@
 """Does a projection head learned WITHOUT labels help on sources it never saw?
 
 Candidates (all on the same backbone, same extraction settings): no head (the L2-normalised
-GeM), and PCA / PCA-whitening to ``--dim`` dimensions (``cfcd.model.whitening``) learned from
+GeM), and PCA / PCA-whitening to ``--dim`` dimensions (``cfcd.model.whitening``, ``cfcd.whiten``) learned from
 unlabelled photos: the other source groups of the set (their labels ignored), the scikit-image
 sample photos of the demo, or both; from global GeM vectors, optionally with GeM over regions
 of the feature maps. Each candidate's score on a held-out source group comes from the head
@@ -32,7 +32,9 @@ from cfcd.data.instances import load_instances
 from cfcd.evaluate import Descriptors, run
 from cfcd.evaluate.benchmarks.folder import InstanceResult, leave_one_out
 from cfcd.model import load_model
-from cfcd.model.whitening import Moments, descriptors_from_vectors, gem_vectors, principal_axes, whitening_from_axes
+from cfcd.model.whitening import Moments, descriptors_from_vectors, principal_axes, whitening_from_axes
+from cfcd.settings import ExtractionSettings, parse_scales
+from cfcd.whiten import gem_vectors
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "instances-dev"
 REGION_LEVELS = (2, 3)
@@ -46,16 +48,16 @@ def skimage_photos() -> list[Path]:
     return [root / f for files, _ in DEFAULT_PHOTOS.values() for f in files]
 
 
-def cached_vectors(model_name: str, paths: list[Path], scales, max_side, cache: Path, tag: str):
+def cached_vectors(model_name: str, paths: list[Path], settings: ExtractionSettings, cache: Path, tag: str):
     names = [str(Path(p).resolve()) for p in paths]
-    key = hashlib.sha256("\n".join([model_name, str(scales), str(max_side), *names]).encode()).hexdigest()[:12]
+    key = hashlib.sha256("\n".join([model_name, str(settings.scales), str(settings.max_side), *names]).encode()).hexdigest()[:12]
     file = cache / f"{tag}-{key}.npz"
     if file.is_file():
         z = np.load(file)
         return z["glob"], z["reg"], float(z["seconds"])
     model = load_model(model_name)
     tic = time.perf_counter()
-    glob, reg = gem_vectors(model, paths, scales, max_side, regions=REGION_LEVELS, progress=True)
+    glob, reg = gem_vectors(model, paths, settings, regions=REGION_LEVELS, progress=True)
     seconds = (time.perf_counter() - tic) / max(len(paths), 1)
     cache.mkdir(parents=True, exist_ok=True)
     np.savez(file, glob=glob, reg=reg, seconds=seconds)
@@ -84,10 +86,10 @@ def main(argv=None) -> int:
     from cfcd.selection import SOURCE_GROUPS, format_selection, group_of, leave_one_source_out
 
     data = load_instances(args.images)
-    scales = tuple(float(s) for s in args.scales.split(","))
+    settings = ExtractionSettings(parse_scales(args.scales), args.max_side)
     cache = Path(args.cache)
-    glob, reg, seconds = cached_vectors(args.model, data.paths, scales, args.max_side, cache, "set")
-    sk_glob, sk_reg, _ = cached_vectors(args.model, skimage_photos(), scales, args.max_side, cache, "skimage")
+    glob, reg, seconds = cached_vectors(args.model, data.paths, settings, cache, "set")
+    sk_glob, sk_reg, _ = cached_vectors(args.model, skimage_photos(), settings, cache, "skimage")
 
     benchmark = leave_one_out(data.paths, data.identities, data.sources)
 

@@ -105,6 +105,34 @@ def test_float16_shards(tiny_model, image_folder, tmp_path):
     assert load_features(tmp_path / "f16")[1].dtype == np.float32
 
 
+def test_cli_extract_resolves_the_settings_once(tiny_model, image_folder, tmp_path, monkeypatch):
+    """`cfcd extract` resolves its settings in one place; extract_to_dir and extract take them as
+    resolved (issue 19.3: it ran three times)."""
+    import cfcd.extraction
+    import cfcd.settings
+    from cfcd.cli import main
+
+    calls = []
+    original = cfcd.settings.resolve
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(cfcd.settings, "resolve", counted)
+    monkeypatch.setattr(cfcd.extraction, "resolve", counted)
+    ckpt = tmp_path / "tiny.pt"
+    save_checkpoint(ckpt, tiny_model)
+    assert main(["extract", str(image_folder), "-o", str(tmp_path / "f"), "--model", str(ckpt), "--scales", "1",
+                 "--max-side", "0", "--shard-size", "2"]) == 0
+    assert len(calls) == 1
+    assert load_features(tmp_path / "f")[2]["scales"] == [1.0]
+    calls.clear()  # the library alone, without settings: resolved once too
+    cfcd.extract(tiny_model, sorted(image_folder.rglob("*.jpg"))[:1], runtime=QUIET)
+    extract_to_dir(tiny_model, sorted(image_folder.rglob("*.jpg"))[:2], tmp_path / "g", runtime=QUIET, shard_size=1)
+    assert len(calls) == 2
+
+
 def run_cli(*args, env_extra=None):
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=600)
@@ -229,7 +257,7 @@ def test_working_size_cap_holds_for_a_24_megapixel_photo(tmp_path, preparation):
 def test_working_size_cap_leaves_images_up_to_1024_px_alone(tmp_path):
     """Revisited Oxford/Paris images are <= 1024 px: the paper's five scales reach them unchanged,
     with the protocol's settings and with an official checkpoint's defaults."""
-    from cfcd.data import revisitop
+    from cfcd.evaluate.benchmarks import revisitop
 
     path = tmp_path / "oxford-sized.png"
     Image.new("RGB", (1024, 768), (90, 120, 30)).save(path)

@@ -20,13 +20,13 @@ from samples import make_image
 
 def test_candidate_spec_round_trip():
     c = Candidate.parse("a+b@512:0.7071,1")
-    assert c == Candidate(("a", "b"), 512, (0.7071, 1.0))
+    assert c == Candidate(("a", "b"), ExtractionSettings((0.7071, 1.0), 512))
     assert Candidate.parse(c.name) == c
-    assert Candidate.parse("m") == Candidate(("m",), None, (1.0,))
-    assert Candidate.parse("m@orig:1").max_side is None
+    assert Candidate.parse("m") == Candidate(("m",), ExtractionSettings((1.0,), None))
+    assert Candidate.parse("m@orig:1").settings.max_side is None
     assert Candidate.parse("default").models == ("mobilenet_v2-imagenet", "efficientnet_lite2-imagenet")
     official = Candidate.parse("m@512:1~official")
-    assert official.preparation == "official" and Candidate.parse(official.name) == official
+    assert official.settings.preparation == "official" and Candidate.parse(official.name) == official
     for bad in ("m@x:1", "m:0", "m:1,a", "@512", "m:1~pillow"):
         with pytest.raises(ValueError, match="candidate"):
             Candidate.parse(bad)
@@ -111,7 +111,7 @@ def test_cached_scales_sum_to_the_multi_scale_descriptor(sourced_set):
     root, weights, cache_dir = sourced_set
     data = load_instances(root)
     cache = DescriptorCache(data.paths, cache_dir, progress=False)
-    cand = Candidate((str(weights),), 48, (0.7071, 1.0))
+    cand = Candidate((str(weights),), ExtractionSettings((0.7071, 1.0), 48))
     got, seconds = cache.descriptors(cand)
     from cfcd.model import load_model
 
@@ -123,8 +123,8 @@ def test_cached_scales_sum_to_the_multi_scale_descriptor(sourced_set):
     again = DescriptorCache(data.paths, cache_dir, progress=False)
     np.testing.assert_array_equal(again.descriptors(cand)[0], got)
     # Two models concatenated: each half is its model's descriptor over sqrt(2).
-    both, _ = again.descriptors(Candidate((str(weights), str(weights)), 48, (1.0,)))
-    single, _ = again.descriptors(Candidate((str(weights),), 48, (1.0,)))
+    both, _ = again.descriptors(Candidate((str(weights), str(weights)), ExtractionSettings((1.0,), 48)))
+    single, _ = again.descriptors(Candidate((str(weights),), ExtractionSettings((1.0,), 48)))
     np.testing.assert_allclose(both, np.concatenate([single, single], axis=1) / np.sqrt(2), atol=1e-6)
     assert again._models == {}
 

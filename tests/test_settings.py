@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from cfcd.errors import ConfigError
 from cfcd.model import CFCDNet, ModelConfig
 from cfcd.settings import (
     CFCD_SCALES,
@@ -15,6 +16,8 @@ from cfcd.settings import (
     Runtime,
     default_settings,
     model_preparation,
+    parse_scales,
+    preparation_names,
     resolve,
 )
 
@@ -97,3 +100,33 @@ def test_runtime_checks_its_numbers():
         Runtime(batch_size=0)
     with pytest.raises(ValueError, match="num_workers -1"):
         Runtime(num_workers=-1)
+
+
+def test_the_preparations_are_the_implemented_ones(monkeypatch):
+    """The names settings accept come from ``cfcd.data.images.PREPARATIONS``: a preparation
+    added there is accepted, one taken away refused, with nothing else to keep in step."""
+    from cfcd.cli import build_parser
+    from cfcd.data import images
+
+    assert preparation_names() == tuple(images.PREPARATIONS) == ("cfcd", "official")
+    monkeypatch.setitem(images.PREPARATIONS, "lanczos", images.PREPARATIONS["cfcd"])
+    assert ExtractionSettings(preparation="lanczos").preparation == "lanczos"
+    assert build_parser(["extract"]).parse_args(["extract", "x", "-o", "y", "--preparation", "lanczos"]).preparation == "lanczos"
+    monkeypatch.delitem(images.PREPARATIONS, "official")
+    with pytest.raises(ConfigError, match="preparation 'official': choose one of cfcd, lanczos"):
+        ExtractionSettings(preparation="official")
+
+
+def test_one_scale_parser_for_options_and_candidates():
+    from cfcd.selection import Candidate
+
+    assert parse_scales("0.7071,1,1.4142") == (0.7071, 1.0, 1.4142)
+    for bad, message in (("1,x", "expected comma-separated numbers"), ("", "expected comma-separated numbers"),
+                         ("1,", "expected comma-separated numbers"), ("1..2", "expected comma-separated numbers"),
+                         ("0.5,0", "scales must be positive")):
+        with pytest.raises(ConfigError, match=message):
+            parse_scales(bad)
+    for bad, message in (("1,", "expected comma-separated numbers"), ("1..2", "expected comma-separated numbers"),
+                         ("0.5,0", "scales must be positive")):
+        with pytest.raises(ConfigError, match=f"candidate 'm:{bad}': scales .*{message}"):
+            Candidate.parse(f"m:{bad}")

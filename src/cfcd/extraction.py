@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from .atomic import atomic_write
 from .data.images import DEFAULT_MAX_PIXELS, Decoded, ImageError, decode_image, get_preparation
+from .errors import ConfigError, InputError, MismatchError, NotFound
 from .model.concat import normalize_parts, part_dims
 from .settings import CFCD_SCALES, ExtractionSettings, Runtime, resolve
 from .sharded import ShardedArray
@@ -59,7 +60,7 @@ def check_bbox(box, shown: str | None = None) -> BBox:
     except (TypeError, ValueError):
         values = ()
     if len(values) != 4 or not all(math.isfinite(v) for v in values):
-        raise ValueError(f"query box {shown or repr(box)}: expected four finite numbers x0,y0,x1,y1 in pixels, "
+        raise ConfigError(f"query box {shown or repr(box)}: expected four finite numbers x0,y0,x1,y1 in pixels, "
                          "e.g. 10,20,300,400")
     return values
 
@@ -68,7 +69,7 @@ def parse_bbox(text: str) -> BBox:
     """``"x0,y0,x1,y1"`` -> a box with x1 > x0 and y1 > y0, or ``ValueError`` saying what is wrong."""
     box = check_bbox(text.split(","), repr(text))
     if box[2] <= box[0] or box[3] <= box[1]:
-        raise ValueError(f"query box {text!r}: expected x1 > x0 and y1 > y0")
+        raise ConfigError(f"query box {text!r}: expected x1 > x0 and y1 > y0")
     return box
 
 
@@ -76,9 +77,18 @@ def split_input(item: ImageInput) -> tuple[object, BBox | None]:
     """``path`` / ``PIL.Image`` / ``(image, bbox)`` -> (image source, bbox or None)."""
     if isinstance(item, tuple):
         if len(item) != 2:
-            raise ValueError(f"a query crop is (image, (x0, y0, x1, y1)); got {item!r}")
+            raise ConfigError(f"a query crop is (image, (x0, y0, x1, y1)); got {item!r}")
         return item[0], check_bbox(item[1])
     return item, None
+
+
+def resolved(settings: ExtractionSettings | None, model) -> ExtractionSettings:
+    """``settings`` as they are when resolved already (an ``ExtractionSettings`` with its
+    preparation, as ``cfcd.settings.resolve`` returns them), else ``resolve(None, settings, model)``:
+    each path resolves once, in whichever function it enters first."""
+    if isinstance(settings, ExtractionSettings) and settings.preparation is not None:
+        return settings
+    return resolve(None, settings, model)
 
 
 def working_sizes(width: int, height: int, settings: ExtractionSettings) -> list[tuple[int, int]]:
@@ -217,18 +227,21 @@ def extract(
 ) -> np.ndarray:
     """Descriptors (n, d) float32 with L2-normalised rows, in the order of ``images``.
 
-    ``images`` holds paths, PIL images or (image, bbox) query crops. ``settings`` default to
-    ``ExtractionSettings()`` (the five CFCD scales at the original size) with the model's
-    image preparation. A file that cannot be decoded raises ``ImageError`` naming it; with
-    ``skip_errors`` its row is all zeros instead (see ``failed_rows``) and, when ``errors`` is
-    given, its message (the file and the cause) is stored there under its row.
+    ``images`` holds paths, PIL images or (image, bbox) query crops. ``settings`` None:
+    ``cfcd.settings.default_settings(model)``, which is ``ExtractionSettings()`` (scales 0.7071
+    and 1 of the image resized to a 384 px long side) for most models, and the paper's five
+    scales at the original size for models made for the official preparation (official CFCD
+    checkpoints); an unset preparation is the model's. A file that cannot be decoded raises
+    ``ImageError`` naming it; with ``skip_errors`` its row is all zeros instead (see
+    ``failed_rows``) and, when ``errors`` is given, its message (the file and the cause) is
+    stored there under its row.
 
     ``runtime.batch_size`` and ``runtime.num_workers`` default by device: on a CPU one image
     at a time in this process (decoding is under a tenth of the network's time there, and a
     worker process or larger batches were slower in bench/extract_speed.py); on a GPU, 16
     images per step fed by decoding workers.
     """
-    settings = resolve(None, settings, model)
+    settings = resolved(settings, model)
     rt = runtime or Runtime()
     device = torch.device(rt.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     on_gpu = device.type == "cuda"
@@ -351,10 +364,10 @@ def extract_to_dir(
     out.mkdir(parents=True, exist_ok=True)
     ids = [str(i) for i in (ids if ids is not None else [split_input(x)[0] for x in images])]
     if len(ids) != len(images):
-        raise ValueError(f"{len(ids)} ids for {len(images)} images")
+        raise MismatchError(f"{len(ids)} ids for {len(images)} images")
     if dtype not in ("float32", "float16"):
-        raise ValueError(f"dtype {dtype!r}: choose float32 or float16")
-    settings = resolve(None, settings, model)
+        raise ConfigError(f"dtype {dtype!r}: choose float32 or float16")
+    settings = resolved(settings, model)
     plan = {
         "format": FEATURES_FORMAT,
         "version": 1,
@@ -372,7 +385,7 @@ def extract_to_dir(
     manifest = out / MANIFEST
     if manifest.exists():
         if not _same_plan(json.loads(manifest.read_text()), plan):
-            raise ValueError(f"{out}: holds descriptors made with other images or settings; use a new directory")
+            raise MismatchError(f"{out}: holds descriptors made with other images or settings; use a new directory")
     rank, world = _dist_info()
     if rank == 0 and not manifest.exists():
         _write_json(out / (MANIFEST + ".partial"), plan)
@@ -414,10 +427,10 @@ def read_manifest(path: str | Path) -> dict:
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         hint = " (an extraction is incomplete: rerun it to resume)" if (path / (MANIFEST + ".partial")).exists() else ""
-        raise FileNotFoundError(f"{path}: no {MANIFEST}; not a cfcd features directory{hint}")
+        raise NotFound(f"{path}: no {MANIFEST}; not a cfcd features directory{hint}")
     manifest = json.loads(manifest_path.read_text())
     if manifest.get("format") != FEATURES_FORMAT:
-        raise ValueError(f"{manifest_path}: not a cfcd features manifest")
+        raise InputError(f"{manifest_path}: not a cfcd features manifest")
     return manifest
 
 

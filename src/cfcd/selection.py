@@ -26,13 +26,15 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from .errors import ConfigError, InputError, MismatchError
 from .evaluate.benchmarks.folder import FolderBenchmark, InstanceResult
+from .settings import DEFAULT_MAX_WORKING_SIDE, ExtractionSettings, parse_scales
 
 # Sources of instances-dev that are one kind of photo; any other source is its own group.
 SOURCE_GROUPS = {
@@ -57,42 +59,37 @@ def group_of(source: str, groups: Mapping[str, str] = SOURCE_GROUPS) -> str:
 
 @dataclass(frozen=True)
 class Candidate:
-    """One configuration: model names joined by ``+`` (descriptors concatenated), long side
-    (None: the original size), scales and image preparation (None: each model's own).
-    Written ``MODEL[+MODEL][@MAX_SIDE][:S1,S2,...][~PREPARATION]``."""
+    """One configuration: model names (a concatenation when several: descriptors side by side)
+    and the ``ExtractionSettings`` they are extracted with (an unset preparation: each model's
+    own). Written ``MODEL[+MODEL][@MAX_SIDE][:S1,S2,...][~PREPARATION]``; unwritten, the long
+    side is the original size and the scale 1."""
 
     models: tuple[str, ...]
-    max_side: int | None = None
-    scales: tuple[float, ...] = (1.0,)
-    preparation: str | None = None
+    settings: ExtractionSettings = ExtractionSettings(scales=(1.0,), max_side=None)
 
     @classmethod
     def parse(cls, spec: str, default_scales: Sequence[float] = (1.0,)) -> "Candidate":
-        from .settings import PREPARATION_NAMES
-
         m = re.fullmatch(r"([^@:~]+)(?:@(\d+|orig))?(?::([\d.,]+))?(?:~(\w+))?", spec.strip())
         if not m:
-            raise ValueError(f"candidate {spec!r}: expected MODEL[+MODEL][@MAX_SIDE][:S1,S2,...][~PREPARATION], "
-                             "e.g. mobilenet_v2-imagenet@512:0.7071,1,1.4142~official")
+            raise ConfigError(f"candidate {spec!r}: expected MODEL[+MODEL][@MAX_SIDE][:S1,S2,...][~PREPARATION], "
+                              "e.g. mobilenet_v2-imagenet@512:0.7071,1,1.4142~official")
         models, side, scales, preparation = m.groups()
-        if preparation is not None and preparation not in PREPARATION_NAMES:
-            raise ValueError(f"candidate {spec!r}: preparation {preparation!r} is not one of {', '.join(PREPARATION_NAMES)}")
+        scales = parse_scales(scales, f"candidate {spec!r}: scales") if scales else tuple(default_scales)
         try:
-            scales = tuple(float(s) for s in scales.split(",")) if scales else tuple(default_scales)
-        except ValueError:
-            raise ValueError(f"candidate {spec!r}: scales must be comma-separated numbers") from None
-        if not scales or min(scales) <= 0:
-            raise ValueError(f"candidate {spec!r}: scales must be positive")
+            settings = ExtractionSettings(scales, None if side in (None, "orig") else int(side), preparation=preparation)
+        except ValueError as err:
+            raise ConfigError(f"candidate {spec!r}: {err}") from None
         from .model.pretrained import members
 
         names = tuple(m for part in models.split("+") for m in members(part))  # "default" is a concatenation
-        return cls(names, None if side in (None, "orig") else int(side), scales, preparation)
+        return cls(names, settings)
 
     @property
     def name(self) -> str:
-        side = "orig" if self.max_side is None else str(self.max_side)
-        prep = f"~{self.preparation}" if self.preparation else ""
-        return f"{'+'.join(self.models)}@{side}:{','.join(f'{s:g}' for s in self.scales)}{prep}"
+        s = self.settings
+        side = "orig" if s.max_side is None else str(s.max_side)
+        prep = f"~{s.preparation}" if s.preparation else ""
+        return f"{'+'.join(self.models)}@{side}:{','.join(f'{x:g}' for x in s.scales)}{prep}"
 
 
 # the protocol ----------------------------------------------------------------------------------
@@ -159,18 +156,18 @@ def leave_one_source_out(
     (``results`` in preference order: ties go to the earlier one). Only ``eligible`` ones
     (default: all) can be chosen; the others are scored for comparison."""
     if metric not in METRICS:
-        raise ValueError(f"metric {metric!r}: choose one of {METRICS}")
+        raise ConfigError(f"metric {metric!r}: choose one of {METRICS}")
     names = list(results)
     eligible = names if eligible is None else [n for n in names if n in set(eligible)]
     if not eligible:
-        raise ValueError("no candidates to choose from")
+        raise ConfigError("no candidates to choose from")
     first = results[names[0]]
     masks = _group_masks(first.sources, groups)
     if len(masks) < 2:
-        raise ValueError("leave-one-source-out needs a set with at least two sources (manifest.csv column 'source')")
+        raise InputError("leave-one-source-out needs a set with at least two sources (manifest.csv column 'source')")
     for name in names[1:]:
         if list(results[name].sources) != list(first.sources):
-            raise ValueError(f"candidate {name}: scored on other images than {names[0]}")
+            raise MismatchError(f"candidate {name}: scored on other images than {names[0]}")
     scores = {n: {g: results[n].summary(m) for g, m in masks.items()} for n in names}
     selection = Selection(names, list(masks), scores, [], "", {}, metric, tuple(g for g in hard if g in masks), eligible)
 
@@ -256,9 +253,9 @@ class DescriptorCache:
     """Single-scale descriptors of one image list, per (model, long side, scale, preparation),
     on disk.
 
-    ``root/<model key>/<images key>/<side>-<scale>[-<preparation>].npy`` (no preparation: the
-    model's own) with a JSON sidecar holding the model name, the settings and the seconds per
-    image the extraction took (for speed estimates). Each scale is extracted alone, so the
+    ``root/<model key>/<images key>/<side>-<scale>[-<preparation>][-w<cap>].npy`` (no preparation:
+    the model's own; no cap: the default working-size cap) with a JSON sidecar holding the model
+    name, the settings and the seconds per image the extraction took (for speed estimates). Each scale is extracted alone, so the
     working-size cap (``ExtractionSettings.max_working_side``) bounds each scale by itself: sums
     equal multi-scale descriptors for images whose largest scale is within the cap (any image
     up to 1448 px at the CFCD scales).
@@ -271,10 +268,11 @@ class DescriptorCache:
         self.progress = progress
         self._models: dict[str, object] = {}
 
-    def _file(self, model: str, max_side: int | None, scale: float, preparation: str | None) -> Path:
-        side = "orig" if max_side is None else str(max_side)
-        prep = f"-{preparation}" if preparation else ""
-        return self.root / _model_key(model) / self.images_key / f"{side}-{scale:g}{prep}.npy"
+    def _file(self, model: str, settings: ExtractionSettings) -> Path:
+        side = "orig" if settings.max_side is None else str(settings.max_side)
+        prep = f"-{settings.preparation}" if settings.preparation else ""
+        cap = "" if settings.max_working_side == DEFAULT_MAX_WORKING_SIDE else f"-w{settings.max_working_side}"
+        return self.root / _model_key(model) / self.images_key / f"{side}-{settings.scales[0]:g}{prep}{cap}.npy"
 
     def _model(self, name: str):
         if name not in self._models:
@@ -283,28 +281,29 @@ class DescriptorCache:
             self._models = {name: load_model(name)}  # one model in memory at a time
         return self._models[name]
 
-    def single_scale(self, model: str, max_side: int | None, scale: float,
-                     preparation: str | None = None) -> tuple[np.ndarray, float]:
-        """(descriptors (n, d), seconds per image), extracting them on the first call."""
-        path = self._file(model, max_side, scale, preparation)
+    def single_scale(self, model: str, settings: ExtractionSettings) -> tuple[np.ndarray, float]:
+        """(descriptors (n, d), seconds per image) of one scale (``settings`` holds one), extracting
+        them on the first call."""
+        if len(settings.scales) != 1:
+            raise ValueError(f"single_scale takes one scale; got {settings.scales}")
+        path = self._file(model, settings)
         meta = path.with_suffix(".json")
         if path.is_file() and meta.is_file():
             return np.load(path), json.loads(meta.read_text())["seconds_per_image"]
         from .atomic import atomic_write
         from .extraction import extract
-        from .settings import ExtractionSettings, Runtime
+        from .settings import Runtime
 
         net = self._model(model)
         start = time.perf_counter()
-        settings = ExtractionSettings((scale,), max_side=max_side, preparation=preparation)
         desc = extract(net, self.paths, settings, Runtime(progress=self.progress))
         seconds = (time.perf_counter() - start) / max(len(self.paths), 1)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path) as f:
             np.save(f, desc)
         with atomic_write(meta, "w") as f:
-            json.dump({"model": model, "max_side": max_side, "scale": scale, "preparation": preparation, "images": len(self.paths),
-                       "seconds_per_image": seconds}, f)
+            json.dump({"model": model, "max_side": settings.max_side, "scale": settings.scales[0],
+                       "preparation": settings.preparation, "images": len(self.paths), "seconds_per_image": seconds}, f)
         return desc, seconds
 
     def descriptors(self, candidate: Candidate) -> tuple[np.ndarray, float]:
@@ -312,8 +311,8 @@ class DescriptorCache:
         parts, seconds = [], 0.0
         for model in candidate.models:
             acc = None
-            for s in candidate.scales:
-                d, t = self.single_scale(model, candidate.max_side, s, candidate.preparation)
+            for s in candidate.settings.scales:
+                d, t = self.single_scale(model, replace(candidate.settings, scales=(s,)))
                 acc = d.astype(np.float64) if acc is None else acc + d
                 seconds += t
             parts.append(_l2(acc))

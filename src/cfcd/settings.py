@@ -6,13 +6,16 @@ are refused. ``Runtime`` (device, batch size, workers, ...) changes speed and me
 descriptors, and is not stored. ``resolve`` is the one place where stored settings, explicit
 overrides and the defaults below meet; every command and API goes through it.
 
-This module imports neither torch nor PIL, so command-line parsers can use it cheaply.
+This module imports neither torch nor PIL (``preparation_names`` loads Pillow when first asked),
+so command-line parsers can use it cheaply.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Mapping
+
+from .errors import ConfigError
 
 # The five scales of the CFCD paper's multi-scale testing (spec section 6).
 CFCD_SCALES = (0.3535, 0.5, 0.7071, 1.0, 1.4142)
@@ -28,11 +31,6 @@ DEFAULT_MAX_SIDE = 384
 # capped (1464 >= 1024 x 1.4142). Measured in bench/working_size.py (docs/results.md): at 2048 one
 # 6300 x 6300 query peaked near 2 GiB on the default model, at 1448 at 1.38 GiB.
 DEFAULT_MAX_WORKING_SIDE = 1464
-# Image preparations (``cfcd.data.images.PREPARATIONS`` implements them): ``cfcd`` resizes
-# 8-bit pixels with Pillow's antialiased bilinear filter; ``official`` reproduces the official
-# CFCD extractor (float32 pixels, OpenCV's bilinear filter without antialiasing, crop boxes
-# truncated with int(), no minimum side).
-PREPARATION_NAMES = ("cfcd", "official")
 # What every result stored before the preparation was recorded was made with.
 LEGACY_PREPARATION = "cfcd"
 # What a result stored without these keys was made with (the defaults of the time).
@@ -59,17 +57,17 @@ class ExtractionSettings:
         try:
             scales = tuple(float(s) for s in self.scales)
         except (TypeError, ValueError):
-            raise ValueError(f"scales {self.scales!r}: expected a sequence of numbers such as (0.7071, 1, 1.4142)") from None
+            raise ConfigError(f"scales {self.scales!r}: expected a sequence of numbers such as (0.7071, 1, 1.4142)") from None
         if not scales or min(scales) <= 0:
-            raise ValueError(f"scales {self.scales!r}: give at least one scale, all positive")
+            raise ConfigError(f"scales {self.scales!r}: give at least one scale, all positive")
         object.__setattr__(self, "scales", scales)
         object.__setattr__(self, "max_side", _positive_or_none("max_side", self.max_side))
         cap = _positive_or_none("max_working_side", self.max_working_side)
         if cap is None:
-            raise ValueError("max_working_side: a positive number of pixels is required (it bounds memory per image)")
+            raise ConfigError("max_working_side: a positive number of pixels is required (it bounds memory per image)")
         object.__setattr__(self, "max_working_side", cap)
-        if self.preparation is not None and self.preparation not in PREPARATION_NAMES:
-            raise ValueError(f"preparation {self.preparation!r}: choose one of {', '.join(PREPARATION_NAMES)}")
+        if self.preparation is not None and self.preparation not in preparation_names():
+            raise ConfigError(f"preparation {self.preparation!r}: choose one of {', '.join(preparation_names())}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -95,6 +93,16 @@ class ExtractionSettings:
         return self if self.preparation else replace(self, preparation=model_preparation(model))
 
 
+def preparation_names() -> tuple[str, ...]:
+    """The image preparations, as ``cfcd.data.images.PREPARATIONS`` implements them: ``cfcd``
+    resizes 8-bit pixels with Pillow's antialiased bilinear filter; ``official`` reproduces the
+    official CFCD extractor (float32 pixels, OpenCV's bilinear filter without antialiasing, crop
+    boxes truncated with int(), no minimum side). Imports Pillow and numpy on first use."""
+    from .data.images import PREPARATIONS
+
+    return tuple(PREPARATIONS)
+
+
 def model_preparation(model) -> str:
     """The preparation a model (a module with ``config``, or a stored model description
     ``{name, config, dim}``) was made for."""
@@ -104,11 +112,23 @@ def model_preparation(model) -> str:
     return getattr(getattr(model, "config", None), "preparation", None) or LEGACY_PREPARATION
 
 
+def parse_scales(text: str, name: str = "--scales") -> tuple[float, ...]:
+    """``"0.7071,1,1.4142"`` -> ``(0.7071, 1.0, 1.4142)``: the one way scales are written as text
+    (command-line options, model-selection candidates); ``name`` says where, in the error."""
+    try:
+        scales = tuple(float(s) for s in text.split(","))
+    except ValueError:
+        raise ConfigError(f"{name} {text!r}: expected comma-separated numbers such as 0.7071,1,1.4142") from None
+    if min(scales) <= 0:
+        raise ConfigError(f"{name} {text!r}: scales must be positive")
+    return scales
+
+
 def _positive_or_none(name: str, value) -> int | None:
     if value is None or value == 0:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or int(value) != value:
-        raise ValueError(f"{name} {value!r}: expected a positive whole number of pixels (0 or None: none)")
+        raise ConfigError(f"{name} {value!r}: expected a positive whole number of pixels (0 or None: none)")
     return int(value)
 
 
@@ -117,6 +137,13 @@ def _positive_or_none(name: str, value) -> int | None:
 PAPER_SETTINGS = ExtractionSettings(scales=CFCD_SCALES, max_side=None)
 # Command-line and API name of each preset.
 PRESETS = {"default": ExtractionSettings(), "paper": PAPER_SETTINGS}
+# The reference settings of ../shared/data/instances-dev (long side 512, three scales): with
+# the ImageNet MobileNetV2 they give mAP 85.79 on its 241 rows (tests/test_eval_cli.py).
+REFERENCE_SETTINGS = ExtractionSettings(scales=(0.7071, 1.0, 1.4142), max_side=512)
+# What a projection head is learned from unlabelled photos with (``cfcd whiten``, the ``whiten``
+# head initialisation of training): the settings it was measured with (bench/unsupervised_head.py,
+# docs/results.md); three scales multiply the sample of GeM vectors.
+WHITENING_SETTINGS = REFERENCE_SETTINGS
 
 
 def default_settings(model=None) -> ExtractionSettings:
@@ -151,10 +178,10 @@ def resolve(stored=None, overrides=None, model=None) -> ExtractionSettings:
         preset = given.pop("preset", None)
         unknown = sorted(set(given) - {f.name for f in fields(ExtractionSettings)})
         if unknown:
-            raise ValueError(f"unknown extraction settings {unknown}")
+            raise ConfigError(f"unknown extraction settings {unknown}")
         if preset is not None:
             if preset not in PRESETS:
-                raise ValueError(f"settings preset {preset!r}: choose one of {', '.join(PRESETS)}")
+                raise ConfigError(f"settings preset {preset!r}: choose one of {', '.join(PRESETS)}")
             stored = replace(PRESETS[preset], preparation=stored.preparation if stored else None)
         settings = replace(stored or default_settings(model), **given)
     return settings.for_model(model) if model is not None else settings
@@ -183,4 +210,4 @@ class Runtime:
         for name in ("batch_size", "num_workers"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < (0 if name == "num_workers" else 1)):
-                raise ValueError(f"{name} {value!r}: expected a whole number >= {0 if name == 'num_workers' else 1}")
+                raise ConfigError(f"{name} {value!r}: expected a whole number >= {0 if name == 'num_workers' else 1}")

@@ -11,8 +11,8 @@ from cfcd.extraction import describe_model, same_model
 from cfcd.index import Index
 from cfcd.model import CFCDNet, ModelConfig, WeightsError, load_model, pretrained, save_checkpoint
 from cfcd.model.concat import ConcatConfig, ConcatNet, config_from_dict
-from cfcd.model.load import load_described, resolve
-from cfcd.model.whitening import learn_head
+from cfcd.model.load import load_described, weights_path
+from cfcd.whiten import learn_head
 
 QUIET = Runtime(progress=False)
 SETTINGS = ExtractionSettings((0.7071, 1.0, 1.4142), max_side=64)
@@ -89,7 +89,7 @@ def test_what_a_concatenation_cannot_be_is_said(members):
     with pytest.raises(WeightsError, match="load the models of a concatenation by name"):
         load_model(f"{paths[0]}+{paths[1]}", backbone="timm:resnet18")
     with pytest.raises(WeightsError, match="no single weights file; name one of its models"):
-        resolve("default")
+        weights_path("default")
     with pytest.raises(ValueError, match="at least two"):
         ConcatConfig((a.config,))
     with pytest.raises(ValueError, match="a head is learned on one network's GeM vectors; name one network"):

@@ -1,4 +1,5 @@
-"""Heads learned without labels: PCA / whitening of GeM vectors folded into Linear -> BatchNorm1d."""
+"""Heads learned without labels: PCA / whitening of GeM vectors folded into Linear -> BatchNorm1d
+(``cfcd.model.whitening``), learned from photos (``cfcd.whiten``, ``cfcd whiten``)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import torch
 from cfcd import ExtractionSettings, Runtime, extract
 from cfcd.cli import main
 from cfcd.model import CFCDNet, ModelConfig, load_model, save_checkpoint
-from cfcd.model.whitening import (Moments, descriptors_from_vectors, gem_vectors, learn_head, learn_whitening,
-                                  region_boxes, with_head)
+from cfcd.model.whitening import Moments, descriptors_from_vectors, learn_whitening, region_boxes, with_head
+from cfcd.settings import WHITENING_SETTINGS
+from cfcd.whiten import gem_vectors, learn_head
 
 QUIET = Runtime(progress=False)
 
@@ -94,15 +96,16 @@ def trunk():
 def test_the_folded_head_is_the_whitening_of_gem(trunk, image_folder):
     paths = sorted(image_folder.rglob("*.jpg"))
     scales = (0.7071, 1.0)
-    glob, reg = gem_vectors(trunk, paths, scales, max_side=None, regions=(1, 2))
+    settings = ExtractionSettings(scales, max_side=None)
+    glob, reg = gem_vectors(trunk, paths, settings, regions=(1, 2))
     assert glob.shape == (6, 2, 1280) and reg.shape == (6, 2, 5, 1280)
     assert np.allclose(reg[:, :, 0], glob, rtol=1e-5)  # the level-1 window is the whole map
     # no head: the same descriptors as cfcd.extract
-    assert np.allclose(descriptors_from_vectors(glob), extract(trunk, paths, ExtractionSettings(scales, max_side=None), QUIET), atol=1e-5)
+    assert np.allclose(descriptors_from_vectors(glob), extract(trunk, paths, settings, QUIET), atol=1e-5)
     # with the learned head folded into Linear -> BatchNorm1d: extract gives L2(sum_s L2(W (g_s - mu)))
-    model, w = learn_head(trunk, paths, dim=8, power=0.5, shrinkage=0.1, regions=(2,), scales=scales, max_side=None)
+    model, w = learn_head(trunk, paths, dim=8, power=0.5, shrinkage=0.1, regions=(2,), settings=settings)
     assert model.config.dim == 8 and model.output_dim == 8 and trunk.fc is None
-    got = extract(model, paths, ExtractionSettings(scales, max_side=None), QUIET)
+    got = extract(model, paths, settings, QUIET)
     assert np.allclose(got, descriptors_from_vectors(glob, w), atol=1e-4)
     assert not np.allclose(got[:, :8], descriptors_from_vectors(glob)[:, :8], atol=1e-2)
 
@@ -127,8 +130,26 @@ def test_cli_writes_a_model_that_loads_everywhere(trunk, image_folder, tmp_path,
     assert model.config.dim == 8
     info = torch.load(out, weights_only=True)["whitening"]
     assert info["images"] == 6 and info["power"] == 0.5 and info["regions"] == [2]
+    assert info["scales"] == [1.0] and info["max_side"] is None
     d = extract(model, sorted(image_folder.rglob("*.jpg")), ExtractionSettings((1.0,), max_side=None), QUIET)
     assert d.shape == (6, 8) and np.allclose(np.linalg.norm(d, axis=1), 1, atol=1e-5)
+
+
+def test_cli_sees_the_photos_with_the_whitening_settings_unless_told(trunk, image_folder, tmp_path, monkeypatch):
+    """cfcd whiten resolves its settings once (cfcd.settings.resolve over WHITENING_SETTINGS) and
+    hands them to learn_head whole."""
+    import cfcd.whiten
+
+    seen = []
+    monkeypatch.setattr(cfcd.whiten, "gem_vectors", lambda model, images, settings, *a, **k: seen.append(settings) or
+                        gem_vectors(model, images[:2], ExtractionSettings((1.0,), 64), *a, **k))
+    src = tmp_path / "trunk.pt"
+    save_checkpoint(src, trunk)
+    for extra in ([], ["--scales", "0.5,1", "--max-side", "300", "--max-working-side", "600"]):
+        assert main(["whiten", str(image_folder), "-o", str(tmp_path / "w.pt"), "--model", str(src), "--dim", "4", *extra]) == 0
+    assert seen == [WHITENING_SETTINGS.for_model(trunk), ExtractionSettings((0.5, 1.0), 300, 600, "cfcd")]
+    info = torch.load(tmp_path / "w.pt", weights_only=True)["whitening"]
+    assert info["scales"] == [0.5, 1.0] and info["max_side"] == 300
 
 
 @pytest.mark.parametrize("argv, message", [

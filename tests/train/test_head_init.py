@@ -9,12 +9,12 @@ import torch.nn.functional as F
 from tinytrain import tiny_overrides
 
 from cfcd.model.checkpoint import atomic_save, make_checkpoint
-from cfcd.model.whitening import learn_head
 from cfcd.train.config import load_config
 from cfcd.train.engine import StageTrainer, training_data
 from cfcd.train.head_init import pca_components
-from cfcd.train.predict import EvalImages, gem_features, gem_vectors
+from cfcd.train.predict import EvalImages, batch_gem_vectors, gem_features
 from cfcd.train.runtime import init_runtime
+from cfcd.whiten import learn_head
 
 
 def _trainer(class_folder, tmp_path, *extra):
@@ -53,7 +53,7 @@ def test_pca_head_is_the_projection_of_gem(class_folder, tmp_path):
     x = torch.stack([EvalImages(train, [i], cfg.data.image_size)[0][1] for i in range(6)])
     with torch.no_grad():
         got = model(x).double()
-        g = gem_vectors(model, x).double()
+        g = batch_gem_vectors(model, x).double()
     want = F.normalize((g - mean) @ components.T, dim=1)
     assert torch.allclose(got, want, atol=1e-4)
 

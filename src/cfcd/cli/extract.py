@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+from ..errors import InputError, NotFound
+
 
 def register(p) -> None:
     p.add_argument("images", help="a folder of images, or a text file with one image path per line")
@@ -20,12 +22,12 @@ def add_model_arguments(p) -> None:
     """Options shared by every command that extracts descriptors: the model, the settings
     (``cfcd.settings.ExtractionSettings``; unset ones come from what an index or features
     directory stores, else the defaults) and the runtime (``cfcd.settings.Runtime``)."""
-    from ..settings import PREPARATION_NAMES
+    from ..settings import preparation_names
 
     p.add_argument("--model", default="default", help="model name, A+B (a concatenation) or weights file (default: ImageNet MobileNetV2 + EfficientNet-Lite2)")
     p.add_argument("--backbone", help="backbone of a timm state dict, e.g. timm:convnext_tiny")
     add_settings_arguments(p)
-    p.add_argument("--preparation", choices=PREPARATION_NAMES, default=None,
+    p.add_argument("--preparation", choices=preparation_names(), default=None,
                    help="image preparation: official (OpenCV-equivalent resizing of official CFCD) or cfcd "
                    "(Pillow, antialiased) (default: the model's)")
     p.add_argument("--batch-size", type=int, default=None, help="images per step (default: 1 on CPU, 16 on GPU)")
@@ -35,7 +37,7 @@ def add_model_arguments(p) -> None:
 
 
 def add_settings_arguments(p, scales_help: str | None = None, max_side_help: str | None = None) -> None:
-    from ..settings import DEFAULT_MAX_SIDE, DEFAULT_MAX_WORKING_SIDE, DEFAULT_SCALES, PRESETS
+    from ..settings import DEFAULT_MAX_SIDE, DEFAULT_MAX_WORKING_SIDE, DEFAULT_SCALES, PRESETS, parse_scales
 
     scales_help = scales_help or ",".join(f"{s:g}" for s in DEFAULT_SCALES) + "; official CFCD checkpoints: the paper's five"
     max_side_help = max_side_help or f"{DEFAULT_MAX_SIDE}; official CFCD checkpoints: original size"
@@ -48,16 +50,6 @@ def add_settings_arguments(p, scales_help: str | None = None, max_side_help: str
     p.add_argument("--max-working-side", type=int, default=None,
                    help="largest long side the network sees at any scale; larger images are reduced "
                    f"(default: {DEFAULT_MAX_WORKING_SIDE})")
-
-
-def parse_scales(text: str) -> tuple[float, ...]:
-    try:
-        scales = tuple(float(s) for s in text.split(","))
-    except ValueError:
-        raise ValueError(f"--scales {text!r}: expected comma-separated numbers such as 0.7071,1,1.4142") from None
-    if not scales or min(scales) <= 0:
-        raise ValueError(f"--scales {text!r}: scales must be positive")
-    return scales
 
 
 def settings_overrides(args) -> dict:
@@ -90,7 +82,7 @@ def read_image_list(source: str) -> list[Path]:
         base = path.parent
         lines = [line.strip() for line in path.read_text().splitlines()]
         return [p if p.is_absolute() else base / p for p in (Path(line) for line in lines if line)]
-    raise FileNotFoundError(f"{source}: neither a folder of images nor a list file")
+    raise NotFound(f"{source}: neither a folder of images nor a list file")
 
 
 def run(args) -> None:
@@ -105,7 +97,7 @@ def run(args) -> None:
         dist.init_process_group("gloo")  # only carries the shard bookkeeping; devices stay local
     images = read_image_list(args.images)
     if not images:
-        raise ValueError(f"{args.images}: no images found")
+        raise InputError(f"{args.images}: no images found")
     model = load_model(args.model, backbone=args.backbone)
     rank = dist.get_rank() if dist.is_initialized() else 0
     if args.device is None and "LOCAL_RANK" in os.environ and torch.cuda.is_available():

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 
 def register(p) -> None:
+    from ..settings import WHITENING_SETTINGS
+    from .extract import add_settings_arguments
+
     p.description = ("Learn a Linear(C, dim) -> BatchNorm1d head from the GeM vectors of unlabelled photos (no labels "
                      "needed) and write the model with it as a cfcd checkpoint, usable as --model everywhere. "
                      "See docs/your-photos.md for when it helps.")
@@ -17,33 +20,37 @@ def register(p) -> None:
     p.add_argument("--shrinkage", type=float, default=1.0,
                    help="eps = shrinkage x the mean kept eigenvalue, added before whitening (default 1)")
     p.add_argument("--regions", default="2,3", help="region grid levels for extra vectors, '' for none (default 2,3)")
-    p.add_argument("--scales", default="0.7071,1,1.4142", help="scales of the photos (default 0.7071,1,1.4142)")
-    p.add_argument("--max-side", type=int, default=512, help="long side before scaling, 0 = original (default 512)")
+    add_settings_arguments(p, scales_help=",".join(f"{s:g}" for s in WHITENING_SETTINGS.scales),
+                           max_side_help=str(WHITENING_SETTINGS.max_side))
     p.set_defaults(func=run)
 
 
-def _parse(text: str, kind, name: str) -> tuple:
+def _parse_regions(text: str) -> tuple[int, ...]:
+    from ..errors import ConfigError
+
     try:
-        return tuple(kind(v) for v in text.split(",") if v.strip())
+        return tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise ValueError(f"--{name} {text!r}: expected comma-separated numbers") from None
+        raise ConfigError(f"--regions {text!r}: expected comma-separated whole numbers") from None
 
 
 def run(args) -> None:
     from ..data.images import gather_images
+    from ..errors import InputError
     from ..model import load_model, save_checkpoint
-    from ..model.whitening import learn_head
+    from ..settings import WHITENING_SETTINGS, resolve
+    from ..whiten import learn_head
+    from .extract import settings_overrides
 
     paths = gather_images(args.images)
     if len(paths) < 2:
-        raise ValueError(f"{' '.join(args.images)}: {len(paths)} image(s) found; a head needs at least two photos")
-    regions = _parse(args.regions, int, "regions")
-    scales = _parse(args.scales, float, "scales")
+        raise InputError(f"{' '.join(args.images)}: {len(paths)} image(s) found; a head needs at least two photos")
+    regions = _parse_regions(args.regions)
     model = load_model(args.model)
-    whitened, w = learn_head(model, paths, args.dim, args.power, args.shrinkage, regions, scales, args.max_side or None,
-                             progress=True)
-    info = {"images": len(paths), "power": args.power, "shrinkage": args.shrinkage, "regions": list(regions), "scales": list(scales),
-            "max_side": args.max_side or None, "from_model": str(args.model)}
+    settings = resolve(WHITENING_SETTINGS, settings_overrides(args), model)
+    whitened, w = learn_head(model, paths, args.dim, args.power, args.shrinkage, regions, settings, progress=True)
+    info = {"images": len(paths), "power": args.power, "shrinkage": args.shrinkage, "regions": list(regions),
+            "scales": list(settings.scales), "max_side": settings.max_side, "from_model": str(args.model)}
     save_checkpoint(args.output, whitened, whitening=info)
     print(f"wrote {args.output}: {model.config.backbone} + a {w.projection.shape[1]} -> {w.projection.shape[0]} "
           f"{'PCA' if args.power == 0 else f'whitening (power {args.power:g})'} head learned from {len(paths)} photos")

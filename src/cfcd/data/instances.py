@@ -11,13 +11,10 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..settings import ExtractionSettings
+from ..errors import InputError, NotFound
 from .images import list_images
 
 MANIFEST = "manifest.csv"
-# The reference settings of ../shared/data/instances-dev (long side 512, three scales): with
-# the ImageNet MobileNetV2 they give mAP 85.79 on its 241 rows (tests/test_eval_cli.py).
-REFERENCE_SETTINGS = ExtractionSettings(scales=(0.7071, 1.0, 1.4142), max_side=512)
 # Source of every image when the set has no manifest.
 NO_SOURCE = "all"
 
@@ -49,14 +46,14 @@ def _read_manifest(path: Path) -> InstanceSet:
         reader = csv.DictReader(f)
         missing = {"path", "identity"} - set(reader.fieldnames or ())
         if missing:
-            raise ValueError(f"{path}: lacks the column(s) {', '.join(sorted(missing))}; expected path, identity[, source]")
+            raise InputError(f"{path}: lacks the column(s) {', '.join(sorted(missing))}; expected path, identity[, source]")
         rows = list(reader)
     if not rows:
-        raise ValueError(f"{path}: no images listed")
+        raise InputError(f"{path}: no images listed")
     paths = [base / r["path"] for r in rows]
     absent = [p for p in paths if not p.is_file()]
     if absent:
-        raise FileNotFoundError(f"{path}: {len(absent)} listed images are missing, e.g. {absent[0]}")
+        raise NotFound(f"{path}: {len(absent)} listed images are missing, e.g. {absent[0]}")
     sources = [r.get("source") or NO_SOURCE for r in rows]
     return InstanceSet(base, paths, [r["identity"] for r in rows], sources)
 
@@ -70,12 +67,12 @@ def load_instances(folder: str | Path) -> InstanceSet:
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: not a folder; expected <identity>/<image> sub-folders")
+        raise NotFound(f"{folder}: not a folder; expected <identity>/<image> sub-folders")
     manifest = _find_manifest(folder)
     if manifest is not None:
         return _read_manifest(manifest)
     images_dir = folder / "images" if (folder / "images").is_dir() else folder
     paths = [p for p in list_images(images_dir) if p.parent != images_dir]
     if not paths:
-        raise ValueError(f"{images_dir}: no images in identity sub-folders (<identity>/<image>)")
+        raise InputError(f"{images_dir}: no images in identity sub-folders (<identity>/<image>)")
     return InstanceSet(folder, paths, [p.parent.name for p in paths], [NO_SOURCE] * len(paths))

@@ -19,20 +19,15 @@ import os
 import shutil
 import tarfile
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from ..settings import PAPER_SETTINGS
+from ..errors import ConfigError, InputError, NotFound
 
 log = logging.getLogger(__name__)
 
 DATASETS = ("roxford5k", "rparis6k", "revisitop1m")
 DISTRACTORS = "revisitop1m"
-# The protocol's image preparation: the published numbers come from the official extractor,
-# which truncates query boxes with int() and resizes with OpenCV (cfcd.data.images).
-PREPARATION = "official"
-# The protocol's extraction: the CFCD paper's five scales at the images' own size, prepared so.
-SETTINGS = replace(PAPER_SETTINGS, preparation=PREPARATION)
 # Serves every file as <mirror>/<dataset>/<file name> instead of its URL (tests, local copies).
 MIRROR_ENV = "CFCD_REVISITOP_MIRROR"
 
@@ -60,7 +55,7 @@ class RevisitopDataset:
 
 def _check_name(name: str) -> str:
     if name.lower() not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+        raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     return name.lower()
 
 
@@ -74,12 +69,12 @@ def read_gnd(path: str | Path) -> dict:
 
     cfg = load_pickle(path)
     if not isinstance(cfg, dict) or not {"imlist", "qimlist", "gnd"} <= cfg.keys():
-        raise ValueError(f"{path}: not a revisitop ground-truth file (expected a dict with imlist, qimlist, gnd)")
+        raise InputError(f"{path}: not a revisitop ground-truth file (expected a dict with imlist, qimlist, gnd)")
     if len(cfg["gnd"]) != len(cfg["qimlist"]):
-        raise ValueError(f"{path}: {len(cfg['gnd'])} gnd entries for {len(cfg['qimlist'])} queries")
+        raise InputError(f"{path}: {len(cfg['gnd'])} gnd entries for {len(cfg['qimlist'])} queries")
     for i, query in enumerate(cfg["gnd"]):
         if not {"bbx", "easy", "hard", "junk"} <= set(query):
-            raise ValueError(f"{path}: gnd entry {i} lacks one of bbx, easy, hard, junk")
+            raise InputError(f"{path}: gnd entry {i} lacks one of bbx, easy, hard, junk")
     return cfg
 
 
@@ -87,7 +82,7 @@ def read_imlist(path: str | Path) -> list[str]:
     """Non-empty lines of an image list such as ``revisitop1m.txt``."""
     names = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
     if not names:
-        raise ValueError(f"{path}: empty image list")
+        raise InputError(f"{path}: empty image list")
     return names
 
 
@@ -115,7 +110,7 @@ def load_dataset(root: str | Path, name: str) -> RevisitopDataset:
     queries = [jpg / f"{n}.jpg" for n in cfg["qimlist"]]
     absent = [p for p in images + queries if not p.is_file()]
     if absent:
-        raise FileNotFoundError(
+        raise NotFound(
             f"{len(absent)} images of {name} are missing, e.g. {absent[0]}; "
             f"run `cfcd data download {name} --root {root}`"
         )
@@ -172,7 +167,7 @@ SOURCES = {
 }
 
 
-class UnsafeArchiveError(ValueError):
+class UnsafeArchiveError(InputError):
     """An archive member that would land outside the destination folder."""
 
 

@@ -13,7 +13,7 @@ from .weights import Converted, WeightsError, convert, load_state, read_file
 log = logging.getLogger(__name__)
 
 
-def resolve(name_or_path: str | Path) -> Path:
+def weights_path(name_or_path: str | Path) -> Path:
     """The weights file of a named pretrained model ('mobilenet_v2-imagenet', ...) or a file path."""
     members = pretrained.members(str(name_or_path))
     if len(members) > 1:
@@ -35,7 +35,7 @@ def read_checkpoint(name_or_path: str | Path, backbone: str | None = None) -> Co
     name = pretrained.members(str(name_or_path))[0]
     if backbone is None and name in pretrained.named():
         backbone = pretrained.backbone_of(name)
-    return convert(read_file(resolve(name_or_path)), backbone)
+    return convert(read_file(weights_path(name_or_path)), backbone)
 
 
 def load_model(name_or_path: str | Path = "default", backbone: str | None = None) -> CFCDNet:
@@ -58,7 +58,7 @@ def load_model(name_or_path: str | Path = "default", backbone: str | None = None
     if Path(str(name_or_path)).suffix == ".onnx":
         from .onnx import OnnxRuntimeModel
 
-        return OnnxRuntimeModel(resolve(name_or_path))
+        return OnnxRuntimeModel(weights_path(name_or_path))
     converted = read_checkpoint(name_or_path, backbone)
     model = CFCDNet(converted.config)
     dropped = load_state(model, converted, str(name_or_path))

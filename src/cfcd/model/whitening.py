@@ -11,7 +11,8 @@ so the descriptor is L2(W (g - mu)). ``power = 0`` is plain PCA (a rotation and 
 ``power = 0.5`` full PCA-whitening (Jegou & Chum, ECCV 2012), values between a softened one;
 ``eps`` keeps the smallest, noisiest directions of a small sample from being blown up. The
 vectors can be the global GeM of unlabelled photos and GeM over regions of their feature maps
-(``gem_vectors(..., regions=...)``): the regions multiply the sample for free.
+(``region_boxes``): the regions multiply the sample for free. ``cfcd.whiten`` computes them
+from photos as ``cfcd.extract`` prepares them and learns the head.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..errors import ConfigError, InputError, MismatchError
 from .net import CFCDNet, ModelConfig
-from .pooling import gem
 
 
 @dataclass(frozen=True)
@@ -76,9 +77,9 @@ def principal_axes(moments: Moments, dim: int) -> tuple[torch.Tensor, torch.Tens
     eigenvalue first, each row's sign fixed so that its largest-magnitude entry is positive."""
     c = moments.mean.numel()
     if moments.count < 2:
-        raise ValueError(f"learning a projection needs at least two vectors; got {moments.count}")
+        raise InputError(f"learning a projection needs at least two vectors; got {moments.count}")
     if dim > c:
-        raise ValueError(f"dim = {dim} exceeds the {c} channels of the vectors")
+        raise ConfigError(f"dim = {dim} exceeds the {c} channels of the vectors")
     values, vectors = torch.linalg.eigh(moments.scatter / (moments.count - 1))
     rows = vectors.flip(1).T[:dim]
     flip = torch.sign(rows.gather(1, rows.abs().argmax(dim=1, keepdim=True)))
@@ -90,12 +91,12 @@ def whitening_from_axes(mean: torch.Tensor, rows: torch.Tensor, variance: torch.
     """The head of the module docstring from the principal axes; directions beyond the sample's
     rank (eigenvalue ~0) are scaled like the smallest learned one."""
     if not 0 <= power <= 0.5:
-        raise ValueError(f"whitening power {power}: expected 0 (PCA) to 0.5 (full whitening)")
+        raise ConfigError(f"whitening power {power}: expected 0 (PCA) to 0.5 (full whitening)")
     if shrinkage < 0:
-        raise ValueError(f"whitening shrinkage {shrinkage}: expected >= 0")
+        raise ConfigError(f"whitening shrinkage {shrinkage}: expected >= 0")
     learned = variance > 1e-12 * float(variance.max())
     if power > 0 and not learned.any() and shrinkage == 0:
-        raise ValueError("whitening: the vectors have no variance; give photos that differ, or shrinkage > 0")
+        raise InputError("whitening: the vectors have no variance; give photos that differ, or shrinkage > 0")
     floor = variance[learned].min() if learned.any() else torch.tensor(1.0, dtype=torch.float64)
     lam = torch.where(learned, variance, floor)
     eps = shrinkage * float(lam.mean())
@@ -122,7 +123,7 @@ def set_head(model: CFCDNet, projection: torch.Tensor, mean: torch.Tensor) -> No
     w, mu = torch.as_tensor(projection).double(), torch.as_tensor(mean).double()
     if model.fc is None or tuple(model.fc.weight.shape) != tuple(w.shape):
         have = None if model.fc is None else tuple(model.fc.weight.shape)
-        raise ValueError(f"the head {have} does not fit a {tuple(w.shape)} projection")
+        raise MismatchError(f"the head {have} does not fit a {tuple(w.shape)} projection")
     model.fc.weight.copy_(w.to(model.fc.weight))
     model.fc.bias.copy_((-(w @ mu)).to(model.fc.bias))
     model.bn.reset_parameters()  # weight 1, bias 0, running_mean 0, running_var 1, batches 0
@@ -146,49 +147,12 @@ def region_boxes(h: int, w: int, levels: Sequence[int]) -> list[tuple[int, int, 
     boxes = []
     for lv in levels:
         if lv < 1:
-            raise ValueError(f"region level {lv}: expected >= 1")
+            raise ConfigError(f"region level {lv}: expected >= 1")
         bh, bw = max(1, round(2 * h / (lv + 1))), max(1, round(2 * w / (lv + 1)))
         ys = np.unique(np.linspace(0, h - bh, lv).round().astype(int))
         xs = np.unique(np.linspace(0, w - bw, lv).round().astype(int))
         boxes += [(int(y), int(y) + bh, int(x), int(x) + bw) for y in ys for x in xs]
     return boxes
-
-
-@torch.inference_mode()
-def gem_vectors(model: CFCDNet, images: Sequence, scales: Sequence[float] = (1.0,), max_side: int | None = None,
-                regions: Sequence[int] = (), progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Raw GeM vectors (before any head) of ``images`` at each scale, prepared exactly as
-    ``cfcd.extract`` prepares them: ``(global (n, len(scales), C), regional (n, len(scales), R, C))``
-    with R the windows of ``region_boxes(levels=regions)`` (R = 0 without ``regions``), float32."""
-    from tqdm import tqdm
-
-    from ..extraction import ExtractionSettings, inference_copy, prepare
-
-    model = inference_copy(model.eval())  # BatchNorm folded, channels-last: as cfcd.extract runs it
-    settings = ExtractionSettings(tuple(float(s) for s in scales), max_side).for_model(model)
-    c = model.backbone_channels
-    n_regions = len(region_boxes(8, 8, regions)) if regions else 0
-    glob = np.zeros((len(images), len(scales), c), np.float32)
-    reg = np.zeros((len(images), len(scales), n_regions, c), np.float32)
-    p = model.pool.p
-    caught = []  # (feature map, GeM) at the pooling layer of the model's own forward (input preparation included)
-    hook = model.pool.register_forward_hook(lambda module, args, out: caught.append((args[0], out)))
-    try:
-        for i, item in enumerate(tqdm(images, unit="img", desc="GeM", disable=not progress)):
-            for s, x in enumerate(prepare(item, settings)):
-                caught.clear()
-                model(x[None].contiguous(memory_format=torch.channels_last))
-                f4, pooled = caught[0]
-                glob[i, s] = pooled[0].numpy()
-                if regions:
-                    boxes = region_boxes(f4.shape[2], f4.shape[3], regions)
-                    if len(boxes) != n_regions:  # a map too small for distinct windows: the global vector
-                        reg[i, s] = glob[i, s]
-                        continue
-                    reg[i, s] = torch.cat([gem(f4[:, :, y0:y1, x0:x1], p) for y0, y1, x0, x1 in boxes]).numpy()
-    finally:
-        hook.remove()
-    return glob, reg
 
 
 def descriptors_from_vectors(vectors: np.ndarray, whitening: Whitening | None = None) -> np.ndarray:
@@ -200,21 +164,3 @@ def descriptors_from_vectors(vectors: np.ndarray, whitening: Whitening | None = 
     x = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
     x = x.sum(axis=1)
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
-def learn_head(model: CFCDNet, images: Sequence, dim: int = 512, power: float = 0.5, shrinkage: float = 1.0,
-               regions: Sequence[int] = (2, 3), scales: Sequence[float] = (0.7071, 1.0, 1.4142), max_side: int | None = 512,
-               progress: bool = False) -> tuple[CFCDNet, Whitening]:
-    """``model`` with a ``dim``-d head learned without labels from unlabelled ``images`` (paths or
-    PIL images): the GeM vectors of every image at every scale, plus GeM over the windows of
-    ``region_boxes(levels=regions)``, then ``learn_whitening``. Returns the new model and the head."""
-    if not len(images):
-        raise ValueError("learning a head needs unlabelled photos; got none")
-    if not isinstance(model, CFCDNet):
-        raise ValueError(f"{getattr(model, 'name', 'this model')}: a head is learned on one network's GeM vectors; "
-                         "name one network, e.g. --model mobilenet_v2-imagenet")
-    glob, reg = gem_vectors(model, images, scales, max_side, regions, progress)
-    c = glob.shape[-1]
-    vectors = np.concatenate([glob.reshape(-1, c), reg.reshape(-1, c)])
-    whitening = learn_whitening(vectors, dim, power, shrinkage)
-    return with_head(model, whitening), whitening

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from ..errors import ConfigError
 from ..model import ModelConfig
 
 
@@ -72,7 +73,7 @@ class Stage1Config(StageConfig):
     # How a freshly created projection head (fc + BatchNorm1d) starts. random: PyTorch's default
     # init; pca: fc = the top-`model.dim` principal directions of the training images' GeM
     # vectors (centred), BatchNorm at identity; whiten: PCA-whitening of the training photos'
-    # multi-scale and regional GeM vectors (cfcd.model.whitening.learn_head's defaults). Not used
+    # multi-scale and regional GeM vectors (cfcd.whiten.learn_head's defaults). Not used
     # when `init` supplies the head. Stage 2 has no such setting: it always continues stage 1's head.
     head_init: str = "random"
 
@@ -116,10 +117,6 @@ class TrainConfig:
     @property
     def hem_table(self) -> Path:
         return Path(self.run.hem_table) if self.run.hem_table else self.out_dir / "hem.csv"
-
-
-class ConfigError(ValueError):
-    """A recipe that does not fit the dataclasses; the message names the key."""
 
 
 def _field_types(cls) -> dict[str, type]:
@@ -207,7 +204,7 @@ def load_config(name_or_path: str | Path | None = None, overrides: typing.Iterab
     data = _over_defaults(data)
     for text in overrides:
         _set(data, *parse_override(text))
-    return config_from_dict(data)
+    return train_config_from_dict(data)
 
 
 def _over_defaults(data: dict) -> dict:
@@ -223,7 +220,8 @@ def _over_defaults(data: dict) -> dict:
     return merged
 
 
-def config_from_dict(data: dict) -> TrainConfig:
+def train_config_from_dict(data: dict) -> TrainConfig:
+    """A ``TrainConfig`` from a recipe's sections (defaults included), its losses checked."""
     cfg = _build(TrainConfig, data)
     _check_losses(cfg)
     return cfg

@@ -17,7 +17,8 @@ import torch
 import torch.distributed as dist
 
 from ..model import CFCDNet
-from ..model.whitening import learn_head, set_head
+from ..model.whitening import set_head
+from ..whiten import learn_head
 from .datasets import Samples
 from .predict import gem_features
 from .runtime import Runtime
@@ -87,7 +88,7 @@ def init_head_from_pca(model: CFCDNet, samples: Samples, image_size: int, batch_
 
 
 def init_head_from_whitening(model: CFCDNet, samples: Samples, rt: Runtime) -> None:
-    """The projection head from ``cfcd.model.whitening.learn_head`` (its defaults: p = 0.5,
+    """The projection head from ``cfcd.whiten.learn_head`` (its defaults: p = 0.5,
     shrinkage 1, scales 0.7071 / 1 / 1.4142 at a 512 px long side, regions 2, 3) on ``samples``'
     photos, labels ignored. Every process computes the same head from all photos (on a CPU
     copy of the model); the caller's RNG state is untouched."""

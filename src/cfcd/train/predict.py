@@ -75,7 +75,7 @@ def predict(model: CFCDNet, head, samples: Samples, image_size: int, batch_size:
     return preds, scores, all_errors
 
 
-def gem_vectors(model: CFCDNet, x: torch.Tensor) -> torch.Tensor:
+def batch_gem_vectors(model: CFCDNet, x: torch.Tensor) -> torch.Tensor:
     """GeM vectors (B, C) of a batch as the model's own forward computes them (input preparation
     included), caught at the pooling layer."""
     caught = []
@@ -102,7 +102,7 @@ def gem_features(model: CFCDNet, samples: Samples, image_size: int, batch_size: 
         errors.extend(msg for _, msg in bad)
         if x is None:
             continue
-        g = gem_vectors(model, x.to(rt.device))
+        g = batch_gem_vectors(model, x.to(rt.device))
         rows.extend(idx)
         feats.append(g.double().cpu())
     model.train(was_training)

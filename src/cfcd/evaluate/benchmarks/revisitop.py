@@ -3,13 +3,19 @@ Easy / Medium / Hard protocols, +1M distractors appended after the database."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ...data import revisitop
+from ...settings import PAPER_SETTINGS
 from ..metrics import evaluate_revisitop, format_report
 from .base import Benchmark
 
+# The protocol's image preparation: the published numbers come from the official extractor,
+# which truncates query boxes with int() and resizes with OpenCV (cfcd.data.images).
+PREPARATION = "official"
+# The protocol's extraction: the CFCD paper's five scales at the images' own size, prepared so.
+SETTINGS = replace(PAPER_SETTINGS, preparation=PREPARATION)
 CROP_POLICY = {True: "queries cropped to their box", False: "queries uncropped (full image)", None: "as in the descriptor file"}
 
 
@@ -32,7 +38,7 @@ def load(name: str, root, crop: bool = True) -> RevisitopBenchmark:
     Images are prepared as the official CFCD extractor does, whatever the model's own preparation."""
     data = revisitop.load_dataset(root, name)
     queries = data.query_crops if crop else data.queries
-    return RevisitopBenchmark(data.name, data.images, queries, data.gnd, settings=revisitop.SETTINGS, cropped=crop)
+    return RevisitopBenchmark(data.name, data.images, queries, data.gnd, settings=SETTINGS, cropped=crop)
 
 
 def distractor_images(root) -> list[Path]:
