@@ -68,3 +68,62 @@ def test_index_from_features_refuses_extraction_options(tmp_path, capsys):
     assert main(["index", "build", str(tmp_path / "idx"), str(feats)]) == 0
     assert main(["index", "add", str(tmp_path / "idx"), str(feats), "--scales", "1"]) == 2
     assert "--scales would change nothing" in capsys.readouterr().err
+
+
+def test_a_bug_keeps_its_traceback_and_a_user_error_is_one_line(monkeypatch, capsys, tmp_path):
+    """Only the project's own errors (cfcd.errors) become one-line messages: a KeyError or a
+    RuntimeError of a bug inside a command reaches the user with its traceback."""
+    import pytest
+
+    import cfcd.cli.weights
+    from cfcd.cli import main
+    from cfcd.errors import ConfigError
+
+    def bug(args):
+        return {}["missing"]
+
+    monkeypatch.setattr(cfcd.cli.weights, "list_models", bug)
+    with pytest.raises(KeyError, match="missing"):
+        main(["weights", "list"])
+    monkeypatch.setattr(cfcd.cli.weights, "list_models", lambda args: (_ for _ in ()).throw(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["weights", "list"])
+    monkeypatch.setattr(cfcd.cli.weights, "list_models", lambda args: (_ for _ in ()).throw(ConfigError("--x 3: expected 1")))
+    assert main(["weights", "list"]) == 2
+    assert capsys.readouterr().err == "cfcd weights: error: --x 3: expected 1\n"
+    # a user error of a real command, end to end: one line, exit status 2
+    done = subprocess.run([sys.executable, "-m", "cfcd", "extract", str(tmp_path / "nowhere"), "-o", str(tmp_path / "o")],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        f"cfcd extract: error: {tmp_path / 'nowhere'}: neither a folder of images nor a list file"]
+
+
+def test_builtins_raised_by_modules_not_yet_converted_stay_one_line(tmp_path):
+    """The bridge for modules still raising builtins for users (NOT_YET_CONVERTED): their
+    `raise` statements stay one line; a lookup's KeyError there, or a builtin raised anywhere
+    else, is a bug."""
+    import importlib.util
+
+    from cfcd.cli import is_user_error
+
+    def load(rel: str):
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("def told():\n    raise ValueError('index x: not a cfcd index')\n\n\n"
+                        "def lookup():\n    return {}['k']\n")
+        spec = importlib.util.spec_from_file_location(rel.replace("/", "_")[:-3], path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    def raised(f) -> BaseException:
+        try:
+            f()
+        except Exception as err:  # noqa: BLE001 - what main would catch
+            return err
+        raise AssertionError("did not raise")
+
+    pending, converted = load("cfcd/index/old.py"), load("cfcd/extraction_like.py")
+    assert is_user_error(raised(pending.told))
+    assert not is_user_error(raised(pending.lookup))
+    assert not is_user_error(raised(converted.told)) and not is_user_error(raised(converted.lookup))

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 from .data.images import list_images, load_image
+from .errors import InputError, Unavailable
 from .evaluate import Descriptors, rank, run as evaluate
 from .evaluate.benchmarks.folder import leave_one_out
 from .settings import ExtractionSettings, Runtime
@@ -69,7 +70,7 @@ def skimage_data_dir() -> Path:
     """The folder of sample images inside the installed scikit-image (not imported: only read)."""
     spec = importlib.util.find_spec("skimage")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(
+        raise Unavailable(
             "the default demo collection comes from scikit-image's sample photos, and scikit-image is "
             "not installed: run `pip install 'cfcd[demo]'` (bash scripts/setup.sh does), or pass --images DIR"
         )
@@ -106,13 +107,13 @@ def build_default_collection(dest: str | Path) -> Path:
     src, dest = skimage_data_dir(), Path(dest)
     if dest.exists():
         if not (dest / "SOURCES.txt").is_file():
-            raise ValueError(f"{dest}: exists and was not written by cfcd demo; choose another output folder")
+            raise InputError(f"{dest}: exists and was not written by cfcd demo; choose another output folder")
         shutil.rmtree(dest)  # an earlier demo's collection: rebuild it whole
     lines = [f"Collection built by `cfcd demo` from {COLLECTION_SOURCE}.", ""]
     for group, (files, licence) in DEFAULT_PHOTOS.items():
         missing = [f for f in files if not (src / f).is_file()]
         if missing:
-            raise RuntimeError(f"{src}: missing {missing}; this scikit-image version does not bundle them")
+            raise Unavailable(f"{src}: missing {missing}; this scikit-image version does not bundle them")
         photos = [_fit(load_image(src / f), VIEW_SIDE) for f in files]
         if len(photos) == 1:
             views = photo_views(photos[0])
@@ -133,7 +134,7 @@ def folder_groups(root: str | Path) -> tuple[list[Path], list[str] | None]:
     root = Path(root)
     paths = list_images(root)
     if not paths:
-        raise ValueError(f"{root}: no images found (looked for {', '.join(sorted({'.jpg', '.png', '.webp'}))} ...)")
+        raise InputError(f"{root}: no images found (looked for {', '.join(sorted({'.jpg', '.png', '.webp'}))} ...)")
     rel = [p.relative_to(root).parts for p in paths]
     if any(len(parts) < 2 for parts in rel):
         return paths, None

@@ -10,10 +10,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .errors import Unavailable
+
 CHUNK = 1 << 20
 
 
-class DownloadError(RuntimeError):
+class DownloadError(Unavailable):
     """A download that failed or whose content does not match its checksum."""
 
 

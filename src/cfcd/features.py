@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import ConfigError, InputError, MismatchError, NotFound
 from .safe_pickle import load_pickle
 
 # Names a container may give its matrices, tried in order.
@@ -34,14 +35,14 @@ def _load_mat(path: Path) -> dict:
     try:
         return {k: v for k, v in loadmat(path).items() if not k.startswith("__")}
     except NotImplementedError as err:  # MATLAB v7.3 files are HDF5
-        raise ValueError(f"{path}: MATLAB v7.3 files are not supported; save with -v7 or as .npy") from err
+        raise InputError(f"{path}: MATLAB v7.3 files are not supported; save with -v7 or as .npy") from err
 
 
 def _load_container(path: Path) -> dict | np.ndarray:
     if path.is_dir():
         return read_cfcd_features(path)[1]
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such descriptor file")
+        raise NotFound(f"{path}: no such descriptor file")
     suffix = path.suffix.lower()
     if suffix == ".npy":
         return np.load(path, allow_pickle=False)
@@ -50,9 +51,9 @@ def _load_container(path: Path) -> dict | np.ndarray:
     if suffix == ".pkl":
         data = load_pickle(path)
         if not isinstance(data, (dict, np.ndarray)):
-            raise ValueError(f"{path}: expected a dict of arrays or an array; got {type(data).__name__}")
+            raise InputError(f"{path}: expected a dict of arrays or an array; got {type(data).__name__}")
         return data
-    raise ValueError(f"{path}: unknown descriptor format {suffix!r}; use {FORMATS}")
+    raise InputError(f"{path}: unknown descriptor format {suffix!r}; use {FORMATS}")
 
 
 def _pick(container: dict | np.ndarray, keys: tuple[str, ...], path: Path, alone_ok: bool):
@@ -64,7 +65,7 @@ def _pick(container: dict | np.ndarray, keys: tuple[str, ...], path: Path, alone
             return container[key]
     if alone_ok and len(container) == 1:
         return next(iter(container.values()))
-    raise ValueError(f"{path}: no matrix named {' or '.join(keys)}; it holds {', '.join(map(str, container)) or 'nothing'}")
+    raise InputError(f"{path}: no matrix named {' or '.join(keys)}; it holds {', '.join(map(str, container)) or 'nothing'}")
 
 
 def _orient(matrix, count: int, path: Path) -> np.ndarray:
@@ -72,7 +73,7 @@ def _orient(matrix, count: int, path: Path) -> np.ndarray:
     convention, d x n for ``.mat`` and n x d otherwise."""
     m = np.asarray(matrix)
     if m.ndim != 2 or count not in m.shape:
-        raise ValueError(f"{path}: descriptors of shape {m.shape} do not describe {count} images; expected ({count}, d) or (d, {count})")
+        raise MismatchError(f"{path}: descriptors of shape {m.shape} do not describe {count} images; expected ({count}, d) or (d, {count})")
     columns = m.shape[1] == count and (m.shape[0] != count or path.suffix.lower() == ".mat")
     return np.ascontiguousarray(m.T if columns else m, dtype=np.float32)
 
@@ -99,9 +100,9 @@ def read_eval_features(path: str | Path, n_db: int, n_queries: int, query_path: 
     else:
         container = _load_container(path)
         if isinstance(container, np.ndarray):
-            raise ValueError(f"{path}: holds one matrix; give the query descriptors as a second file")
+            raise ConfigError(f"{path}: holds one matrix; give the query descriptors as a second file")
         db = _orient(_pick(container, DB_KEYS, path, alone_ok=False), n_db, path)
         queries = _orient(_pick(container, QUERY_KEYS, path, alone_ok=False), n_queries, path)
     if db.shape[1] != queries.shape[1]:
-        raise ValueError(f"database descriptors are {db.shape[1]}-d but query descriptors {queries.shape[1]}-d")
+        raise MismatchError(f"database descriptors are {db.shape[1]}-d but query descriptors {queries.shape[1]}-d")
     return db, queries

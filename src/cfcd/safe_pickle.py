@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import InputError
+
 # (module, name) pairs a data pickle may reference, numpy's under its 1.x module names.
 ALLOWED_GLOBALS = frozenset(
     {("builtins", name) for name in ("bool", "bytearray", "bytes", "complex", "dict", "float", "frozenset",
@@ -30,7 +32,7 @@ ALLOWED_GLOBALS = frozenset(
 _NUMPY_CORE = "numpy._core" if hasattr(np, "_core") else "numpy.core"
 
 
-class UnsafePickleError(ValueError):
+class UnsafePickleError(InputError):
     """A pickle that references a global outside ``ALLOWED_GLOBALS``; nothing of it was run."""
 
 
@@ -65,4 +67,4 @@ def load_pickle(path: str | Path):
         except UnsafePickleError:
             raise
         except Exception as err:  # a truncated or foreign file fails in many ways inside pickle
-            raise ValueError(f"{path}: not a readable pickle ({type(err).__name__}: {err}); download or write it again") from err
+            raise InputError(f"{path}: not a readable pickle ({type(err).__name__}: {err}); download or write it again") from err

@@ -12,6 +12,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from .errors import InputError
+
 
 class ShardedArray:
     """Read-only rows of ``parts`` stacked in order; ``a[i]``, ``a[start:stop]`` and
@@ -20,9 +22,9 @@ class ShardedArray:
     def __init__(self, parts: Sequence[np.ndarray], dtype=np.float32):
         dims = {p.shape[1:] for p in parts}
         if len(dims) > 1 or any(p.ndim != 2 for p in parts):
-            raise ValueError(f"shards must be (n, d) with one d; got shapes {[p.shape for p in parts]}")
+            raise InputError(f"shards must be (n, d) with one d; got shapes {[p.shape for p in parts]}")
         if not parts:
-            raise ValueError("no shards")
+            raise InputError("no shards")
         self.parts = list(parts)
         self.dtype = np.dtype(dtype)
         self.offsets = np.cumsum([0] + [len(p) for p in self.parts])

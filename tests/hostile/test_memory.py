@@ -19,8 +19,10 @@ LIMIT = 2 * 2**30  # peak resident memory of the whole server process
 
 @pytest.fixture(scope="module")
 def default_index(tmp_path_factory, collection):
-    """The collection indexed with `cfcd index build`'s defaults (default model, five scales,
-    original size): an index that stores no long-side cap."""
+    """The collection indexed by `cfcd index build` with the default model at the paper's
+    settings (five scales of the original size): no long-side resize, so only the working-size
+    cap bounds what the network sees of a query (the default settings' 384 px long side would
+    bound it before the cap)."""
     try:
         from cfcd.model import load_model
 
@@ -28,22 +30,12 @@ def default_index(tmp_path_factory, collection):
     except Exception as err:  # noqa: BLE001 - weights not installed (scripts/setup.sh installs them)
         pytest.skip(f"the default model's weights are not installed: {err}")
     root = tmp_path_factory.mktemp("hostile-default") / "idx"
-    res = cfcd("index", "build", root, collection)
+    res = cfcd("index", "build", root, collection, "--settings", "paper")
     assert res.returncode == 0, res.stderr
     return root
 
 
-def working_size_cap() -> bool:
-    try:
-        from cfcd.settings import ExtractionSettings
-    except ImportError:
-        return False
-    return hasattr(ExtractionSettings(), "max_working_side")
-
-
-# Without the cap this query takes ~14 GB; the watchdog below would stop it at 2 GB, but the
-# suite must stay green on main until the cap (issue 11.1, helper `prep`) lands there.
-@pytest.mark.skipif(not working_size_cap(), reason="the extraction working-size cap (issue 11.1) is not on this branch yet")
+# Without the cap this query takes ~14 GB; the watchdog below stops the server at 2 GB.
 def test_large_canvas_png_stays_under_2gb(default_index):
     side = 6300
     query = png_canvas(side, side, bit_depth=8, color_type=0, rows=bytes((side + 1) * side))  # gray, all black

@@ -1,16 +1,21 @@
 """The ``cfcd`` command: a thin layer that parses arguments and calls the library.
 
 Each subcommand lives in its own module under ``cfcd.cli`` with ``register(parser)`` that
-adds its arguments and sets ``func``; errors users can act on are printed without a
-traceback and exit with status 2.
+adds its arguments and sets ``func``. Errors users can act on (``cfcd.errors.CfcdError``) are
+printed as one line and exit with status 2; any other exception is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import linecache
 import logging
 import sys
+import traceback
+
+from ..errors import CfcdError
 
 # Command -> its one-line help. A command's module (and what it imports: numpy, torch, FAISS)
 # loads only when that command is named, as pip does, so `cfcd --help` answers at once.
@@ -29,7 +34,25 @@ COMMANDS = {
     "whiten": "learn a PCA / whitening head from unlabelled photos; write a cfcd checkpoint",
 }
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, RuntimeError, KeyError)
+# Modules whose messages for users are still raised as builtins (issue 19.5: their owners convert
+# them to cfcd.errors). Until then a builtin raised by a `raise` statement in one of them is
+# printed as one line too; anything else (a KeyError of a lookup, an error raised elsewhere)
+# keeps its traceback. Remove an entry once its module raises CfcdError.
+NOT_YET_CONVERTED = ("cfcd/index/", "cfcd/train/", "cfcd/serve/", "cfcd/cli/search.py", "cfcd/cli/duplicates.py",
+                     "cfcd/registry.py", "cfcd/model/registry.py", "cfcd/losses/registry.py",
+                     "cfcd/evaluate/benchmarks/__init__.py")
+BUILTIN_USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, RuntimeError, KeyError)
+
+
+def is_user_error(err: BaseException) -> bool:
+    """Whether ``err`` is for the user (printed as one line) rather than a bug (traceback)."""
+    if isinstance(err, CfcdError):
+        return True
+    if not isinstance(err, BUILTIN_USER_ERRORS) or err.__traceback__ is None:
+        return False
+    frame = traceback.extract_tb(err.__traceback__)[-1]
+    where = frame.filename.replace("\\", "/")
+    return any(m in where for m in NOT_YET_CONVERTED) and linecache.getline(frame.filename, frame.lineno).lstrip().startswith("raise ")
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -59,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except USER_ERRORS as err:
-        if args.verbose:
+    except Exception as err:
+        if args.verbose or not is_user_error(err):
             raise
         print(f"cfcd {args.command}: error: {err}", file=sys.stderr)
         return 2

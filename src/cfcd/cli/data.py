@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..data import revisitop
+from ..errors import InputError
 
 
 def register(p) -> None:
@@ -44,6 +45,6 @@ def synthesize(args) -> None:
 
     photos = gather_images(args.photos)
     if len(photos) < 2:
-        raise ValueError(f"{len(photos)} photo(s) found; training needs at least two classes")
+        raise InputError(f"{len(photos)} photo(s) found; training needs at least two classes")
     folders = make_identities(photos, args.out, args.views, args.size, args.warp, args.seed)
     print(f"{args.out}: {len(folders)} classes x {args.views} images")

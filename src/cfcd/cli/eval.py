@@ -9,6 +9,7 @@ import logging
 import time
 from pathlib import Path
 
+from ..errors import ConfigError
 from ..evaluate.benchmarks import BENCHMARKS
 from .extract import add_model_arguments, runtime, settings_overrides
 
@@ -58,13 +59,13 @@ def run(args) -> None:
     if args.select:
         return _select(args)
     if args.features and args.model != "default":
-        raise ValueError("give either --model or --features, not both")
+        raise ConfigError("give either --model or --features, not both")
     if args.query_features and not args.features:
-        raise ValueError("--query-features goes with --features")
+        raise ConfigError("--query-features goes with --features")
     if args.images and args.distractors:
-        raise ValueError("--distractors goes with --dataset; the leave-one-out protocol has none")
+        raise ConfigError("--distractors goes with --dataset; the leave-one-out protocol has none")
     if args.distractors == DISTRACTOR_SET and not (args.cache_dir and not args.features):
-        raise ValueError(f"--distractors {DISTRACTOR_SET} extracts images for hours: it needs --model and --cache-dir DIR "
+        raise ConfigError(f"--distractors {DISTRACTOR_SET} extracts images for hours: it needs --model and --cache-dir DIR "
                          "(an interrupted run resumes); with --features give the distractors' descriptors instead")
     start = time.perf_counter()
     if args.images:
@@ -107,7 +108,7 @@ def _select(args) -> None:
     from ..selection import Candidate, DescriptorCache, format_selection, run_selection
 
     if not args.images:
-        raise ValueError("--select goes with --images (a set whose manifest.csv names each image's source)")
+        raise ConfigError("--select goes with --images (a set whose manifest.csv names each image's source)")
     from ..evaluate import open_benchmark
 
     benchmark = open_benchmark(FOLDER, args.images)

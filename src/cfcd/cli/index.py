@@ -6,6 +6,7 @@ import json
 import logging
 from pathlib import Path
 
+from ..errors import AlreadyExists, ConfigError, InputError
 from .extract import add_model_arguments, read_image_list, runtime, settings_overrides
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def _refuse_extraction_options(args, manifest: dict) -> None:
     given = [flag for name, flag in EXTRACTION_OPTIONS.items() if getattr(args, name, None) not in (None, False)]
     if given:
         made = {k: manifest.get(k) for k in ("scales", "max_side", "preparation")}
-        raise ValueError(f"{args.source}: a features directory holds descriptors extracted already, with model "
+        raise ConfigError(f"{args.source}: a features directory holds descriptors extracted already, with model "
                          f"{manifest['model'].get('name')!r} and {made}; {', '.join(given)} would change nothing. "
                          "Drop them, or give the images to extract them with these options")
 
@@ -94,7 +95,7 @@ def _add_source(index, args, model=None):
 
     images = [str(p) for p in read_image_list(args.source)]
     if not images:
-        raise ValueError(f"{args.source}: no images found")
+        raise InputError(f"{args.source}: no images found")
     if model is None and args.model is None and index.model:
         model = index.load_model()  # the index's own, from its stored config
     elif model is None:
@@ -119,7 +120,7 @@ def run_build(args) -> None:
     from ..index.engines import open_store
 
     if open_store(args.index).exists() and not args.force:
-        raise FileExistsError(f"{args.index}: an index already exists; use `cfcd index add`, or --force to rebuild it")
+        raise AlreadyExists(f"{args.index}: an index already exists; use `cfcd index add`, or --force to rebuild it")
     model = None
     if _is_features_dir(args.source):
         from ..extraction import read_manifest
@@ -152,7 +153,7 @@ def run_remove(args) -> None:
     from ..index import Index
 
     if not args.ids and not args.paths:
-        raise ValueError("name images to remove: paths, or --id N")
+        raise ConfigError("name images to remove: paths, or --id N")
     with Index.edit(args.index) as index:
         removed = index.remove(ids=args.ids, paths=args.paths)
     print(f"removed {len(removed)} images; {len(index)} remain")
@@ -162,9 +163,9 @@ def run_relearn(args) -> None:
     from ..index import Index
 
     if args.off and (args.dim or args.shrinkage is not None):
-        raise ValueError("--off drops the projection; it takes no --dim or --shrinkage")
+        raise ConfigError("--off drops the projection; it takes no --dim or --shrinkage")
     if args.dim is not None and args.dim < 1:
-        raise ValueError(f"--dim {args.dim}: expected a positive dimension")
+        raise ConfigError(f"--dim {args.dim}: expected a positive dimension")
     with Index.edit(args.index) as index:
         if args.off:
             index.unlearn()

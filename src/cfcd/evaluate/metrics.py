@@ -13,6 +13,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..errors import ConfigError, InputError, MismatchError
+
 DEFAULT_KAPPAS = (1, 5, 10)
 # Database rows scored at once by ``rank(..., topk=...)``: (chunk + topk) x n_queries floats in memory.
 DEFAULT_CHUNK = 65536
@@ -41,9 +43,9 @@ def rank(query_descs, db_descs, topk: int | None = None, chunk: int = DEFAULT_CH
     q = _as_float(query_descs)
     db = db_descs if topk is not None and hasattr(db_descs, "shape") else _as_float(db_descs)
     if q.ndim != 2 or len(db.shape) != 2 or q.shape[1] != db.shape[1]:
-        raise ValueError(f"descriptors must be (n, d) with the same d; got queries {q.shape} and database {db.shape}")
+        raise MismatchError(f"descriptors must be (n, d) with the same d; got queries {q.shape} and database {db.shape}")
     if topk is not None and topk < 1:
-        raise ValueError(f"topk must be at least 1; got {topk}")
+        raise ConfigError(f"topk must be at least 1; got {topk}")
     n_db, n_q = db.shape[0], q.shape[0]
     if topk is None or topk >= n_db:
         sim = _similarity(_as_float(db), q, 0)
@@ -67,7 +69,7 @@ def _similarity(db_block: np.ndarray, q: np.ndarray, start: int) -> np.ndarray:
     sim = db_block @ q.T
     if not np.isfinite(sim).all():
         row = start + int(np.flatnonzero(~np.isfinite(sim).all(axis=1))[0])
-        raise ValueError(f"database descriptor {row} or a query descriptor is not finite (NaN or inf); re-extract it")
+        raise InputError(f"database descriptor {row} or a query descriptor is not finite (NaN or inf); re-extract it")
     return sim
 
 
@@ -135,7 +137,7 @@ def compute_map(ranks, gnd: Sequence[Mapping], kappas: Sequence[int] = DEFAULT_K
     """
     ranks = np.asarray(ranks)
     if ranks.ndim != 2 or ranks.shape[1] != len(gnd):
-        raise ValueError(f"ranks must be (n_db, n_queries) with one column per gnd entry; got {ranks.shape} for {len(gnd)} queries")
+        raise MismatchError(f"ranks must be (n_db, n_queries) with one column per gnd entry; got {ranks.shape} for {len(gnd)} queries")
     kappas = tuple(kappas)
     aps = np.full(len(gnd), np.nan)
     prs = np.full((len(gnd), len(kappas)), np.nan)

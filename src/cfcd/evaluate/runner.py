@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import ConfigError, MismatchError
 from ..sharded import ShardedArray
 from .benchmarks.base import Benchmark
 from .descriptors import DB, DISTRACTORS, QUERIES, Descriptors
@@ -67,12 +68,12 @@ def run(
     """
     given = isinstance(model_or_descriptors, Descriptors)
     if given and (settings or runtime):
-        raise ValueError("extraction settings and runtime need a model, not descriptors")
+        raise ConfigError("extraction settings and runtime need a model, not descriptors")
     if distractors is not None and not hasattr(distractors, "shape"):  # images: refuse before any work
         if given:
-            raise ValueError("distractor images need a model to describe them; with descriptors, give the distractors' descriptors")
+            raise ConfigError("distractor images need a model to describe them; with descriptors, give the distractors' descriptors")
         if cache_dir is None:
-            raise ValueError("extracting the 1M distractors takes hours: give a cache directory (--cache-dir) so an interrupted run resumes")
+            raise ConfigError("extracting the 1M distractors takes hours: give a cache directory (--cache-dir) so an interrupted run resumes")
     if given:
         desc, model = model_or_descriptors, None
     else:
@@ -84,7 +85,7 @@ def run(
     for part, rows, items in (("database", database, benchmark.images), ("query", queries, benchmark.queries or benchmark.images)):
         if rows is None or len(rows.shape) != 2 or len(rows) != len(items):
             shape = None if rows is None else rows.shape
-            raise ValueError(f"{shape[0] if shape else 'no'} {part} descriptors for {len(items)} images of {benchmark.name}; "
+            raise MismatchError(f"{shape[0] if shape else 'no'} {part} descriptors for {len(items)} images of {benchmark.name}; "
                              f"expected ({len(items)}, d), got {shape}")
     title, n_dis = benchmark.title, 0
     start = time.perf_counter()

@@ -30,6 +30,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
 from .base import LossTerm, StepOutputs
 
 
@@ -76,14 +77,14 @@ def split_tuples(
     """(B, HW, C), (B, HW) -> (G, T, HW, C), (G, T, HW): consecutive rows form one tuple."""
     b, hw, c = local_descriptors.shape
     if tuple_size < 3:
-        raise ValueError(f"a tuple is [anchor, positive, negatives...]: tuple_size must be >= 3, got {tuple_size}")
+        raise ConfigError(f"a tuple is [anchor, positive, negatives...]: tuple_size must be >= 3, got {tuple_size}")
     if b % tuple_size:
-        raise ValueError(
+        raise ConfigError(
             f"batch of {b} images is not a whole number of tuples of {tuple_size}; "
             "make the per-process batch size a multiple of the tuple size"
         )
     if hw < 2:
-        raise ValueError(f"the ratio test needs at least 2 local descriptors per image, got {hw}")
+        raise ConfigError(f"the ratio test needs at least 2 local descriptors per image, got {hw}")
     if attention.shape != (b, hw):
         raise ValueError(f"attention must have shape {(b, hw)} to match the descriptors, got {tuple(attention.shape)}")
     return local_descriptors.reshape(-1, tuple_size, hw, c), attention.reshape(-1, tuple_size, hw)
@@ -133,7 +134,7 @@ class LocalTripletLoss(LossTerm):
 
     def forward(self, outputs: StepOutputs, labels: torch.Tensor) -> torch.Tensor:
         if outputs.local is None or not outputs.tuple_size:
-            raise ValueError("the local_triplet term needs local features in tuples: use it in a stage with sampler = tuples")
+            raise ConfigError("the local_triplet term needs local features in tuples: use it in a stage with sampler = tuples")
         local = outputs.local
         total = local_triplet_loss(local.descriptors.float(), local.attention.float(), self.margin, 1.0,
                                    self.ratio, outputs.tuple_size)

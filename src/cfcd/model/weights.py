@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import CfcdError
 from . import registry
 from .net import CFCDNet, ModelConfig
 
@@ -37,7 +38,7 @@ RESNET_DEPTH_BY_STAGE3_BLOCKS = {6: "resnet50", 23: "resnet101"}
 PYCLS_TRANSFORM = {"a": "conv1", "a_bn": "bn1", "b": "conv2", "b_bn": "bn2", "c": "conv3", "c_bn": "bn3"}
 
 
-class WeightsError(ValueError):
+class WeightsError(CfcdError, ValueError):
     """A weights file that cfcd cannot map onto the model; the message names file and keys."""
 
 

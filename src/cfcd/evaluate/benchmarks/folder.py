@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from ...data.instances import NO_SOURCE, load_instances
+from ...errors import MismatchError
 from ..metrics import compute_map
 from .base import Benchmark
 
@@ -89,7 +90,7 @@ def leave_one_out(images: Sequence, identities: Sequence[str], sources: Sequence
                   name: str = "images") -> FolderBenchmark:
     """The leave-one-out benchmark of ``images`` with these identities (and sources)."""
     if len(identities) != len(images):
-        raise ValueError(f"{len(identities)} identities for {len(images)} images")
+        raise MismatchError(f"{len(identities)} identities for {len(images)} images")
     sources = list(sources) if sources is not None else [NO_SOURCE] * len(images)
     return FolderBenchmark(name, list(images), None, leave_one_out_gnd(identities), identities=list(identities), sources=sources)
 
