@@ -3,8 +3,10 @@ the check that descriptors made otherwise never enter or query it."""
 
 from __future__ import annotations
 
+from ..errors import MismatchError
 
-class IndexMismatchError(ValueError):
+
+class IndexMismatchError(MismatchError):
     """Descriptors made with another model, dimension or extraction settings than the index's."""
 
 
