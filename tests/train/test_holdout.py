@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from cfcd.train.datasets import Samples
-from cfcd.train.holdout import holdout_identities, identity_folds
+from cfcd.train.holdout import holdout_identities, identity_folds, source_folds
 
 
 def _rows():
@@ -34,6 +34,18 @@ def test_folds_never_put_an_identity_on_both_sides(k):
         per_fold = [sum(i.startswith(source) for i in t) for t in tests]
         assert max(per_fold) - min(per_fold) <= 1 and sum(per_fold) == count
     assert identity_folds(ids, k, seed=4, sources=sources) == folds
+
+
+def test_source_folds_hold_out_one_whole_source_each():
+    ids, sources = _rows()
+    ids, sources = ids + ["a0"], sources + ["c"]  # a0 also listed under c: it stays in its first source, a
+    folds = source_folds(ids, sources)
+    assert [name for name, _, _ in folds] == ["a", "b", "c"]
+    for name, train, test in folds:
+        assert not set(train) & set(test) and set(train) | set(test) == set(ids)
+        assert set(test) == {i for i in ids if i.startswith(name)}
+    with pytest.raises(ValueError, match="at least 2"):
+        source_folds(["x", "y"], ["s", "s"])
 
 
 def test_folds_need_enough_identities():

@@ -2,7 +2,8 @@
 
 Two uses. ``identity_folds`` makes the k folds of the training protocol (train on the other
 folds' identities, evaluate leave-one-out on this fold's, swap), spreading each source's
-identities over the folds. ``holdout_identities`` takes a fraction of a training set's
+identities over the folds; ``source_folds`` its leave-one-source-out variant (test on one
+source's identities, train on every other source's). ``holdout_identities`` takes a fraction of a training set's
 identities out of training (``data.holdout_fraction``) so that ``cfcd train`` can score the
 starting and the trained model on identities training never saw (``cfcd.train.guard``).
 Both depend only on their inputs and the seed.
@@ -42,6 +43,22 @@ def identity_folds(identities: Sequence[str], k: int, seed: int = 0,
         dealt.extend(group)
     tests = [sorted(dealt[f::k]) for f in range(k)]
     return [(sorted(i for i in source_of if i not in set(test)), test) for test in tests]
+
+
+def source_folds(identities: Sequence[str], sources: Sequence[str]) -> list[tuple[str, list[str], list[str]]]:
+    """Leave-one-source-out: one ``(source, train identities, test identities)`` per source, in
+    sorted order; the test side is that source's identities, the train side every identity of
+    the other sources. An identity belongs to its first source (as in ``identity_folds``)."""
+    if len(sources) != len(identities):
+        raise ValueError(f"source folds: {len(sources)} sources for {len(identities)} identities")
+    source_of: dict[str, str] = {}
+    for identity, source in zip(identities, sources):
+        source_of.setdefault(identity, source)
+    names = sorted(set(source_of.values()))
+    if len(names) < 2:
+        raise ValueError(f"source folds: {len(names)} source(s); leave-one-source-out needs at least 2")
+    return [(name, sorted(i for i, s in source_of.items() if s != name), sorted(i for i, s in source_of.items() if s == name))
+            for name in names]
 
 
 def holdout_identities(samples: Samples, fraction: float, seed: int) -> tuple[Samples, Samples]:
