@@ -5,7 +5,12 @@ source's identities shuffled with the seed and dealt round-robin). For each fold
 trains on the OTHER folds' identities (``cfcd train``, which itself holds back 20% of them for
 its best-model guard) and every model is scored leave-one-out on this fold's identities (every
 photo a query, database = the fold's other photos, revisitop AP), which no training step and no
-head ever saw. Per-query APs of all folds are then pooled, and averaged per source. Rows:
+head ever saw. Per-query APs of all folds are then pooled, and averaged per source.
+
+``--split sources`` is the leave-one-source-out variant (``cfcd.train.holdout.source_folds``):
+one fold per source, trained on every other source's identities; that source's photos are the
+queries and the database is every photo of the set, so the training photos are distractors
+(a source of one identity would otherwise score 100 for every model). Rows:
 
 - the starting model: ImageNet MobileNetV2 GeM, 1280-d, no training;
 - the starting model with a 512-d whitening head learned from the training photos, labels
@@ -16,7 +21,7 @@ head ever saw. Per-query APs of all folds are then pooled, and averaged per sour
 Reference settings (scales 0.7071 / 1 / 1.4142, long side 512). Training lists refer to the
 photos in place; nothing is copied. Rerunning with the same ``--out`` resumes finished folds.
 
-    .venv/bin/python bench/train_cpu.py [--config finetune-small] [--out runs/bench-train-cpu] [key=value ...]
+    .venv/bin/python bench/train_cpu.py [--config finetune-small] [--out runs/bench-train-cpu] [--split sources] [key=value ...]
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from cfcd.settings import REFERENCE_SETTINGS, Runtime
 from cfcd.train.config import load_config
 from cfcd.train.engine import run
 from cfcd.train.guard import report
-from cfcd.train.holdout import identity_folds
+from cfcd.train.holdout import identity_folds, source_folds
 from cfcd.whiten import gem_vectors
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "instances-dev"
@@ -68,12 +73,15 @@ def start_vectors(rows: list[dict], cache: Path) -> tuple[np.ndarray, np.ndarray
     return glob, reg
 
 
-def score(model_or_desc, rows: list[dict]) -> InstanceResult:
+def score(model_or_desc, rows: list[dict], queries: np.ndarray) -> InstanceResult:
+    """Leave-one-out over ``rows`` (the database), kept for the ``queries`` (a mask of rows)."""
     benchmark = leave_one_out([r["path"] for r in rows], [r["identity"] for r in rows], [r["source"] for r in rows])
     if isinstance(model_or_desc, np.ndarray):
-        return evaluate.run(Descriptors(model_or_desc), benchmark).result
-    runtime = Runtime(batch_size=8, progress=False)
-    return evaluate.run(model_or_desc, benchmark, settings=REFERENCE_SETTINGS, runtime=runtime).result
+        result = evaluate.run(Descriptors(model_or_desc), benchmark).result
+    else:
+        runtime = Runtime(batch_size=8, progress=False)
+        result = evaluate.run(model_or_desc, benchmark, settings=REFERENCE_SETTINGS, runtime=runtime).result
+    return InstanceResult(result.aps[queries], result.recall1[queries], [s for s, q in zip(result.sources, queries) if q])
 
 
 def same_as(best: Path, cfg, fold: dict[str, InstanceResult]) -> InstanceResult | None:
@@ -94,62 +102,72 @@ def main() -> int:
     parser.add_argument("--config", default="finetune-small", help="the recipe to train (default finetune-small)")
     parser.add_argument("--out", default="runs/bench-train-cpu")
     parser.add_argument("--folds", type=int, default=2)
+    parser.add_argument("--split", choices=("identities", "sources"), default="identities",
+                        help="identity folds (default) or leave-one-source-out")
     parser.add_argument("--seed", type=int, default=0, help="seed of the identity folds")
     parser.add_argument("--only-fold", type=int, default=None, help="run this fold only (1-based; for quick searches)")
+    parser.add_argument("--untrained", action="store_true", help="only the rows without training (seconds, from the cache)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     out = Path(args.out)
     rows = read_manifest(DATA)
     glob, reg = start_vectors(rows, Path("runs") / "bench-train-cpu-gem.npz")
-    folds = identity_folds([r["identity"] for r in rows], args.folds, args.seed, [r["source"] for r in rows])
+    identities, sources = [r["identity"] for r in rows], [r["source"] for r in rows]
+    if args.split == "sources":
+        named = source_folds(identities, sources)
+    else:
+        named = [(f"fold {f}", *pair) for f, pair in enumerate(identity_folds(identities, args.folds, args.seed, sources), 1)]
     results: dict[str, list[InstanceResult]] = {k: [] for k in ROWS}
-    per_fold: list[dict[str, float]] = []
+    per_fold: list[tuple[str, dict[str, float]]] = []
     minutes = 0.0
-    for f, (train_ids, test_ids) in enumerate(folds, start=1):
+    for f, (label, train_ids, test_ids) in enumerate(named, start=1):
         if args.only_fold is not None and f != args.only_fold:
             continue
         train = [n for n, r in enumerate(rows) if r["identity"] in set(train_ids)]
         test = [n for n, r in enumerate(rows) if r["identity"] in set(test_ids)]
-        test_rows = [rows[n] for n in test]
+        # the database: the fold's own photos, or every photo (leave-one-source-out)
+        base = list(range(len(rows))) if args.split == "sources" else test
+        test_rows = [rows[n] for n in base]
+        queries = np.isin(base, test)
         folder = out / f"fold{f}"
         folder.mkdir(parents=True, exist_ok=True)
         listing = folder / "train_list.txt"
         listing.write_text("".join(f"{rows[n]['path']} {rows[n]['identity']}\n" for n in train))
-        print(f"fold {f}: train {len(train)} photos of {len(train_ids)} identities; "
-              f"test {len(test)} photos of {len(test_ids)} other identities", flush=True)
-        fold: dict[str, InstanceResult] = {"start": score(descriptors_from_vectors(glob[test]), test_rows)}
+        print(f"{label}: train {len(train)} photos of {len(train_ids)} identities; "
+              f"test {len(test)} photos of {len(test_ids)} other identities (database {len(base)} photos)", flush=True)
+        fold: dict[str, InstanceResult] = {"start": score(descriptors_from_vectors(glob[base]), test_rows, queries)}
         c = glob.shape[-1]
         head = learn_whitening(np.concatenate([glob[train].reshape(-1, c), reg[train].reshape(-1, c)]), 512,
                                power=WHITEN_POWER, shrinkage=WHITEN_SHRINKAGE)
-        fold["whiten"] = score(descriptors_from_vectors(glob[test], head), test_rows)
-        cfg = load_config(args.config, [f"data.train={listing}", "data.root=/", f"run.out_dir={folder / 'run'}",
-                                        *args.overrides])
-        tic = time.perf_counter()
-        paths = run(cfg, "both", resume=True)
-        minutes += (time.perf_counter() - tic) / 60
-        print(report(cfg.out_dir)[0], flush=True)
-        for key in ("stage1", "stage2"):
-            fold[key] = score(load_model(paths[key]), test_rows)
-        if "best" in paths:
-            fold["best"] = same_as(paths["best"], cfg, fold) or score(load_model(paths["best"]), test_rows)
+        fold["whiten"] = score(descriptors_from_vectors(glob[base], head), test_rows, queries)
+        if not args.untrained:
+            cfg = load_config(args.config, [f"data.train={listing}", "data.root=/", f"run.out_dir={folder / 'run'}",
+                                            *args.overrides])
+            tic = time.perf_counter()
+            paths = run(cfg, "both", resume=True)
+            minutes += (time.perf_counter() - tic) / 60
+            print(report(cfg.out_dir)[0], flush=True)
+            for key in ("stage1", "stage2"):
+                fold[key] = score(load_model(paths[key]), test_rows, queries)
+            if "best" in paths:
+                fold["best"] = same_as(paths["best"], cfg, fold) or score(load_model(paths["best"]), test_rows, queries)
         for key, result in fold.items():
             results[key].append(result)
-        per_fold.append({k: 100 * v.summary()["mAP"] for k, v in fold.items()})
+        per_fold.append((label, {k: 100 * v.summary()["mAP"] for k, v in fold.items()}))
 
     keys = [k for k in ROWS if results[k] and len(results[k]) == len(per_fold)]
     table = {k: pooled(results[k]) for k in keys}
-    print(f"\ninstances-dev, {args.folds} identity folds, leave-one-out on the held-out fold, "
+    split = "leave-one-source-out (database: all photos)" if args.split == "sources" else f"{args.folds} identity folds"
+    print(f"\ninstances-dev, {split}, leave-one-out on the held-out fold, "
           f"scales {list(REFERENCE_SETTINGS.scales)} at {REFERENCE_SETTINGS.max_side} px; mAP %")
     for k in keys:
         print(f"  {k}: {TITLES[k]}")
     print("\n| | " + " | ".join(keys) + " |\n|---|" + "---:|" * len(keys))
     print("| **pooled** | " + " | ".join(f"**{100 * table[k].summary()['mAP']:.2f}**" for k in keys) + " |")
-    for f, values in enumerate(per_fold, start=1):
-        label = f"fold {args.only_fold or f}"
+    for label, values in per_fold:
         print(f"| {label} | " + " | ".join(f"{values[k]:.2f}" for k in keys) + " |")
-    sources = table[keys[0]].per_source() if keys else {}
-    for source, first in sources.items():
+    for source, first in (table[keys[0]].per_source() if keys else {}).items():
         cells = [table[k].per_source()[source] for k in keys]
         print(f"| {source} ({first['queries']} q) | " + " | ".join(f"{100 * c['mAP']:.2f}" for c in cells) + " |")
     print(f"\ntraining time: {minutes:.1f} min on {torch.get_num_threads()} CPU thread(s) (guard evaluations included)")
