@@ -52,3 +52,9 @@ def photos(served_index) -> list[Path]:
 def start_server():
     """run_server(index, *extra cfcd serve options) as a context manager yielding the URL."""
     return run_server
+
+
+@pytest.fixture(scope="session")
+def start_process():
+    """serve_process(index, limits, *extra cfcd serve options): the ServeProcess (URL, process)."""
+    return lambda index, *extra: serve_process(index, *LIMITS, *extra)

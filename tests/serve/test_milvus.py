@@ -81,3 +81,28 @@ def test_two_servers_on_one_collection_see_each_write(tmp_path, served_index, ph
             assert all(finds_itself(ans["results"], photos[11]) for ans in answers)
             assert answers[0]["results"] == answers[1]["results"]
             assert answers[0]["index_version"] == answers[1]["index_version"] == 2
+
+
+def test_browse_similar_upload_and_delete_on_milvus_lite(tmp_path, served_index, photos, start_server):
+    """The server writes to the Milvus Lite file it serves (one process holds it)."""
+    from servers import textured
+
+    db = tmp_path / "photos.db"
+    cfcd("index", "build", db, image_list(tmp_path / "first.txt", photos[:6]), "--model", served_index.parent / "tiny.pt",
+         "--scales", "1")
+    with start_server(db, "--upload-dir", str(tmp_path / "up")) as url:
+        items = httpx.get(f"{url}/images", params={"limit": 4}).json()
+        assert items["total"] == 6 and len(items["items"]) == 4
+        own = items["items"][0]["id"]
+        hits = httpx.get(f"{url}/images/{own}/similar", params={"k": 10}, timeout=60).json()["results"]
+        assert len(hits) == 5 and own not in [h["id"] for h in hits]
+        assert httpx.get(f"{url}/images/99999/similar").status_code == 404
+        data = textured(tmp_path / "new.png", seed=400).read_bytes()
+        added = httpx.post(f"{url}/images", files={"image": ("new.png", data, "image/png")}, timeout=120)
+        assert added.status_code == 201, added.text
+        new_id = added.json()["id"]
+        assert httpx.get(f"{url}/health").json()["images"] == 7
+        assert httpx.get(f"{url}/images/{new_id}").content == data
+        assert httpx.delete(f"{url}/images/{new_id}").status_code == 200
+        assert httpx.get(f"{url}/images/{new_id}").status_code == 404
+        assert httpx.get(f"{url}/health").json()["images"] == 6

@@ -28,6 +28,7 @@ COMMANDS = {
     "export": "write the deploy model as ONNX (dynamic batch, height, width)",
     "index": "build, update or describe an image index",
     "search": "find the indexed images most similar to query images",
+    "duplicates": "group the near-duplicate images (same scene) of an index",
     "serve": "serve an index over HTTP, with a search page at /",
     "train": "train a CFCD model (stage 1, hard negatives, stage 2)",
     "hem": "write the hard-negative table (path,true,pred,score) for stage 2",

@@ -10,7 +10,10 @@ from ..index.rerank import DEFAULT_DBA_ALPHA, DEFAULT_QE_ALPHA
 
 def register(p) -> None:
     p.add_argument("index", help="index (from `cfcd index build`): a directory, NAME.db or milvus://HOST:PORT/COLLECTION")
-    p.add_argument("queries", nargs="+", help="query image files")
+    p.add_argument("queries", nargs="*", help="query image files")
+    p.add_argument("--id", type=int, action="append", dest="ids", metavar="N",
+                   help="more like this: search with the stored descriptor of indexed image N (repeatable; "
+                        "the image itself is left out of its results)")
     p.add_argument("-k", type=int, default=10, help="results per query (default 10)")
     p.add_argument("--bbox", type=parse_bbox, help="query region x0,y0,x1,y1 in pixels (applied to every query)")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -35,20 +38,33 @@ def parse_bbox(text: str) -> tuple[float, float, float, float]:
 
 def run(args) -> None:
     from ..index import Index
+    from ..index.neighbours import similar
     from ..model import load_model
     from ..settings import Runtime
 
+    if bool(args.queries) == bool(args.ids):
+        raise ValueError("give query images, or --id N for images already in the index (not both)")
+    if args.ids and args.bbox:
+        raise ValueError("--bbox crops a query image; an indexed image (--id) is searched whole")
     index = Index.load(args.index)
     if args.dba:
         index = index.augmented(args.dba, args.dba_alpha)
-    model = load_model(args.model) if args.model else None  # None: the index's own
-    queries = [(q, args.bbox) if args.bbox else q for q in args.queries]
-    result = index.search_images(queries, k=args.k, model=model, qe=args.qe, alpha=args.alpha,
-                                 runtime=Runtime(device=args.device, progress=False))
+    if args.ids:
+        try:
+            result = similar(index, args.ids, k=args.k, qe=args.qe, alpha=args.alpha)
+        except KeyError as err:
+            raise ValueError(str(err)) from None
+        names = [{"id": i} for i in args.ids]
+    else:
+        model = load_model(args.model) if args.model else None  # None: the index's own
+        queries = [(q, args.bbox) if args.bbox else q for q in args.queries]
+        result = index.search_images(queries, k=args.k, model=model, qe=args.qe, alpha=args.alpha,
+                                     runtime=Runtime(device=args.device, progress=False))
+        names = args.queries
     if args.json:
-        print(json.dumps([{"query": q, "results": result.hits(i)} for i, q in enumerate(args.queries)], indent=1))
+        print(json.dumps([{"query": q, "results": result.hits(i)} for i, q in enumerate(names)], indent=1))
         return
-    for i, q in enumerate(args.queries):
-        print(f"# {q}")
+    for i, q in enumerate(names):
+        print(f"# id {q['id']}" if isinstance(q, dict) else f"# {q}")
         for hit in result.hits(i):
             print(f"{hit['rank']:4d}  {hit['score']:.4f}  {hit['id']:8d}  {hit['path']}")

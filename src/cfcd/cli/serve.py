@@ -23,6 +23,10 @@ def register(p) -> None:
                    help=f"queries that may wait for a worker; more are answered 503 with Retry-After (default {DEFAULT_QUEUE})")
     p.add_argument("--allowed-hosts", default=None,
                    help="comma-separated Host header names accepted, '*' for any (default: the --host address and localhost)")
+    p.add_argument("--upload-dir", default=None,
+                   help="accept POST /images (uploads, stored here) and DELETE /images/ID; without an --api-key only "
+                        "on a loopback --host (default: none, read-only)")
+    p.add_argument("--read-only", action="store_true", help="refuse uploads and deletions even with --upload-dir")
     p.set_defaults(func=run)
 
 
@@ -46,10 +50,13 @@ def run(args) -> None:
         queue=args.queue,
         allowed_hosts=tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip()) if args.allowed_hosts else None,
         host=args.host,
+        upload_dir=args.upload_dir,
+        read_only=args.read_only,
     )
     app = create_app(settings)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info")  # configures uvicorn's loggers
     logging.getLogger("uvicorn.access").addFilter(RedactQuery())
     print(f"serving {args.index} at http://{args.host}:{args.port}/ (API at /docs; {settings.threads} workers, "
-          f"queue {settings.queue})", flush=True)
+          f"queue {settings.queue}; {'uploads to ' + args.upload_dir if not settings.read_only_reason else 'read-only'})",
+          flush=True)
     uvicorn.Server(config).run()

@@ -13,6 +13,7 @@ The routes live in ``cfcd.serve.routes`` (one module per concern); what they sha
 
 from __future__ import annotations
 
+import re
 from contextlib import asynccontextmanager
 
 import anyio
@@ -32,11 +33,12 @@ FORM_OVERHEAD = 64 * 1024
 
 
 def guarded_by(modules):
-    """The Gate's test: does (method, path) take a worker? From each route module's GUARDED."""
-    pairs = tuple(pair for module in modules for pair in module.GUARDED)
+    """The Gate's test: does (method, path) take a worker? From each route module's GUARDED
+    (method, path regular expression) pairs."""
+    patterns = [(method, re.compile(path)) for module in modules for method, path in module.GUARDED]
 
     def guarded(method: str, path: str) -> bool:
-        return any(method == m and (path == p or p.endswith("/") and path.startswith(p)) for m, p in pairs)
+        return any(method == m and p.fullmatch(path) for m, p in patterns)
 
     return guarded
 

@@ -69,9 +69,28 @@ class ServeSettings:
     allowed_hosts: tuple[str, ...] | None = None
     host: str = "127.0.0.1"  # the bind address, for the default allowed hosts
     reload_interval: float = 1.0  # seconds between checks for a newer index version
+    upload_dir: str | None = None  # where POST /images stores photos; None: no uploads
+    read_only: bool = False  # refuse POST /images and DELETE /images/{id} whatever else is set
 
     def __post_init__(self):
         if self.threads is None:
             self.threads = default_workers()
         if self.threads < 1 or self.queue < 0:
             raise ValueError(f"workers must be >= 1 and queue >= 0; got {self.threads} and {self.queue}")
+
+    @property
+    def read_only_reason(self) -> str | None:
+        """Why writes (upload, delete) are refused, and how to allow them; None when allowed.
+        Without a key, only a loopback server writes: anyone who reaches it could otherwise."""
+        if self.read_only:
+            return "the server was started with --read-only; start it without to accept uploads and deletions"
+        if self.upload_dir is None:
+            return "the server is read-only: start cfcd serve with --upload-dir DIR to accept uploads and deletions"
+        if not self.api_key and not is_loopback(self.host):
+            return (f"the server is read-only: it listens on {self.host} without an API key; "
+                    "start cfcd serve with --api-key (or $CFCD_API_KEY) to accept uploads and deletions")
+        return None
+
+
+def is_loopback(host: str) -> bool:
+    return host.strip("[]").lower() in ("localhost", "::1") or host.startswith("127.")

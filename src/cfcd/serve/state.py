@@ -9,6 +9,7 @@ import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Callable, TypeVar
 
 import anyio
 from fastapi import HTTPException, Request
@@ -19,6 +20,7 @@ from .security import KeyCheck
 from .settings import API_KEY_HEADER, SESSION_COOKIE, ServeSettings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 THUMBNAIL_CACHE = 2048
 
 
@@ -78,6 +80,10 @@ class ServerState:
     model: object = None
     limiter: anyio.CapacityLimiter | None = None
     thumbs: ThumbnailCache = field(default_factory=ThumbnailCache)
+    # One writer at a time in this process (other processes: the index's own write lock).
+    writing: threading.Lock = field(default_factory=threading.Lock)
+    # Derived views of the latest version (a Listing, the last duplicate groups), rebuilt on change.
+    views: dict = field(default_factory=dict)
 
     def start(self) -> None:
         """Load the index and its model (at start-up, before the first request)."""
@@ -96,6 +102,26 @@ class ServerState:
 
     def runtime(self) -> Runtime:
         return Runtime(device=self.settings.device, progress=False)
+
+    def write(self, change: Callable[[Index], T]) -> T:
+        """Run ``change`` on the index through its normal versioned write (``Index.edit``:
+        published whole or not at all), then serve the new version at once."""
+        if self.settings.read_only_reason:
+            raise HTTPException(403, self.settings.read_only_reason)
+        with self.writing:
+            with Index.edit(self.settings.index) as index:
+                out = change(index)
+            self.holder.refresh()
+        return out
+
+    def view(self, name: str, key, make: Callable[[Index], T]) -> T:
+        """``make(index)`` for the index being served, kept until the version or ``key`` changes."""
+        index = self.index
+        held = self.views.get(name)
+        if held is None or held[0] != (index.generation, key):
+            held = (index.generation, key), make(index)
+            self.views[name] = held
+        return held[1]
 
 
 def get_state(request: Request) -> ServerState:

@@ -3,7 +3,6 @@ looked up in the index; nothing the client sends becomes a filesystem path)."""
 
 from __future__ import annotations
 
-import io
 import mimetypes
 from pathlib import Path
 
@@ -11,14 +10,14 @@ import anyio
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, Response
-from PIL import Image
 
-from ...data.images import ImageError, ImageTooLarge, load_image
+from ...data.images import ImageError, ImageTooLarge
 from ..settings import THUMBNAIL_SIZES
 from ..state import ServerState, get_state, require_key
+from ..thumbnails import thumbnail_jpeg
 from ..uploads import MAX_ID
 
-GUARDED = (("GET", "/thumbnails/"),)
+GUARDED = (("GET", "/thumbnails/.*"),)
 router = APIRouter(dependencies=[Depends(require_key)])
 
 
@@ -40,15 +39,11 @@ async def get_image(image_id: int = PathParam(ge=0, le=MAX_ID), state: ServerSta
 
 def make_thumbnail(path: Path, image_id: int, size: int, max_pixels: int) -> bytes:
     try:
-        img = load_image(path, max_pixels)
+        return thumbnail_jpeg(path, size, max_pixels)
     except ImageTooLarge as err:
         raise HTTPException(413, f"image {image_id} is too large for a thumbnail: {err}") from None
     except ImageError as err:
         raise HTTPException(404, f"image {image_id} cannot be decoded: {err}") from None
-    img.thumbnail((size, size), Image.BILINEAR)
-    out = io.BytesIO()
-    img.save(out, "JPEG", quality=85)
-    return out.getvalue()
 
 
 @router.get("/thumbnails/{image_id}", summary="A JPEG thumbnail of an indexed image")

@@ -1,0 +1,112 @@
+"""Near-duplicate groups and "more like this" from stored descriptors: the library (blocks of any
+size give the same groups) and the commands (`cfcd duplicates`, `cfcd search --id`)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cfcd.index import Index
+from cfcd.index.duplicates import UnionFind, near_duplicates, same_group_pairs
+from cfcd.index.neighbours import UnknownImage, neighbour_blocks, similar
+
+# Three scenes of 4, 3 and 2 photos (a base vector plus small noise) and 11 unrelated photos.
+SCENES = (4, 3, 2)
+
+
+def unit(x):
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    rows, names = [], []
+    for s, size in enumerate(SCENES):
+        base = rng.normal(size=64)
+        rows += [base + 0.15 * rng.normal(size=64) for _ in range(size)]
+        names += [f"scene{s}/{n}.jpg" for n in range(size)]
+    rows += list(rng.normal(size=(11, 64)))
+    names += [f"single/{n}.jpg" for n in range(11)]
+    index = Index.build(unit(np.array(rows)), names)
+    root = tmp_path_factory.mktemp("dup") / "idx"
+    index.save(root)
+    return root, Index.load(root)
+
+
+def scenes_of(index, groups) -> list[list[str]]:
+    recs = index.records([i for g in groups for i in g.ids])
+    return [sorted(recs[i].path for i in g.ids) for g in groups]
+
+
+def test_groups_are_the_scenes_whatever_the_block(collection):
+    _, index = collection
+    want = [[f"scene{s}/{n}.jpg" for n in range(size)] for s, size in enumerate(SCENES)]
+    for block in (1, 3, 1024):
+        groups = near_duplicates(index, threshold=0.8, k=3, block=block)
+        assert scenes_of(index, groups) == want, block
+        assert all(0.8 <= g.min_score < 1 for g in groups)
+    # Chaining: with 1 neighbour per image the 4-photo scene still forms one group.
+    assert scenes_of(index, near_duplicates(index, threshold=0.8, k=1)) == want
+    assert near_duplicates(index, threshold=1.0) == []
+    assert len(same_group_pairs(near_duplicates(index, threshold=0.8))) == 6 + 3 + 1
+
+
+def test_bad_threshold_or_neighbours(collection):
+    _, index = collection
+    with pytest.raises(ValueError, match="threshold 1.5: a cosine similarity"):
+        near_duplicates(index, threshold=1.5)
+    with pytest.raises(ValueError, match="neighbours 0"):
+        near_duplicates(index, k=0)
+
+
+def test_union_find():
+    sets = UnionFind(6)
+    for a, b in ((0, 1), (4, 5), (1, 2), (2, 0)):
+        sets.union(a, b)
+    assert [g.tolist() for g in sets.groups()] == [[0, 1, 2], [4, 5]]
+
+
+def test_similar_leaves_the_image_out_and_searches_like_a_query(collection):
+    _, index = collection
+    result = similar(index, [0, 5], k=3)
+    assert 0 not in result.ids[0] and 5 not in result.ids[1]
+    assert set(result.ids[0]) == {1, 2, 3} and set(result.ids[1][:2]) == {4, 6}
+    query = index.search(index.descriptors([0]), k=4)
+    assert query.ids[0, 0] == 0 and list(result.ids[0]) == list(query.ids[0, 1:])
+    np.testing.assert_allclose(result.scores[0], query.scores[0, 1:], atol=1e-6)
+    blocks = list(neighbour_blocks(index, k=2, block=7))
+    assert [len(own) for own, _, _ in blocks] == [7, 7, 6]
+    assert all((found != own[:, None]).all() for own, found, _ in blocks)
+    with pytest.raises(UnknownImage, match="no image with id 99"):
+        similar(index, [99])
+
+
+def cfcd(*args):
+    return subprocess.run([sys.executable, "-m", "cfcd", *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+def test_commands(collection, tmp_path):
+    root, _ = collection
+    out = cfcd("duplicates", root, "--threshold", "0.8", "--json")
+    assert out.returncode == 0, out.stderr
+    body = json.loads(out.stdout)
+    assert body["images"] == 20 and [len(g["ids"]) for g in body["groups"]] == [4, 3, 2]
+    assert body["groups"][0]["paths"] == [f"scene0/{n}.jpg" for n in range(4)]
+    text = cfcd("duplicates", root, "--threshold", "0.8", "--html", tmp_path / "page")
+    assert "3 groups of near-duplicates (9 of 20 images)" in text.stdout
+    assert "Group 1: 4 images" in (tmp_path / "page" / "index.html").read_text()
+    bad = cfcd("duplicates", root, "--threshold", "2")
+    assert bad.returncode == 2 and "threshold 2.0" in bad.stderr
+    found = cfcd("search", root, "--id", "0", "-k", "3", "--json")
+    assert found.returncode == 0, found.stderr
+    hits = json.loads(found.stdout)[0]
+    assert hits["query"] == {"id": 0} and {h["id"] for h in hits["results"]} == {1, 2, 3}
+    missing = cfcd("search", root, "--id", "99")
+    assert missing.returncode == 2 and "no image with id 99" in missing.stderr
+    neither = cfcd("search", root)
+    assert neither.returncode == 2 and "--id N" in neither.stderr
