@@ -16,7 +16,7 @@ from .neighbours import BLOCK, neighbour_blocks
 
 # Cosine similarity from which two images count as the same scene; measured on instances-dev
 # with the default model and index (bench/duplicates_threshold.py, table in docs/results.md).
-DEFAULT_THRESHOLD = 0.75
+DEFAULT_THRESHOLD = 0.725
 # Neighbours looked at per image: a group larger than k + 1 still forms, by chaining.
 DEFAULT_NEIGHBOURS = 10
 
