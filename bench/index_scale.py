@@ -74,12 +74,12 @@ def bench(x: np.ndarray, q: np.ndarray, settings, k: int = 10, x_labels=None, q_
             index._train(x)
             train_s = time.perf_counter() - start
             index.add(x, records)
-            built[factory] = (index, train_s, time.perf_counter() - start, len(faiss.serialize_index(index.vectors.faiss)) / len(x))
+            built[factory] = (index, train_s, time.perf_counter() - start, len(faiss.serialize_index(index.layers.vectors.faiss)) / len(x))
         index, train_s, build_s, bytes_per = built[factory]
         if params:
-            faiss.ParameterSpace().set_index_parameters(index.vectors.faiss, params)
+            faiss.ParameterSpace().set_index_parameters(index.layers.vectors.faiss, params)
         start = time.perf_counter()
-        ids = index.vectors.search(q, k)[1]
+        ids = index.layers.vectors.search(q, k)[1]
         qps = len(q) / (time.perf_counter() - start)
         exact = ids if exact is None else exact
         rows.append({"setting": label, "factory": factory, "train_s": train_s, "build_s": build_s,

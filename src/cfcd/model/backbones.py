@@ -17,7 +17,7 @@ import torchvision
 from torch import nn
 
 from . import registry
-from .registry import TF_LITE_MEAN, TF_LITE_STD, TORCHVISION_BASE, BackboneSpec, WeightsFile, register
+from .registry import BACKBONES, TF_LITE_MEAN, TF_LITE_STD, TORCHVISION_BASE, BackboneSpec, WeightsFile
 
 TIMM_PREFIX = "timm:"
 
@@ -153,7 +153,7 @@ class Backbone:
 
 def build_backbone(name: str) -> Backbone:
     """Randomly initialised trunk of the registered backbone ``name`` (or ``timm:<model>``)."""
-    spec = registry.get(name)
+    spec = BACKBONES.get(name)
     module = spec.build()
     channels = spec.channels or module.body.feature_info.channels()[-1]  # timm: known once built
     return Backbone(module, channels, spec)
@@ -161,11 +161,11 @@ def build_backbone(name: str) -> Backbone:
 
 def timm_spec(model: str) -> BackboneSpec:
     """A spec for any timm model (ImageNet normalisation; no named weights)."""
-    return BackboneSpec(f"{TIMM_PREFIX}{model}", lambda: TimmTrunk(model), 0, "body",
+    return BackboneSpec(f"{TIMM_PREFIX}{model}", lambda: TimmTrunk(model), 0,
                         classifier=("head.", "fc.", "classifier.", "last_linear."), key_prefix="body.")
 
 
-registry.FAMILIES[TIMM_PREFIX] = timm_spec
+BACKBONES.register_family(TIMM_PREFIX, timm_spec)
 
 
 def _torchvision(name: str, filename: str, sha256: str, **offline) -> tuple[WeightsFile, ...]:
@@ -173,22 +173,20 @@ def _torchvision(name: str, filename: str, sha256: str, **offline) -> tuple[Weig
 
 
 for _depth, _blocks in ((50, 6), (101, 23)):
-    register(BackboneSpec(
+    BACKBONES.register(f"resnet{_depth}", BackboneSpec(
         f"resnet{_depth}",
         (lambda d=_depth: ResNetTrunk(getattr(torchvision.models, f"resnet{d}")(weights=None))),
         2048,
-        "layer4",
         signature=("conv1.weight", f"layer3.{_blocks - 1}.conv3.weight", "layer4.2.conv3.weight"),
         classifier=("fc.", "head.fc."),  # torchvision, pycls
         weights=_torchvision(f"resnet{_depth}", *{50: ("resnet50-0676ba61.pth", "0676ba61"),
                                                   101: ("resnet101-63fe2227.pth", "63fe2227")}[_depth]),
     ))
 
-register(BackboneSpec(
+BACKBONES.register("mobilenet_v2", BackboneSpec(
     "mobilenet_v2",
     lambda: MobileNetV2Trunk(torchvision.models.mobilenet_v2(weights=None)),
     1280,
-    "features",
     signature=("features.0.0.weight", "features.1.conv.0.0.weight", "features.18.0.weight"),
     classifier=("classifier.",),
     # The one ImageNet file a machine without internet can get: torchvision's weights,
@@ -215,11 +213,10 @@ _LITE_WEIGHTS = {
 for _name, (_width, _depth) in LITE_SCALING.items():
     _file, _sha, _wheel_sha = _LITE_WEIGHTS[_name]
     _n = _name[-1]
-    register(BackboneSpec(
+    BACKBONES.register(_name, BackboneSpec(
         _name,
         (lambda w=_width, d=_depth: EfficientNetLiteTrunk(w, d)),
         1280,
-        "_bn1",
         mean=TF_LITE_MEAN,
         std=TF_LITE_STD,
         signature=("_conv_stem.weight", "_blocks.0._depthwise_conv.weight", "_conv_head.weight"),

@@ -1,7 +1,7 @@
 """Backbones by name, in one table: how to build each, what it outputs, how its input is
 normalised, where its ImageNet weights come from and how its state dicts are laid out.
 
-Adding a backbone is one ``register(BackboneSpec(...))`` call (see ``backbones.py``). Everything
+Adding a backbone is one ``BACKBONES.register(name, BackboneSpec(...))`` call (see ``backbones.py``). Everything
 else reads this table: ``CFCDNet`` (trunk, channels, input normalisation), ``weights.py``
 (recognising a classification state dict by its key layout), ``pretrained.py`` (named weights,
 downloads and offline wheels) and ``cfcd weights``.
@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from torch import nn
+
+from ..registry import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -53,10 +55,10 @@ class WeightsFile:
 class BackboneSpec:
     """A convolutional trunk: the classification network up to its last feature map f4.
 
-    ``build()`` returns the randomly initialised trunk, whose parameter names are those of the
-    source library's classification model (so its state dicts load key for key);
-    ``local_stage`` names the trunk module whose output is f4, the map that is GeM-pooled and
-    whose positions are the stage-2 local features. ``mean``/``std`` normalise the network's
+    ``build()`` returns the randomly initialised trunk (its output is f4, the map that is
+    GeM-pooled and whose positions are the stage-2 local features), whose parameter names are
+    those of the source library's classification model (so its state dicts load key for key).
+    ``mean``/``std`` normalise the network's
     RGB [0, 1] input (``CFCDNet`` applies them). ``signature`` lists keys that every
     classification state dict of this backbone holds; ``classifier`` the key prefixes of its
     classification head, dropped by name on load; ``key_prefix`` where the library's keys sit
@@ -66,7 +68,6 @@ class BackboneSpec:
     name: str
     build: Callable[[], nn.Module]
     channels: int
-    local_stage: str
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     signature: tuple[str, ...] = ()
@@ -75,30 +76,16 @@ class BackboneSpec:
     weights: tuple[WeightsFile, ...] = field(default_factory=tuple)
 
 
-# The built-in entries are registered by ``backbones.py``, which ``cfcd.model`` imports.
-REGISTRY: dict[str, BackboneSpec] = {}
-# Name prefixes that make a spec on demand, e.g. "timm:" -> any timm model.
-FAMILIES: dict[str, Callable[[str], BackboneSpec]] = {}
-
-
-def register(spec: BackboneSpec) -> BackboneSpec:
-    if spec.name in REGISTRY:
-        raise ValueError(f"backbone {spec.name!r} is registered twice")
-    REGISTRY[spec.name] = spec
-    return spec
+# The built-in entries are registered by ``backbones.py``, which ``cfcd.model`` imports; the
+# family "timm:<model>" makes a spec for any timm model on demand.
+BACKBONES = Registry("backbone", home="cfcd.model.backbones")
 
 
 def get(name: str) -> BackboneSpec:
     """The spec of ``name`` (a registered backbone, or a family prefix such as ``timm:<model>``)."""
-    if name in REGISTRY:
-        return REGISTRY[name]
-    for prefix, make in FAMILIES.items():
-        if name.startswith(prefix):
-            return make(name[len(prefix):])
-    known = ", ".join([*REGISTRY, *(f"{p}<name>" for p in FAMILIES)])
-    raise ValueError(f"unknown backbone {name!r}; choose one of {known}")
+    return BACKBONES.get(name)
 
 
 def named_weights() -> dict[str, tuple[BackboneSpec, WeightsFile]]:
     """Every named pretrained model: ``{weights name: (backbone spec, weights file)}``."""
-    return {w.name: (spec, w) for spec in REGISTRY.values() for w in spec.weights}
+    return {w.name: (spec, w) for spec in BACKBONES.values() for w in spec.weights}

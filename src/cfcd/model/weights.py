@@ -129,7 +129,7 @@ def match_backbone(state: dict[str, torch.Tensor]) -> str:
     backbones sharing a layout) is an error asking for ``backbone=``.
     """
     matches = []
-    for name, spec in registry.REGISTRY.items():
+    for name, spec in registry.BACKBONES.items():
         if not spec.signature or not all(k in state for k in spec.signature):
             continue
         trunk = {k: v for k, v in spec.build().state_dict().items() if not k.endswith(OPTIONAL_KEY)}
@@ -137,7 +137,7 @@ def match_backbone(state: dict[str, torch.Tensor]) -> str:
         if body.keys() == trunk.keys() and all(v.shape == trunk[k].shape for k, v in body.items()):
             matches.append(name)
     if len(matches) != 1:
-        known = ", ".join(registry.REGISTRY)
+        known = ", ".join(registry.BACKBONES)
         found = f"it fits {' and '.join(matches)}" if matches else "its keys fit no registered backbone"
         raise WeightsError(f"cannot tell the backbone from the keys ({found}); pass backbone= "
                            f"(one of {known}, or timm:<name>)")
