@@ -273,7 +273,7 @@ def test_an_index_that_stored_no_cap_is_capped_at_query_time(tmp_path):
     import json
     import sqlite3
 
-    from cfcd.index import Index, store
+    from cfcd.index import Index, Searcher, store
     from cfcd.settings import DEFAULT_MAX_WORKING_SIDE
 
     root = tmp_path / "idx"
@@ -287,7 +287,7 @@ def test_an_index_that_stored_no_cap_is_capped_at_query_time(tmp_path):
     db.commit()
     db.close()
     loaded = Index.load(root)
-    loaded.search_images([photo_24mp(tmp_path / "big.jpg")], k=1, model=model)
+    Searcher(loaded, model).search([photo_24mp(tmp_path / "big.jpg")], k=1)
     assert loaded.settings["max_working_side"] == DEFAULT_MAX_WORKING_SIDE
     assert max(max(hw) for hw in model.seen) == DEFAULT_MAX_WORKING_SIDE
 

@@ -70,13 +70,13 @@ def test_extract_manifest_and_features_build_keep_the_reasons(awkward, tiny_chec
 
 
 def test_api_report_has_the_reasons(awkward, tiny_checkpoint):
-    from cfcd.index import Index
+    from cfcd.index import Index, add_images
     from cfcd.model import load_model
 
     model = load_model(tiny_checkpoint)
     index = Index(model.output_dim)
     paths = awkward.read_text().split()
-    report = index.add_images(model, paths, ExtractionSettings((1.0,), max_side=None), Runtime(progress=False))
+    report = add_images(index, model, paths, ExtractionSettings((1.0,), max_side=None), Runtime(progress=False))
     assert len(report.added) == 2 and not report.repeated and not report.duplicates
     check_reasons([f"skipped unreadable image: {why}" for why in report.failed.values()], awkward.parent)
 

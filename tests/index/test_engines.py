@@ -80,7 +80,7 @@ def test_same_content_is_indexed_once(location, tmp_path):
     assert again.added == [] and again.duplicates == {0: 0, 1: 1, 2: 0}
     loaded = Index.load(location)
     assert len(loaded) == 2 and loaded.generation == 1  # nothing new: nothing published
-    rec = loaded.record(0)
+    rec = loaded.records([0])[0]
     assert rec.sha256 and rec.size == 10 and rec.path == str(a.resolve())
 
 

@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from cfcd.index import Index, IndexMismatchError, store
+from cfcd.index import Index, IndexMismatchError, Searcher, add_images, load_index_model, store
 from cfcd.index.vectors import layers
 from cfcd.settings import DEFAULT_MAX_WORKING_SIDE, ExtractionSettings, Runtime
 
@@ -54,7 +54,7 @@ def test_same_content_is_indexed_once(tmp_path):
     again = index.add(x, [b, tmp_path / "c.jpg", a])
     assert again.added == [] and again.duplicates == {0: 0, 1: 1, 2: 0}
     assert len(index) == 2 and len(index.layers.vectors) == 2
-    rec = index.record(0)
+    rec = index.records([0])[0]
     assert rec.sha256 and rec.size == 10 and rec.path == str(a.resolve())
 
 
@@ -241,19 +241,19 @@ def test_add_images_extracts_only_new_ones(tmp_path, image_folder, tiny_model):
     (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
     index = Index(tiny_model.output_dim)
     one_scale = ExtractionSettings((1.0,), max_side=None)
-    report = index.add_images(tiny_model, [*images, tmp_path / "broken.jpg"], one_scale, QUIET)
+    report = add_images(index, tiny_model, [*images, tmp_path / "broken.jpg"], one_scale, QUIET)
     assert len(report.added) == len(images) and list(report.failed) == [len(images)]
     assert index.model["name"] == "tiny-test"
     assert index.settings == {"scales": [1.0], "max_side": None, "max_working_side": DEFAULT_MAX_WORKING_SIDE,
                               "preparation": "cfcd"}
     shutil.copy(images[0], tmp_path / "copy.jpg")
-    again = index.add_images(tiny_model, [tmp_path / "copy.jpg", images[1]], runtime=QUIET)  # the index's settings
+    again = add_images(index, tiny_model, [tmp_path / "copy.jpg", images[1]], runtime=QUIET)  # the index's settings
     assert again.added == [] and again.duplicates == {0: 0, 1: 1}
     with pytest.raises(IndexMismatchError):
-        index.add_images(tiny_model, images, {"scales": (0.5, 1.0)}, QUIET)
+        add_images(index, tiny_model, images, {"scales": (0.5, 1.0)}, QUIET)
     with pytest.raises(IndexMismatchError, match="preparation"):
-        index.add_images(tiny_model, images, {"preparation": "official"}, QUIET)
-    res = index.search_images([images[2], (images[2], (0, 0, 30, 30))], k=3, model=tiny_model)
+        add_images(index, tiny_model, images, {"preparation": "official"}, QUIET)
+    res = Searcher(index, tiny_model).search([images[2], (images[2], (0, 0, 30, 30))], k=3)
     assert res.ids.shape == (2, 3) and res.ids[0, 0] == 2
 
 
@@ -274,6 +274,6 @@ def test_index_reloads_its_model_from_the_stored_config(tmp_path):
     Index(model.output_dim, model=model).save(tmp_path / "idx")
     index = Index.load(tmp_path / "idx")
     assert index.model["config"]["backbone"] == "timm:resnet18"
-    reloaded = index.load_model()
+    reloaded = load_index_model(index)
     assert reloaded.config == model.config
     assert all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), model.state_dict().values()))

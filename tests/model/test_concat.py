@@ -8,7 +8,7 @@ import torch
 
 from cfcd import ExtractionSettings, Runtime, extract
 from cfcd.extraction import describe_model, same_model
-from cfcd.index import Index
+from cfcd.index import Index, load_index_model
 from cfcd.model import CFCDNet, ModelConfig, WeightsError, load_model, pretrained, save_checkpoint
 from cfcd.model.concat import ConcatConfig, ConcatNet, config_from_dict
 from cfcd.model.load import load_described, weights_path
@@ -63,7 +63,7 @@ def test_a_name_of_files_joined_by_plus_is_their_concatenation_and_is_stored_as_
     images = sorted(image_folder.rglob("*.jpg"))
     x = extract(model, images, SETTINGS, QUIET)
     index = Index.build(x, [str(p) for p in images], model=stored, settings=SETTINGS)
-    again = index.load_model()
+    again = load_index_model(index)
     assert same_model(describe_model(again), stored)
     np.testing.assert_allclose(extract(again, images, SETTINGS, QUIET), x, atol=1e-6)
     # a member that changed is refused with the rebuild command

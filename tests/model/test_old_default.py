@@ -4,7 +4,7 @@ refused with the command that rebuilds them."""
 import numpy as np
 import pytest
 
-from cfcd.index import Index
+from cfcd.index import Index, load_index_model
 from cfcd.model import WeightsError, load_model, pretrained
 from cfcd.model.load import load_described
 
@@ -35,7 +35,7 @@ def test_an_index_of_the_former_default_loads_that_model(mobilenet_installed):
     assert pretrained.DEFAULT_MODEL != "mobilenet_v2-imagenet"  # the default moved on
     x = np.eye(1280, dtype=np.float32)[:3]
     index = Index.build(x, ["a.jpg", "b.jpg", "c.jpg"], model=OLD_DEFAULT, settings={"scales": [1.0], "max_side": None})
-    model = index.load_model()
+    model = load_index_model(index)
     assert model.config.backbone == "mobilenet_v2" and model.name == "mobilenet_v2-imagenet"
 
 

@@ -16,7 +16,7 @@ LIMITS = ["--max-upload-mb", "1", "--max-pixels", "1000000"]
 @pytest.fixture(scope="session")
 def served_index(tmp_path_factory) -> Path:
     """An index of 12 generated images made with a tiny random model (checkpoint on disk)."""
-    from cfcd.index import Index
+    from cfcd.index import Index, add_images
     from cfcd.model import CFCDNet, ModelConfig, load_model, save_checkpoint
     from cfcd.settings import ExtractionSettings, Runtime
 
@@ -26,7 +26,7 @@ def served_index(tmp_path_factory) -> Path:
     model = load_model(root / "tiny.pt")
     images = [textured(root / "photos" / f"p{i:02d}.png", seed=i) for i in range(12)]
     index = Index(model.output_dim)
-    index.add_images(model, images, ExtractionSettings((1.0,), max_side=None), Runtime(progress=False))
+    add_images(index, model, images, ExtractionSettings((1.0,), max_side=None), Runtime(progress=False))
     index.save(root / "idx")
     return root / "idx"
 

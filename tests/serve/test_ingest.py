@@ -156,4 +156,4 @@ def test_a_killed_server_loses_no_published_image(served_index, tmp_path, start_
         os.kill(proc.proc.pid, signal.SIGKILL)  # no shutdown, no flush: what was answered is on disk
         proc.proc.wait()
     index = Index.load(tmp_path / "idx")
-    assert len(index) == 13 and Path(index.record(added["id"]).path).read_bytes() == data
+    assert len(index) == 13 and Path(index.records([added["id"]])[added["id"]].path).read_bytes() == data

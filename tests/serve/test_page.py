@@ -41,7 +41,7 @@ def page_index(tmp_path_factory, served_index):
     fallback = served_index, sorted((served_index.parent / "photos").glob("*.png"))[0]
     from cfcd.demo import build_default_collection
     from cfcd.data.images import list_images
-    from cfcd.index import Index
+    from cfcd.index import Index, add_images
     from cfcd.model import load_model
     from cfcd.settings import ExtractionSettings, Runtime
 
@@ -52,7 +52,7 @@ def page_index(tmp_path_factory, served_index):
         return fallback
     images = list_images(collection)
     index = Index(model.output_dim)
-    index.add_images(model, images, ExtractionSettings((1.0,), max_side=256), Runtime(progress=False))
+    add_images(index, model, images, ExtractionSettings((1.0,), max_side=256), Runtime(progress=False))
     root = tmp_path_factory.mktemp("page") / "idx"
     index.save(root)
     return root, images[1]

@@ -91,16 +91,17 @@ def _add_source(index, args, model=None):
         inputs = [ids[i] for i in rows]
         unread = [manifest.get("errors", {}).get(str(r), f"{ids[r]}: not readable when extracted") for r in sorted(failed)]
         return index.add(desc[rows], inputs, model=manifest["model"], settings=manifest), inputs, unread
+    from ..index.searcher import add_images, load_index_model
     from ..model import load_model
 
     images = [str(p) for p in read_image_list(args.source)]
     if not images:
         raise InputError(f"{args.source}: no images found")
     if model is None and args.model is None and index.model:
-        model = index.load_model()  # the index's own, from its stored config
+        model = load_index_model(index)  # the index's own, from its stored config
     elif model is None:
         model = load_model(args.model or "default", backbone=args.backbone)
-    return index.add_images(model, images, settings_overrides(args), runtime(args)), images, []
+    return add_images(index, model, images, settings_overrides(args), runtime(args)), images, []
 
 
 def _print_report(report, inputs, unread=()) -> None:

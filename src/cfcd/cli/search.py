@@ -39,6 +39,7 @@ def parse_bbox(text: str) -> tuple[float, float, float, float]:
 def run(args) -> None:
     from ..index import Index
     from ..index.neighbours import similar
+    from ..index.searcher import Searcher
     from ..model import load_model
     from ..settings import Runtime
 
@@ -58,8 +59,8 @@ def run(args) -> None:
     else:
         model = load_model(args.model) if args.model else None  # None: the index's own
         queries = [(q, args.bbox) if args.bbox else q for q in args.queries]
-        result = index.search_images(queries, k=args.k, model=model, qe=args.qe, alpha=args.alpha,
-                                     runtime=Runtime(device=args.device, progress=False))
+        result = Searcher(index, model).search(queries, k=args.k, qe=args.qe, alpha=args.alpha,
+                                               runtime=Runtime(device=args.device, progress=False))
         names = args.queries
     if args.json:
         print(json.dumps([{"query": q, "results": result.hits(i)} for i, q in enumerate(names)], indent=1))

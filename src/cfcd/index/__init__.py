@@ -6,10 +6,12 @@ settings), ``store`` (versions and the write lock), ``engines`` (which store a l
 names), ``index`` (``Index``), ``searcher`` (model + settings + index).
 """
 
-__all__ = ["AddReport", "ImageRecord", "Index", "IndexMismatchError", "SearchResult"]
+__all__ = ["AddReport", "ImageRecord", "Index", "IndexMismatchError", "SearchResult", "Searcher", "add_images",
+           "load_index_model"]
 
 _HOMES = {"AddReport": "results", "SearchResult": "results", "ImageRecord": "records", "Index": "index",
-          "IndexMismatchError": "index"}
+          "IndexMismatchError": "index", "Searcher": "searcher", "add_images": "searcher",
+          "load_index_model": "searcher"}
 
 
 def __getattr__(name):

@@ -369,26 +369,6 @@ class Index:
         copy.store, copy._journal = None, []  # a view for searching, never to be saved
         return copy
 
-    # ---- TRANSITIONAL: callers move to cfcd.index.searcher; removed in this change ----
-
-    def record(self, image_id: int) -> ImageRecord | None:
-        return self.records([image_id]).get(int(image_id))
-
-    def search_images(self, images, k=10, model=None, qe=0, alpha=rerank.DEFAULT_QE_ALPHA, settings=None, runtime=None):
-        from .searcher import Searcher
-
-        return Searcher(self, model).search(images, k, qe=qe, alpha=alpha, settings=settings, runtime=runtime)
-
-    def add_images(self, model, images, settings=None, runtime=None):
-        from .searcher import add_images
-
-        return add_images(self, model, images, settings, runtime)
-
-    def load_model(self):
-        from .searcher import load_index_model
-
-        return load_index_model(self)
-
     # ---- the learned projection (cfcd.index.projection) ---------------------------------
 
     def relearn(self, dim: int | None = None, shrinkage: float | None = None) -> None:

@@ -16,7 +16,6 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from . import registry
 from .registry import BACKBONES, TF_LITE_MEAN, TF_LITE_STD, TORCHVISION_BASE, BackboneSpec, WeightsFile
 
 TIMM_PREFIX = "timm:"

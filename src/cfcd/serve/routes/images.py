@@ -22,7 +22,7 @@ router = APIRouter(dependencies=[Depends(require_key)])
 
 
 def indexed_file(state: ServerState, image_id: int) -> Path:
-    record = state.index.record(image_id)
+    record = state.index.records([image_id]).get(image_id)
     if record is None:
         raise HTTPException(404, f"no image with id {image_id} in the index")
     path = Path(record.path)

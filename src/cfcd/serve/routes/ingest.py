@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 
+from ...index.searcher import add_images
 from ..state import ServerState, get_state, require_key
 from ..uploads import MAX_ID, decode_upload, read_upload, store_upload
 
@@ -24,7 +25,7 @@ def ingest(state: ServerState, data: bytes, relative: str | None) -> JSONRespons
         raise HTTPException(403, state.settings.read_only_reason)
     path, created = store_upload(data, state.settings.upload_dir, relative)
     try:
-        report = state.write(lambda index: index.add_images(state.model, [str(path)], runtime=state.runtime()))
+        report = state.write(lambda index: add_images(index, state.model, [str(path)], runtime=state.runtime()))
     except BaseException:
         if created:
             path.unlink(missing_ok=True)
@@ -39,7 +40,7 @@ def ingest(state: ServerState, data: bytes, relative: str | None) -> JSONRespons
         image_id, status = report.duplicates[0], 200
         if created:
             path.unlink(missing_ok=True)
-    record = state.index.record(image_id)
+    record = state.index.records([image_id]).get(image_id)
     return JSONResponse({"id": image_id, "added": status == 201, "path": record.path if record else str(path),
                          "index_version": state.index.generation, "image_url": f"/images/{image_id}",
                          "thumbnail_url": f"/thumbnails/{image_id}"}, status)

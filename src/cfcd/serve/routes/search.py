@@ -8,6 +8,7 @@ import anyio
 from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile
 
 from ...extraction import parse_bbox
+from ...index.searcher import Searcher
 from ..settings import DEFAULT_K, MAX_K
 from ..state import ServerState, get_state, require_key
 from ..uploads import decode_upload, read_upload
@@ -50,7 +51,7 @@ def run_search(state: ServerState, data: bytes, k: int, bbox, qe: int) -> dict:
     index = state.index
     start = time.perf_counter()
     try:
-        result = index.search_images([(img, bbox) if bbox else img], k=k, model=state.model, qe=qe, runtime=state.runtime())
+        result = Searcher(index, state.model).search([(img, bbox) if bbox else img], k=k, qe=qe, runtime=state.runtime())
     except ValueError as err:  # e.g. an empty crop, or QE on an index that cannot return its vectors
         raise HTTPException(400, str(err)) from None
     query = {"width": img.width, "height": img.height, "bbox": list(bbox) if bbox else None}
