@@ -151,7 +151,7 @@ def train_overrides(data: Path, out: Path, device: str, amp: str, mode: dict) ->
     return [
         f"data.train={data}", f"data.image_size={mode['image_size']}", "data.num_workers=4" if device == "cuda" else "data.num_workers=0",
         f"model.backbone={mode['backbone']}", f"model.dim={mode['dim']}", "stage1.init=''",
-        "stage2.tuple_size=4", f"loss.local_triplet.norm_images={mode['batch']}",
+        "sampler.tuples.tuple_size=4", f"loss.local_triplet.norm_images={mode['batch']}",
         f"stage1.epochs={mode['stage1_epochs']}", "stage1.warmup_epochs=1", f"stage1.batch_size={mode['batch']}",
         f"stage2.epochs={mode['stage2_epochs']}", f"stage2.batch_size={mode['batch']}",
         f"run.out_dir={out}", f"run.device={device}", f"run.amp={amp}", f"run.hem_batch_size={mode['batch']}",

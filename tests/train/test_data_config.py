@@ -16,13 +16,13 @@ def test_packaged_recipes_load_with_paper_settings():
     assert {"r50-gldv2", "r101-gldv2", "cpu-mobilenet"} <= set(packaged_recipes())
     r50 = load_config("r50-gldv2")
     assert (r50.stage1.batch_size, r50.data.image_size, r50.stage1.epochs, r50.stage2.epochs) == (128, 512, 50, 50)
-    assert (r50.stage1.base_lr, r50.loss["madacos"]["alpha"], r50.stage2.tuple_size) == (0.005, 0.02, 8)
+    assert (r50.stage1.base_lr, r50.loss["madacos"]["alpha"], r50.sampler["tuples"]["tuple_size"]) == (0.005, 0.02, 8)
     assert (r50.stage1.sampler, r50.stage1.head, r50.stage1.terms) == ("shuffle", "madacos", {"cross_entropy": 1.0})
     assert (r50.stage2.sampler, r50.stage2.terms) == ("tuples", {"cross_entropy": 1.0, "local_triplet": 1.0})
     assert r50.loss["local_triplet"] == {"margin": 0.1, "ratio": 0.9, "norm_images": 16}
     assert (r50.stage1.warmup_epochs, r50.stage2.warmup_epochs) == (5, 0)
     r101 = load_config("r101-gldv2")
-    assert (r101.model.backbone, r101.stage2.tuple_size) == ("resnet101", 4)
+    assert (r101.model.backbone, r101.sampler["tuples"]["tuple_size"]) == ("resnet101", 4)
     cpu = load_config("cpu-mobilenet", ["stage1.epochs=3", "data.drop_landmarks=[1, 2]", "run.amp=off"])
     assert (cpu.model.backbone, cpu.model.dim, cpu.stage1.epochs, cpu.data.drop_landmarks) == ("mobilenet_v2", 512, 3, [1, 2])
     assert cpu.run.amp == "off"
@@ -101,3 +101,24 @@ def test_augmentation_depends_only_on_the_seed():
     t = TrainTransform(48)
     a, b = t(img, torch.Generator().manual_seed(5)), t(img, torch.Generator().manual_seed(5))
     assert a.shape == (3, 48, 48) and torch.equal(a, b)
+
+
+def test_sampler_parameters_come_from_their_section_and_are_checked():
+    cfg = load_config("cpu-mobilenet", ["sampler.tuples.tuple_size=6"])
+    assert cfg.sampler == {"tuples": {"tuple_size": 6}}  # the override replaced the recipe's 4
+    with pytest.raises(ConfigError, match=r"sampler\.tuples\.tuple_sise: tuples has no such parameter; its parameters: tuple_size"):
+        load_config("cpu-mobilenet", ["sampler.tuples.tuple_sise=6"])
+    with pytest.raises(ConfigError, match=r"stage1\.sampler: unknown sampler 'pk'; choose one of shuffle, tuples, balanced"):
+        load_config("cpu-mobilenet", ["stage1.sampler=pk"])
+    with pytest.raises(ConfigError, match=r"sampler\.pk: not a registered sampler"):
+        load_config("cpu-mobilenet", ["sampler.pk.per_class=2"])
+
+
+def test_an_older_recipe_s_stage_tuple_size_is_read_as_the_sampler_parameter(tmp_path, caplog):
+    old = tmp_path / "old.yaml"
+    old.write_text("stage2:\n  sampler: tuples\n  tuple_size: 6\n")
+    assert load_config(old).sampler["tuples"] == {"tuple_size": 6}
+    assert "stage2.tuple_size is now sampler.tuples.tuple_size" in caplog.text
+    assert load_config(old, ["sampler.tuples.tuple_size=6"]).sampler["tuples"] == {"tuple_size": 6}
+    with pytest.raises(ConfigError, match="give only sampler.tuples.tuple_size"):
+        load_config(old, ["sampler.tuples.tuple_size=5"])

@@ -126,3 +126,23 @@ def test_shuffle_sampler_resumes_mid_epoch_and_slices_global_batch():
     for h in halves:
         h.set_epoch(3)
     assert [a + b for a, b in zip(*map(list, halves))] == batches
+
+
+def test_balanced_batches_hold_whole_groups_of_one_class_and_every_rank_its_share():
+    from cfcd.train.samplers import SAMPLERS, SamplerInputs
+
+    labels = [i // 5 for i in range(30)] + [6, 6, 7]  # class 7 has one image: its group repeats it
+
+    def batches(rank, world):
+        s = SAMPLERS.build("balanced", SamplerInputs(labels, None, 8, rank, world, 3), params={"per_class": 2})
+        s.set_epoch(1)
+        return [[i for i, _ in b] for b in s]
+
+    single = batches(0, 1)
+    assert len(single) == 3  # 16 groups of 2 (33 images), cut to whole global batches of 8
+    for batch in single:
+        assert all(labels[a] == labels[b] for a, b in zip(batch[::2], batch[1::2])), batch
+    two = [batches(r, 2) for r in range(2)]
+    assert [a + b for a, b in zip(*two)] == single  # each rank a contiguous half: whole groups
+    with pytest.raises(ValueError, match="per_class = 1"):
+        SAMPLERS.build("balanced", SamplerInputs(labels, None, 8, 0, 1, 3), params={"per_class": 1})

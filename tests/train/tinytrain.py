@@ -30,7 +30,7 @@ def tiny_overrides(data: Path, out: Path) -> list[str]:
     return [
         f"data.train={data}", "data.image_size=64", "data.num_workers=0",
         "model.backbone=mobilenet_v2", "model.dim=32",
-        "stage2.tuple_size=4", "loss.local_triplet.norm_images=8",
+        "sampler.tuples.tuple_size=4", "loss.local_triplet.norm_images=8",
         "stage1.epochs=2", "stage1.warmup_epochs=1", "stage1.batch_size=8", "stage1.init=''", "stage1.base_lr=0.01",
         "stage2.epochs=1", "stage2.batch_size=8",
         f"run.out_dir={out}", "run.device=cpu", "run.amp=off", "run.hem_batch_size=8",

@@ -10,6 +10,7 @@ An unknown key, in the file or in an override, is an error that names it.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -20,6 +21,7 @@ import yaml
 from ..errors import ConfigError
 from ..model import ModelConfig
 
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -58,8 +60,9 @@ class StageConfig:
     base_lr: float = 0.005
     batch_size: int = 128  # global: the same whatever the number of processes
     init: str = ""  # stage 1: ImageNet weights (name or path); stage 2: "" = this run's stage-1 model
-    sampler: str = "shuffle"  # shuffle | tuples (hard-negative tuples from the table, cfcd.train.stages)
-    tuple_size: int = 8  # sampler = tuples: anchor, positive, tuple_size - 2 negatives
+    # A sampler of cfcd.train.samplers.SAMPLERS: shuffle | tuples (hard-negative tuples from the
+    # table); its parameters in sampler.<name> (e.g. sampler.tuples.tuple_size).
+    sampler: str = "shuffle"
     head: str = "madacos"  # a classifier head of cfcd.losses.registry.HEADS; parameters in loss.<head>
     # Loss terms of cfcd.losses.registry.TERMS and their weights; parameters in loss.<term>.
     terms: dict = field(default_factory=lambda: {"cross_entropy": 1.0})
@@ -102,6 +105,8 @@ class TrainConfig:
     # Parameters of heads and loss terms by registered name, e.g. {"madacos": {"alpha": 0.02}};
     # what is not given takes the constructor's default (cfcd.losses).
     loss: dict = field(default_factory=dict)
+    # Parameters of batch samplers by registered name, e.g. {"tuples": {"tuple_size": 4}}.
+    sampler: dict = field(default_factory=dict)
     optim: OptimConfig = field(default_factory=OptimConfig)
     stage1: Stage1Config = field(default_factory=lambda: Stage1Config(warmup_epochs=5))
     stage2: StageConfig = field(default_factory=_stage2)
@@ -213,7 +218,7 @@ def _over_defaults(data: dict) -> dict:
     overrides then add to or change what the recipe (or the default) says."""
     merged = TrainConfig().to_dict()
     for section, values in data.items():
-        if isinstance(merged.get(section), dict) and isinstance(values, dict) and section != "loss":
+        if isinstance(merged.get(section), dict) and isinstance(values, dict) and section not in ("loss", "sampler"):
             merged[section] = {**merged[section], **values}
         else:
             merged[section] = values
@@ -221,10 +226,57 @@ def _over_defaults(data: dict) -> dict:
 
 
 def train_config_from_dict(data: dict) -> TrainConfig:
-    """A ``TrainConfig`` from a recipe's sections (defaults included), its losses checked."""
-    cfg = _build(TrainConfig, data)
+    """A ``TrainConfig`` from a recipe's sections (defaults included), its losses and samplers checked."""
+    cfg = _build(TrainConfig, _moved_keys(data))
     _check_losses(cfg)
+    _check_samplers(cfg)
     return cfg
+
+
+def _moved_keys(data: dict) -> dict:
+    """Recipes written before samplers took parameters said ``stageN.tuple_size``: read it as
+    ``sampler.tuples.tuple_size`` (a parameter of the sampler, not of the stage)."""
+    data = dict(data)
+    for key in ("stage1", "stage2"):
+        stage = data.get(key)
+        if isinstance(stage, dict) and "tuple_size" in stage:
+            data[key] = {k: v for k, v in stage.items() if k != "tuple_size"}
+            sampler = dict(data.get("sampler") or {})
+            tuples = dict(sampler.get("tuples") or {})
+            if tuples.get("tuple_size", stage["tuple_size"]) != stage["tuple_size"]:
+                raise ConfigError(f"{key}.tuple_size = {stage['tuple_size']} and sampler.tuples.tuple_size = "
+                                  f"{tuples['tuple_size']}; give only sampler.tuples.tuple_size")
+            tuples["tuple_size"] = stage["tuple_size"]
+            data["sampler"] = {**sampler, "tuples": tuples}
+            log.warning("%s.tuple_size is now sampler.tuples.tuple_size; read as that", key)
+    return data
+
+
+def _check_samplers(cfg: TrainConfig) -> None:
+    """Every sampler named exists and every ``sampler.<name>`` parameter is one it takes."""
+    from .samplers import SAMPLERS
+
+    for key in ("stage1", "stage2"):
+        name = getattr(cfg, key).sampler
+        if name not in SAMPLERS:
+            raise ConfigError(f"{key}.sampler: unknown sampler {name!r}; choose one of {SAMPLERS.choices()}")
+    for name, params in cfg.sampler.items():
+        if name not in SAMPLERS:
+            raise ConfigError(f"sampler.{name}: not a registered sampler ({SAMPLERS.choices()})")
+        if not isinstance(params, dict):
+            raise ConfigError(f"sampler.{name}: expected a mapping of parameters, got {params!r}")
+        try:
+            SAMPLERS.check_params(name, params, skip=1, where=f"sampler.{name}")
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+
+
+def sampler_params(cfg: TrainConfig, stage: str) -> dict:
+    """The parameters stage ``stage``'s sampler runs with: its defaults under ``sampler.<name>``."""
+    from .samplers import SAMPLERS
+
+    name = getattr(cfg, stage).sampler
+    return {**SAMPLERS.parameters(name, skip=1), **cfg.sampler.get(name, {})}
 
 
 def _check_losses(cfg: TrainConfig) -> None:

@@ -39,7 +39,7 @@ from tqdm import tqdm
 from ..losses.base import StepOutputs
 from ..model import CFCDNet, read_checkpoint
 from ..model.checkpoint import atomic_save, make_checkpoint
-from .config import StageConfig, TrainConfig
+from .config import StageConfig, TrainConfig, sampler_params, train_config_from_dict
 from .datasets import Samples, TrainDataset, collate, read_samples, split_validation
 from .guard import BEST, INIT, START, Guard
 from .head_init import HEAD_INITS, init_head
@@ -61,7 +61,7 @@ BATCHNORM_MODES = ("batch", "frozen")
 PAUSE_ENV = "CFCD_TRAIN_PAUSE_AFTER"
 PAUSED_MARKER = "cfcd-train-paused"
 # Settings a resumed stage must share with its checkpoint: they define the sampler's positions.
-RESUME_FIXED = ("batch_size", "sampler", "tuple_size")
+RESUME_FIXED = ("batch_size", "sampler")  # and every parameter of the sampler
 
 __all__ = ["FINAL", "LAST", "Runtime", "StageTrainer", "init_runtime", "learning_rate", "run", "training_data"]
 
@@ -270,16 +270,22 @@ class StageTrainer:
         if list(state["class_map"]) != self.train_samples.classes:
             raise ValueError(f"{path}: its class map differs from the classes of data.train")
         key = f"stage{self.number}"
-        saved = state.get("train_config", {}).get(key, {})
+        saved_cfg = train_config_from_dict(state["train_config"]) if "train_config" in state else None
+        saved = getattr(saved_cfg, key).__dict__ if saved_cfg else {}
         here = getattr(self.cfg, key).__dict__
-        changed = [k for k in saved if k != "init" and saved[k] != here.get(k)]
-        fixed = [k for k in changed if k in RESUME_FIXED]
+        changed = {f"{key}.{k}": (saved[k], here.get(k)) for k in saved if k != "init" and saved[k] != here.get(k)}
+        fixed = [f"{key}.{k}" for k in RESUME_FIXED if f"{key}.{k}" in changed]
+        if saved_cfg and saved["sampler"] == here["sampler"]:
+            before, now = sampler_params(saved_cfg, key), sampler_params(self.cfg, key)
+            fixed += [f"sampler.{here['sampler']}.{k}" for k in now if before.get(k) != now[k]]
+            changed.update({f"sampler.{here['sampler']}.{k}": (before.get(k), now[k]) for k in now if before.get(k) != now[k]})
         if fixed:
-            raise ValueError(f"{path}: {key}.{fixed[0]} was {saved[fixed[0]]!r} in this run, now {here[fixed[0]]!r}; "
+            was, now = changed[fixed[0]]
+            raise ValueError(f"{path}: {fixed[0]} was {was!r} in this run, now {now!r}; "
                              "the sampler position depends on it: resume with the same value or use a new run.out_dir")
         if changed and self.rt.main:
             log.warning("%s: resuming with changed settings %s; the run will differ from an uninterrupted one",
-                        path, ", ".join(f"{key}.{k}: {saved[k]!r} -> {here.get(k)!r}" for k in changed))
+                        path, ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items()))
         self.model.load_state_dict(converted.model_state)
         self.head.weight.data.copy_(converted.classifier)
         self.fresh_head = False

@@ -8,6 +8,10 @@ epoch and takes its own contiguous slice of each global batch.
 
 Both yield ``(index, seed)`` pairs: ``seed`` fixes the sample's augmentation. ``set_epoch(epoch,
 start_step)`` positions the sampler anywhere in an epoch, which is how a run resumes mid-epoch.
+
+A recipe names its sampler (``stageN.sampler``) from ``SAMPLERS``; each entry is a factory
+``make(inputs: SamplerInputs, **params)`` whose keyword parameters are set in the recipe as
+``sampler.<name>.<parameter>`` (docs/extending.md has a worked example).
 """
 
 from __future__ import annotations
@@ -15,10 +19,13 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch.utils.data import Sampler
+
+from ..registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +182,10 @@ def _dist_defaults(rank: int | None, world_size: int | None) -> tuple[int, int]:
     return 0, 1
 
 
-class _SlicedBatchSampler(Sampler):
-    """Per-rank batches of ``(index, seed)`` cut from the epoch's global order (``plan``)."""
+class SlicedBatchSampler(Sampler):
+    """Per-rank batches of ``(index, seed)`` cut from the epoch's global order. A sampler is a
+    subclass whose ``plan(epoch)`` returns that order (the same on every rank: draw it from
+    ``sample_seed(self.seed, epoch, ...)``); ``unit`` > 1 keeps groups of that many whole."""
 
     unit = 1  # a rank's batch must be a whole number of these
 
@@ -210,10 +219,6 @@ class _SlicedBatchSampler(Sampler):
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
         self.epoch, self.start_step = epoch, start_step
 
-    def global_batch_indices(self, step: int) -> list[int]:
-        order = self.order(self.epoch)
-        return order[step * self.global_batch:(step + 1) * self.global_batch]
-
     def __len__(self) -> int:
         return max(0, self.steps_per_epoch() - self.start_step)
 
@@ -224,7 +229,7 @@ class _SlicedBatchSampler(Sampler):
             yield [(order[p], sample_seed(self.seed, self.epoch, p)) for p in range(begin, begin + self.batch_size)]
 
 
-class ShuffleBatchSampler(_SlicedBatchSampler):
+class ShuffleBatchSampler(SlicedBatchSampler):
     """Stage 1: a permutation of all images per epoch, seeded by (seed, epoch)."""
 
     def __init__(self, num_samples: int, global_batch: int, rank=None, world_size=None, seed: int = 0):
@@ -238,7 +243,7 @@ class ShuffleBatchSampler(_SlicedBatchSampler):
         return torch.randperm(self.num_samples, generator=generator).tolist()
 
 
-class TupleBatchSampler(_SlicedBatchSampler):
+class TupleBatchSampler(SlicedBatchSampler):
     """Stage 2: hard-negative tuples (``hard_negative_tuples``), as many images per epoch as
     the training set has, in whole global batches."""
 
@@ -266,3 +271,38 @@ class TupleBatchSampler(_SlicedBatchSampler):
             self.labels, self.predictions, self.tuple_size, num_tuples, sample_seed(self.seed, epoch, -2)
         )
         return [i for t in tuples for i in t]
+
+
+@dataclass(frozen=True)
+class SamplerInputs:
+    """What every sampler is built from: the training images' class labels, the hard-negative
+    table (each image's predicted class, or None), the global batch size, this process's rank
+    and the number of processes, and the stage's seed."""
+
+    labels: Sequence[int]
+    predictions: Sequence[int] | None
+    global_batch: int
+    rank: int
+    world_size: int
+    seed: int
+
+
+SAMPLERS = Registry("sampler", home="cfcd.train.samplers")
+
+
+@SAMPLERS.register("shuffle")
+def shuffle(inputs: SamplerInputs) -> ShuffleBatchSampler:
+    """A seeded permutation of all images per epoch (stage 1)."""
+    return ShuffleBatchSampler(len(inputs.labels), inputs.global_batch, inputs.rank, inputs.world_size, inputs.seed)
+
+
+@SAMPLERS.register("tuples")
+def tuples(inputs: SamplerInputs, tuple_size: int = 8) -> TupleBatchSampler:
+    """Hard-negative tuples of ``tuple_size``: [anchor, positive, tuple_size - 2 negatives] (stage 2)."""
+    if inputs.predictions is None and inputs.rank == 0:
+        log.warning("no hard-negative table; training on RANDOM tuples (run `cfcd hem` for hard negatives)")
+    return TupleBatchSampler(inputs.labels, inputs.predictions, tuple_size, inputs.global_batch, inputs.rank,
+                             inputs.world_size, inputs.seed)
+
+
+SAMPLERS.register("balanced", "cfcd.train.balanced:balanced")

@@ -1,6 +1,6 @@
 """A training stage = a batch sampler + a classifier head + weighted loss terms, built by name
-from ``stageN.sampler``, ``stageN.head``, ``stageN.terms`` and ``loss.<name>`` (heads and terms:
-``cfcd.losses.registry``; samplers: ``SAMPLERS`` below).
+from ``stageN.sampler`` with ``sampler.<name>``, and ``stageN.head``, ``stageN.terms`` with
+``loss.<name>`` (heads and terms: ``cfcd.losses.registry``; samplers: ``cfcd.train.samplers.SAMPLERS``).
 
     loss = sum_k w_k term_k(outputs, labels)
 
@@ -10,7 +10,6 @@ stage 2 = tuples + madacos + {cross_entropy: 1, local_triplet: lambda}.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import torch
@@ -21,25 +20,7 @@ from ..losses.registry import build_head, build_term
 from .config import StageConfig, TrainConfig
 from .datasets import Samples
 from .runtime import Runtime
-from .samplers import ShuffleBatchSampler, TupleBatchSampler
-
-log = logging.getLogger(__name__)
-
-
-def shuffle_sampler(scfg: StageConfig, samples: Samples, predictions, rt: Runtime, seed: int):
-    """A seeded permutation of all images per epoch."""
-    return ShuffleBatchSampler(len(samples), scfg.batch_size, rt.rank, rt.world_size, seed)
-
-
-def tuple_sampler(scfg: StageConfig, samples: Samples, predictions, rt: Runtime, seed: int):
-    """Hard-negative tuples [anchor, positive, negatives...] from the stage-1 predictions."""
-    if predictions is None and rt.main:
-        log.warning("no hard-negative table; training on RANDOM tuples (run `cfcd hem` for hard negatives)")
-    return TupleBatchSampler(samples.labels, predictions, scfg.tuple_size, scfg.batch_size, rt.rank,
-                             rt.world_size, seed)
-
-
-SAMPLERS = {"shuffle": shuffle_sampler, "tuples": tuple_sampler}
+from .samplers import SAMPLERS, SamplerInputs
 
 
 @dataclass
@@ -76,9 +57,9 @@ def build_stage(cfg: TrainConfig, number: int, samples: Samples, rt: Runtime, em
     """Stage ``number`` of ``cfg`` over ``samples`` (``predictions``: the hard-negative table)."""
     key = f"stage{number}"
     scfg: StageConfig = getattr(cfg, key)
-    if scfg.sampler not in SAMPLERS:
-        raise ValueError(f"{key}.sampler = {scfg.sampler!r}; known samplers: {', '.join(SAMPLERS)}")
-    sampler = SAMPLERS[scfg.sampler](scfg, samples, predictions, rt, cfg.run.seed + 1000 * number)
+    inputs = SamplerInputs(samples.labels, predictions, scfg.batch_size, rt.rank, rt.world_size,
+                           cfg.run.seed + 1000 * number)
+    sampler = SAMPLERS.build(scfg.sampler, inputs, params=cfg.sampler.get(scfg.sampler), where=f"sampler.{scfg.sampler}")
     head = build_head(scfg.head, embedding_dim, samples.num_classes, cfg.loss.get(scfg.head))
     terms = [(float(w), build_term(name, cfg.loss.get(name))) for name, w in scfg.terms.items() if w]
     if not terms:
