@@ -71,8 +71,8 @@ def test_index_from_features_refuses_extraction_options(tmp_path, capsys):
 
 
 def test_a_bug_keeps_its_traceback_and_a_user_error_is_one_line(monkeypatch, capsys, tmp_path):
-    """Only the project's own errors (cfcd.errors) become one-line messages: a KeyError or a
-    RuntimeError of a bug inside a command reaches the user with its traceback."""
+    """Only the project's own errors (cfcd.errors) become one-line messages: a KeyError, a
+    RuntimeError or a ValueError of a bug inside a command reaches the user with its traceback."""
     import pytest
 
     import cfcd.cli.weights
@@ -87,6 +87,13 @@ def test_a_bug_keeps_its_traceback_and_a_user_error_is_one_line(monkeypatch, cap
         main(["weights", "list"])
     monkeypatch.setattr(cfcd.cli.weights, "list_models", lambda args: (_ for _ in ()).throw(RuntimeError("a bug")))
     with pytest.raises(RuntimeError, match="a bug"):
+        main(["weights", "list"])
+
+    def told(args):  # a builtin raised by a `raise` statement is a bug too, however it reads
+        raise ValueError("--x 3: expected 1")
+
+    monkeypatch.setattr(cfcd.cli.weights, "list_models", told)
+    with pytest.raises(ValueError, match="expected 1"):
         main(["weights", "list"])
     monkeypatch.setattr(cfcd.cli.weights, "list_models", lambda args: (_ for _ in ()).throw(ConfigError("--x 3: expected 1")))
     assert main(["weights", "list"]) == 2
@@ -123,7 +130,7 @@ def test_builtins_raised_by_modules_not_yet_converted_stay_one_line(tmp_path):
             return err
         raise AssertionError("did not raise")
 
-    pending, converted = load("cfcd/index/old.py"), load("cfcd/extraction_like.py")
+    pending, converted = load("cfcd/index/index.py"), load("cfcd/index/store.py")
     assert is_user_error(raised(pending.told))
     assert not is_user_error(raised(pending.lookup))
     assert not is_user_error(raised(converted.told)) and not is_user_error(raised(converted.lookup))

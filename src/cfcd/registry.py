@@ -19,6 +19,8 @@ import inspect
 from collections.abc import Mapping
 from typing import Any, Callable, Iterator
 
+from .errors import ConfigError
+
 
 class Registry(Mapping):
     """Named entries of one ``kind``; ``home`` is the module where they are registered. A
@@ -72,7 +74,7 @@ class Registry(Mapping):
 
     def _check(self, name: str) -> None:
         if name not in self._entries:
-            raise ValueError(f"unknown {self.kind} {name!r}; choose one of {self.choices()} ({self.home})")
+            raise ConfigError(f"unknown {self.kind} {name!r}; choose one of {self.choices()} ({self.home})")
 
     def get(self, name: str) -> Any:
         """The entry ``name`` (imported now if registered as a string)."""
@@ -99,8 +101,8 @@ class Registry(Mapping):
         known = self.parameters(name, skip)
         unknown = sorted(set(params) - set(known))
         if unknown:
-            raise ValueError(f"{where or name}.{unknown[0]}: {name} has no such parameter; "
-                             f"its parameters: {', '.join(known) or 'none'}")
+            raise ConfigError(f"{where or name}.{unknown[0]}: {name} has no such parameter; "
+                              f"its parameters: {', '.join(known) or 'none'}")
 
     def build(self, name: str, *args, params: dict | None = None, where: str = "") -> Any:
         """``entry(*args, **params)``, the parameters checked first (``check_params``)."""

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cfcd.index import Index
-from cfcd.index.duplicates import UnionFind, near_duplicates, same_group_pairs
+from cfcd.index.duplicates import DEFAULT_THRESHOLD, UnionFind, near_duplicates, same_group_pairs
 from cfcd.index.neighbours import UnknownImage, neighbour_blocks, similar
 
 # Three scenes of 4, 3 and 2 photos (a base vector plus small noise) and 11 unrelated photos.
@@ -110,3 +110,16 @@ def test_commands(collection, tmp_path):
     assert missing.returncode == 2 and "no image with id 99" in missing.stderr
     neither = cfcd("search", root)
     assert neither.returncode == 2 and "--id N" in neither.stderr
+
+
+def test_bad_id_or_threshold_is_one_line(collection, capsys):
+    # cfcd.errors types (UnknownImage is a NotFound; the threshold a ConfigError): one line, no traceback
+    from cfcd.cli import main
+
+    root, _ = collection
+    assert main(["search", str(root), "--id", "99"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("cfcd search: error: no image with id 99 in the index"), err
+    assert main(["duplicates", str(root), "--threshold", "2"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"cfcd duplicates: error: threshold 2.0: a cosine similarity, between -1 and 1 (default {DEFAULT_THRESHOLD})"]

@@ -39,9 +39,7 @@ COMMANDS = {
 # them to cfcd.errors). Until then a builtin raised by a `raise` statement in one of them is
 # printed as one line too; anything else (a KeyError of a lookup, an error raised elsewhere)
 # keeps its traceback. Remove an entry once its module raises CfcdError.
-NOT_YET_CONVERTED = ("cfcd/index/", "cfcd/train/", "cfcd/serve/", "cfcd/cli/search.py", "cfcd/cli/duplicates.py",
-                     "cfcd/registry.py", "cfcd/model/registry.py", "cfcd/losses/registry.py",
-                     "cfcd/evaluate/benchmarks/__init__.py")
+NOT_YET_CONVERTED = ("cfcd/index/index.py", "cfcd/train/engine.py", "cfcd/train/samplers.py", "cfcd/train/stages.py")
 BUILTIN_USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, RuntimeError, KeyError)
 
 

@@ -37,6 +37,7 @@ def parse_bbox(text: str) -> tuple[float, float, float, float]:
 
 
 def run(args) -> None:
+    from ..errors import ConfigError
     from ..index import Index
     from ..index.neighbours import similar
     from ..index.searcher import Searcher
@@ -44,17 +45,15 @@ def run(args) -> None:
     from ..settings import Runtime
 
     if bool(args.queries) == bool(args.ids):
-        raise ValueError("give query images, or --id N for images already in the index (not both)")
+        raise ConfigError("give query images, or --id N for images already in the index (not both)")
     if args.ids and args.bbox:
-        raise ValueError("--bbox crops a query image; an indexed image (--id) is searched whole")
+        raise ConfigError("--bbox crops a query image; an indexed image (--id) is searched whole")
     index = Index.load(args.index)
     if args.dba:
         index = index.augmented(args.dba, args.dba_alpha)
     if args.ids:
-        try:
-            result = similar(index, args.ids, k=args.k, qe=args.qe, alpha=args.alpha)
-        except KeyError as err:
-            raise ValueError(str(err)) from None
+        # an unknown id raises UnknownImage, a cfcd NotFound: one line for the user
+        result = similar(index, args.ids, k=args.k, qe=args.qe, alpha=args.alpha)
         names = [{"id": i} for i in args.ids]
     else:
         model = load_model(args.model) if args.model else None  # None: the index's own

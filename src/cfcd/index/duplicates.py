@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import ConfigError
 from .neighbours import BLOCK, neighbour_blocks
 
 # Cosine similarity from which two images count as the same scene; measured on instances-dev
@@ -23,7 +24,7 @@ DEFAULT_NEIGHBOURS = 10
 
 def check_threshold(threshold: float) -> float:
     if not -1.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold {threshold}: a cosine similarity, between -1 and 1 (default {DEFAULT_THRESHOLD})")
+        raise ConfigError(f"threshold {threshold}: a cosine similarity, between -1 and 1 (default {DEFAULT_THRESHOLD})")
     return float(threshold)
 
 
@@ -76,7 +77,7 @@ def near_duplicates(index, threshold: float = DEFAULT_THRESHOLD, k: int = DEFAUL
     left out."""
     threshold = check_threshold(threshold)
     if k < 1:
-        raise ValueError(f"neighbours {k}: look at least 1 neighbour per image")
+        raise ConfigError(f"neighbours {k}: look at least 1 neighbour per image")
     all_ids = np.asarray(index.ids(), dtype=np.int64)
     sets = UnionFind(len(all_ids))
     weakest = np.full(len(all_ids), np.inf, np.float32)

@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import ConfigError
 from . import projection as learning
 from .contract import CatalogueLayer, RawLayer, VectorLayer
 from .projection import Projection
@@ -93,7 +94,7 @@ class Layers:
         ``ValueError`` where the vector layer cannot return them (fast-scan codes)."""
         caps = self.vectors.capabilities
         if not caps.reconstructs:
-            raise ValueError(
+            raise ConfigError(
                 f"{caps.why_not_reconstruct}: query expansion and DBA are not available on it; search without "
                 "them, or rebuild with a plain PQ (e.g. 'IVF4096,PQ64') or Flat index"
             )

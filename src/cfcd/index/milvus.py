@@ -44,6 +44,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from ..errors import AlreadyExists, ConfigError, MismatchError, NotFound, Unavailable
 from .layers import Layers
 from .projection import Projection
 from .records import ImageRecord
@@ -72,7 +73,7 @@ def parse_location(location: str | Path) -> tuple[str, str, bool]:
         scheme = "http" if url.scheme == "milvus" else url.scheme
         name = url.path.strip("/") or DEFAULT_COLLECTION
         if not url.hostname or not name.replace("_", "").isalnum():
-            raise ValueError(f"{text}: expected milvus://HOST:PORT/COLLECTION (letters, digits and _ in the name)")
+            raise ConfigError(f"{text}: expected milvus://HOST:PORT/COLLECTION (letters, digits and _ in the name)")
         return f"{scheme}://{url.hostname}:{url.port or 19530}", name, False
     return str(Path(text).expanduser().resolve()), DEFAULT_COLLECTION, True
 
@@ -84,7 +85,7 @@ def parse_factory(factory: str) -> tuple[str, dict]:
     for item in filter(None, params.split(",")):
         key, eq, value = item.partition("=")
         if not eq:
-            raise ValueError(f"Milvus index {factory!r}: expected TYPE or TYPE:key=value,... e.g. 'HNSW:M=32,efConstruction=200'")
+            raise ConfigError(f"Milvus index {factory!r}: expected TYPE or TYPE:key=value,... e.g. 'HNSW:M=32,efConstruction=200'")
         out[key.strip()] = int(value) if value.strip().isdigit() else value.strip()
     return kind.strip().upper(), out
 
@@ -123,13 +124,13 @@ class MilvusStore:
             try:
                 from pymilvus import MilvusClient
             except ImportError as err:
-                raise ImportError("the Milvus engine needs pymilvus (and milvus-lite for .db paths): "
+                raise Unavailable("the Milvus engine needs pymilvus (and milvus-lite for .db paths): "
                                   "pip install 'cfcd[milvus]'") from err
             try:
                 self._client = MilvusClient(self.uri)
             except Exception as err:  # pymilvus raises its own exception types for any failure
                 busy = " (Milvus Lite lets one process open it: serve it with `milvus-lite server`)" if self.lite else ""
-                raise RuntimeError(f"{self._location}: cannot open Milvus at {self.uri}{busy}: {err}") from None
+                raise Unavailable(f"{self._location}: cannot open Milvus at {self.uri}{busy}: {err}") from None
         return self._client
 
     def close(self) -> None:
@@ -163,8 +164,8 @@ class MilvusStore:
     def version(self) -> int:
         info = self.info()
         if not info.get("published"):
-            raise FileNotFoundError(f"{self._location}: no cfcd index in Milvus collection {self.name!r}; "
-                                    "create one with `cfcd index build`")
+            raise NotFound(f"{self._location}: no cfcd index in Milvus collection {self.name!r}; "
+                           "create one with `cfcd index build`")
         return info["published"]
 
     def check_vacant(self) -> None:
@@ -210,9 +211,9 @@ class MilvusStore:
             info = {"published": 0}
             self._write_info(info)
         elif info.get("published"):
-            raise FileExistsError(f"{self._location}: an index already exists there (a Milvus collection is not "
-                                  f"replaced by --force: drop collections {self.name!r}, {self.images!r}, {self.raw!r} "
-                                  f"and {self.projections!r} first)")
+            raise AlreadyExists(f"{self._location}: an index already exists there (a Milvus collection is not "
+                                f"replaced by --force: drop collections {self.name!r}, {self.images!r}, {self.raw!r} "
+                                f"and {self.projections!r} first)")
         self._load(self.name, self.images, self.raw, self.projections)
         gen = info.get("published", 0)
         return Layers(MilvusVectors(self, dim, factory, gen, 0, self.name), MilvusCatalogue(self, gen, 0, {}),
@@ -245,7 +246,7 @@ class MilvusStore:
         try:
             client.create_collection(name, schema=schema, index_params=index, consistency_level="Strong")
         except Exception as err:
-            raise ValueError(f"Milvus refused index {kind} {params} for {name!r}: {err}") from None
+            raise ConfigError(f"Milvus refused index {kind} {params} for {name!r}: {err}") from None
 
     # ---- the write lock and publishing --------------------------------------------------
 
@@ -258,8 +259,8 @@ class MilvusStore:
         returns its number."""
         vectors, catalogue, raw = layers.vectors, layers.catalogue, layers.raw
         if not isinstance(vectors, MilvusVectors):
-            raise ValueError(f"{self._location}: a Milvus location holds Milvus indexes; this index uses the "
-                             f"{vectors.engine} engine (build it at this location instead)")
+            raise MismatchError(f"{self._location}: a Milvus location holds Milvus indexes; this index uses the "
+                                f"{vectors.engine} engine (build it at this location instead)")
         info = self.info()
         base = info.get("published", 0)
         gen = base + 1
@@ -329,8 +330,8 @@ class _Lease:
                 if (self.store.info().get("writer") or {}).get("owner") == self.owner:
                     return self
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.store.location}: {lease.get('owner')} has been writing to this index for over "
-                                   f"{self.timeout:.0f} s; wait for it to finish and retry")
+                raise Unavailable(f"{self.store.location}: {lease.get('owner')} has been writing to this index for over "
+                                  f"{self.timeout:.0f} s; wait for it to finish and retry")
             time.sleep(0.2)
 
     def __exit__(self, *exc) -> None:

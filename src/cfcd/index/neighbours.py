@@ -12,6 +12,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from ..errors import NotFound
 from .rerank import DEFAULT_QE_ALPHA
 from .results import SearchResult
 
@@ -20,11 +21,8 @@ from .results import SearchResult
 BLOCK = 1024
 
 
-class UnknownImage(KeyError):
-    """An id that names no image of the index."""
-
-    def __str__(self) -> str:
-        return self.args[0]
+class UnknownImage(NotFound, KeyError):
+    """An id that names no image of the index (still a ``KeyError``: a lookup that missed)."""
 
 
 def check_ids(index, ids: Sequence[int]) -> np.ndarray:

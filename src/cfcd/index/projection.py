@@ -23,6 +23,8 @@ from typing import Iterable
 
 import numpy as np
 
+from ..errors import InputError, MismatchError
+
 # The rule the transductive protocol chose (docs/results.md, "A projection learned by the
 # index from its own photos"): from MIN_IMAGES images on, d = n / IMAGES_PER_DIM up to MAX_DIM,
 # shrinkage SHRINKAGE (the middle of the 4-16 plateau at every size measured). Below 100
@@ -79,7 +81,7 @@ class Projection:
         """Projected, L2-normalised rows (n, d) float32 of raw descriptors (n, D)."""
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.input_dim:
-            raise ValueError(f"the projection maps {self.input_dim}-d descriptors; got shape {x.shape}")
+            raise MismatchError(f"the projection maps {self.input_dim}-d descriptors; got shape {x.shape}")
         y = (x - self.mean) @ self.matrix.T
         return np.ascontiguousarray(y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12), dtype=np.float32)
 
@@ -97,7 +99,7 @@ class Projection:
     def from_rows(cls, rows: np.ndarray, described: dict) -> "Projection":
         rows = np.asarray(rows, dtype=np.float32)
         if rows.shape != (described["dim"] + 1, described["input_dim"]):
-            raise ValueError(f"a stored projection has rows {rows.shape}, not {(described['dim'] + 1, described['input_dim'])}: "
+            raise InputError(f"a stored projection has rows {rows.shape}, not {(described['dim'] + 1, described['input_dim'])}: "
                              "the index is damaged; learn it again (`cfcd index relearn`)")
         return cls(rows[0].copy(), rows[1:].copy(), int(described["learned_from"]), float(described["shrinkage"]))
 
@@ -132,7 +134,7 @@ def learn(blocks: Iterable[np.ndarray], dim: int, shrinkage: float) -> Projectio
         part = Moments.of(np.asarray(block, dtype=np.float32), torch.float32)
         moments = part if moments is None else moments + part
     if moments is None or moments.count < 2:
-        raise ValueError("learning a projection needs at least two indexed images")
+        raise InputError("learning a projection needs at least two indexed images")
     dim = min(int(dim), moments.count - 1, moments.mean.numel())
     w = whitening_from_moments(moments, dim, power=0.5, shrinkage=shrinkage)
     return Projection(w.mean.numpy().astype(np.float32), w.projection.numpy().astype(np.float32),

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from ..errors import ConfigError
 from . import rerank
 from .records import describe_file, new_positions
 from .results import AddReport, SearchResult
@@ -26,7 +27,7 @@ def load_index_model(index):
     from ..model.load import load_described
 
     if not index.model:
-        raise ValueError("this index was built from descriptors without a model description; pass the model explicitly")
+        raise ConfigError("this index was built from descriptors without a model description; pass the model explicitly")
     model = load_described(index.model)
     index.check_compatible(model)
     return model

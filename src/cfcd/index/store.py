@@ -34,6 +34,7 @@ import threading
 import time
 from pathlib import Path
 
+from ..errors import AlreadyExists, InputError, MismatchError, NotFound, Unavailable
 from .catalogue import Catalogue
 from .catalogue import Error as CatalogueError
 from .layers import Layers
@@ -82,10 +83,10 @@ def current(root: str | Path) -> tuple[int, Path]:
     try:
         name = (root / CURRENT).read_text().strip()
     except FileNotFoundError:
-        raise FileNotFoundError(f"{root}: not a cfcd index (no {CURRENT} file); create one with `cfcd index build`") from None
+        raise NotFound(f"{root}: not a cfcd index (no {CURRENT} file); create one with `cfcd index build`") from None
     match = _VERSION.match(name)
     if not match:
-        raise ValueError(f"{root / CURRENT}: names {name!r}, not an index version; the index is damaged")
+        raise InputError(f"{root / CURRENT}: names {name!r}, not an index version; the index is damaged")
     return int(match.group(1)), root / name
 
 
@@ -183,7 +184,7 @@ class WriteLock:
                     raise
                 if time.monotonic() > deadline:
                     os.close(fd)
-                    raise RuntimeError(
+                    raise Unavailable(
                         f"{self.path}: another process has been writing to this index for over "
                         f"{self.timeout:.0f} s; wait for it to finish and retry"
                     ) from None
@@ -219,8 +220,8 @@ class LocalLock:
 
     def __enter__(self) -> "LocalLock":
         if not self._lock.acquire(timeout=self.timeout):
-            raise RuntimeError(f"{self.key}: another writer in this process has been writing to this index for over "
-                               f"{self.timeout:.0f} s; wait for it to finish and retry")
+            raise Unavailable(f"{self.key}: another writer in this process has been writing to this index for over "
+                              f"{self.timeout:.0f} s; wait for it to finish and retry")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -283,15 +284,15 @@ class DirectoryStore:
         """Refuse a directory that holds something other than a cfcd index."""
         if self.root.exists() and not self.exists():
             if not self.root.is_dir():
-                raise FileExistsError(f"{self.root}: exists and is not a directory; choose another path")
+                raise AlreadyExists(f"{self.root}: exists and is not a directory; choose another path")
             stray = [p.name for p in self.root.iterdir() if p.name != LOCK][:3]
             if stray:
-                raise FileExistsError(f"{self.root}: exists and is not a cfcd index (holds {stray}); choose another path")
+                raise AlreadyExists(f"{self.root}: exists and is not a cfcd index (holds {stray}); choose another path")
 
     def publish(self, layers: Layers) -> int:
         """Write ``layers`` as the next version (call with the lock held); returns its generation."""
         if not isinstance(layers.vectors, FaissVectors):
-            raise ValueError(f"{self.root}: a directory holds FAISS indexes; this index uses the {layers.vectors.engine} engine")
+            raise MismatchError(f"{self.root}: a directory holds FAISS indexes; this index uses the {layers.vectors.engine} engine")
         staging = new_staging(self.root)
         layers.vectors.write(staging / FAISS_FILE)
         if layers.raw is not None:

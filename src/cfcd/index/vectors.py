@@ -16,6 +16,8 @@ from typing import Iterator
 
 import numpy as np
 
+from ..errors import ConfigError, InputError
+
 log = logging.getLogger(__name__)
 # faiss reports at INFO which SIMD build it loaded, on every import: not news to a user.
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)
@@ -93,7 +95,7 @@ class FaissVectors:
         try:
             index = faiss.index_factory(int(dim), factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as err:
-            raise ValueError(f"index factory string {factory!r} is not understood by faiss: {err}") from None
+            raise ConfigError(f"index factory string {factory!r} is not understood by faiss: {err}") from None
         if not _holds_ids(index):
             index = faiss.IndexIDMap2(index)
         _no_polysemous_training(index)
@@ -145,7 +147,7 @@ class FaissVectors:
             self.faiss.train(np.ascontiguousarray(sample, dtype=np.float32))
         except RuntimeError as err:
             reason = str(err).splitlines()[-1] if str(err) else err
-            raise ValueError(
+            raise InputError(
                 f"cannot train {self.factory!r} on {len(sample)} vectors ({reason}); "
                 "add more images at once or choose a smaller index (fewer IVF lists, or Flat)"
             ) from None

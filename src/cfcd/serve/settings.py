@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from ..errors import ConfigError
+
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 2**20
 # Uploads are queries, not archives: 40 megapixels covers any camera's full-size photo, and
 # stays under the decoder's own limit (cfcd.data.images.DEFAULT_MAX_PIXELS; a test checks).
@@ -76,7 +78,7 @@ class ServeSettings:
         if self.threads is None:
             self.threads = default_workers()
         if self.threads < 1 or self.queue < 0:
-            raise ValueError(f"workers must be >= 1 and queue >= 0; got {self.threads} and {self.queue}")
+            raise ConfigError(f"workers must be >= 1 and queue >= 0; got {self.threads} and {self.queue}")
 
     @property
     def read_only_reason(self) -> str | None:

@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..data.images import IMAGE_SUFFIXES, ImageError, load_image
+from ..errors import ConfigError, InputError, NotFound
 from .config import DataConfig
 
 log = logging.getLogger(__name__)
@@ -62,10 +63,10 @@ def read_gldv2_csv(path: Path, root: Path) -> list[tuple[str, str]]:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None or [h.strip() for h in header[:2]] != ["landmark_id", "images"]:
-            raise ValueError(f"{path}: expected a GLDv2 train_clean.csv with header 'landmark_id,images', got {header}")
+            raise InputError(f"{path}: expected a GLDv2 train_clean.csv with header 'landmark_id,images', got {header}")
         for line, row in enumerate(reader, start=2):
             if len(row) < 2:
-                raise ValueError(f"{path}:{line}: expected 'landmark_id,images', got {row}")
+                raise InputError(f"{path}:{line}: expected 'landmark_id,images', got {row}")
             out.extend((str(gldv2_path(root, i)), row[0].strip()) for i in row[1].split())
     return out
 
@@ -77,7 +78,7 @@ def read_list_file(path: Path, root: Path) -> list[tuple[str, str]]:
             continue
         parts = text.rsplit(maxsplit=1)
         if len(parts) != 2:
-            raise ValueError(f"{path}:{line}: expected 'path label', got {text!r}")
+            raise InputError(f"{path}:{line}: expected 'path label', got {text!r}")
         out.append((str(root / parts[0]), parts[1]))
     return out
 
@@ -111,7 +112,7 @@ def _dropped(entries: Sequence) -> set[str]:
 def read_samples(cfg: DataConfig) -> Samples:
     """All training images named by ``cfg``, dropped landmarks removed, classes remapped."""
     if not cfg.train:
-        raise ValueError("data.train is not set: give a GLDv2 train_clean.csv, a list file or a folder per class")
+        raise ConfigError("data.train is not set: give a GLDv2 train_clean.csv, a list file or a folder per class")
     source = Path(cfg.train).expanduser()
     if source.is_dir():
         entries = read_folder(Path(cfg.root) if cfg.root else source)
@@ -119,14 +120,14 @@ def read_samples(cfg: DataConfig) -> Samples:
         root = Path(cfg.root).expanduser() if cfg.root else source.parent
         entries = read_gldv2_csv(source, root) if source.suffix.lower() == ".csv" else read_list_file(source, root)
     else:
-        raise FileNotFoundError(f"data.train = {cfg.train}: no such file or folder")
+        raise NotFound(f"data.train = {cfg.train}: no such file or folder")
     drop = _dropped(cfg.drop_landmarks)
     if drop:
         before = len(entries)
         entries = [e for e in entries if e[1] not in drop]
         log.info("dropped %d images of %d listed landmarks", before - len(entries), len(drop))
     if not entries:
-        raise ValueError(f"data.train = {cfg.train}: no training images found")
+        raise InputError(f"data.train = {cfg.train}: no training images found")
     classes = _label_order({label for _, label in entries})
     index = {label: k for k, label in enumerate(classes)}
     return Samples([p for p, _ in entries], [index[label] for _, label in entries], classes)
@@ -140,7 +141,7 @@ def split_validation(samples: Samples, fraction: float, seed: int) -> tuple[Samp
     if fraction <= 0:
         return samples, Samples([], [], samples.classes)
     if fraction >= 1:
-        raise ValueError(f"data.val_fraction must be below 1, got {fraction}")
+        raise ConfigError(f"data.val_fraction must be below 1, got {fraction}")
     rng = random.Random(seed)
     by_class: dict[int, list[int]] = {}
     for i, label in enumerate(samples.labels):

@@ -16,6 +16,7 @@ import time
 import torch
 import torch.distributed as dist
 
+from ..errors import ConfigError
 from ..model import CFCDNet
 from ..model.whitening import set_head
 from ..whiten import learn_head
@@ -37,7 +38,7 @@ def pca_components(features: torch.Tensor, dim: int, seed: int = 0) -> tuple[tor
     x = features.double()
     n, c = x.shape
     if dim > c:
-        raise ValueError(f"PCA head init: model.dim = {dim} exceeds the {c} GeM channels")
+        raise ConfigError(f"PCA head init: model.dim = {dim} exceeds the {c} GeM channels")
     mean = x.mean(dim=0) if n else torch.zeros(c, dtype=torch.float64)
     rows = torch.zeros(0, c, dtype=torch.float64)
     if n:
@@ -111,4 +112,4 @@ def init_head(kind: str, model: CFCDNet, samples: Samples, image_size: int, batc
     elif kind == "whiten":
         init_head_from_whitening(model, samples, rt)
     elif kind != "random":
-        raise ValueError(f"head init {kind!r}: expected one of {', '.join(HEAD_INITS)}")
+        raise ConfigError(f"head init {kind!r}: expected one of {', '.join(HEAD_INITS)}")

@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 
 from ..atomic import atomic_write
+from ..errors import InputError, MismatchError
 from ..losses.registry import build_head
 from ..model import CFCDNet, read_checkpoint
 from .config import TrainConfig
@@ -45,10 +46,10 @@ def read_table(path: Path, samples: Samples) -> list[int]:
         reader = csv.reader(f)
         header = next(reader, None)
         if header != HEADER:
-            raise ValueError(f"{path}: expected a hard-negative table with header {','.join(HEADER)}, got {header}")
+            raise InputError(f"{path}: expected a hard-negative table with header {','.join(HEADER)}, got {header}")
         for line, row in enumerate(reader, start=2):
             if row[2] not in index:
-                raise ValueError(f"{path}:{line}: predicted class {row[2]!r} is not a class of the training set")
+                raise MismatchError(f"{path}:{line}: predicted class {row[2]!r} is not a class of the training set")
             by_path[row[0]] = index[row[2]]
     missing = sum(p not in by_path for p in samples.paths)
     if missing:
@@ -60,10 +61,10 @@ def hem(cfg: TrainConfig, checkpoint: str | Path, samples: Samples, rt: Runtime)
     """Predict ``samples`` with the stage-1 ``checkpoint`` and write ``cfg.hem_table``."""
     converted = read_checkpoint(checkpoint)
     if converted.classifier is None:
-        raise ValueError(f"{checkpoint}: hard-negative mining needs a stage-1 checkpoint with its classifier")
+        raise InputError(f"{checkpoint}: hard-negative mining needs a stage-1 checkpoint with its classifier")
     class_map = converted.extra.get("class_map")
     if class_map is not None and list(class_map) != samples.classes:
-        raise ValueError(f"{checkpoint}: its class map differs from the classes of data.train")
+        raise MismatchError(f"{checkpoint}: its class map differs from the classes of data.train")
     model = CFCDNet(converted.config)
     model.load_state_dict(converted.model_state)
     name = converted.extra.get("head", cfg.stage1.head)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 from typing import Sequence
 
+from ..errors import ConfigError, InputError
 from .datasets import Samples
 
 # Leave-one-out needs a positive for every query: an identity is held back only if it has this
@@ -29,12 +30,12 @@ def identity_folds(identities: Sequence[str], k: int, seed: int = 0,
     of ``identities``), each source's identities are shuffled and dealt round-robin so that
     every fold gets its share of every source; the identity's first source counts."""
     if k < 2:
-        raise ValueError(f"identity folds: k = {k}; need at least 2 folds")
+        raise ConfigError(f"identity folds: k = {k}; need at least 2 folds")
     source_of: dict[str, str] = {}
     for n, identity in enumerate(identities):
         source_of.setdefault(identity, sources[n] if sources is not None else "")
     if len(source_of) < k:
-        raise ValueError(f"identity folds: {len(source_of)} identities cannot fill {k} folds")
+        raise InputError(f"identity folds: {len(source_of)} identities cannot fill {k} folds")
     rng = random.Random(seed)
     dealt: list[str] = []
     for source in sorted(set(source_of.values())):
@@ -56,7 +57,7 @@ def source_folds(identities: Sequence[str], sources: Sequence[str]) -> list[tupl
         source_of.setdefault(identity, source)
     names = sorted(set(source_of.values()))
     if len(names) < 2:
-        raise ValueError(f"source folds: {len(names)} source(s); leave-one-source-out needs at least 2")
+        raise InputError(f"source folds: {len(names)} source(s); leave-one-source-out needs at least 2")
     return [(name, sorted(i for i, s in source_of.items() if s != name), sorted(i for i, s in source_of.items() if s == name))
             for name in names]
 
@@ -69,7 +70,7 @@ def holdout_identities(samples: Samples, fraction: float, seed: int) -> tuple[Sa
     classes (the classifier has no rows for held-back ones); the held-back side keeps the
     original ids and class list."""
     if not 0 <= fraction < 1:
-        raise ValueError(f"data.holdout_fraction must be in [0, 1), got {fraction}")
+        raise ConfigError(f"data.holdout_fraction must be in [0, 1), got {fraction}")
     empty = Samples([], [], samples.classes)
     count = round(fraction * samples.num_classes)
     if count < MIN_IDENTITIES or samples.num_classes - count < 2:

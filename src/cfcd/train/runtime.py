@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..errors import ConfigError, Unavailable
+
 AMP_TYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
 
 
@@ -42,7 +44,7 @@ class Runtime:
         """``run.amp`` (bf16 | fp16 | off) on this device: None (float32) on CPU or when off."""
         key = amp.lower()
         if key not in AMP_TYPES:
-            raise ValueError(f"run.amp must be bf16, fp16 or off, got {amp!r}")
+            raise ConfigError(f"run.amp must be bf16, fp16 or off, got {amp!r}")
         return AMP_TYPES[key] if self.device.type == "cuda" else None
 
     def autocast(self, dtype: torch.dtype | None):
@@ -53,7 +55,7 @@ def init_runtime(device: str = "auto") -> Runtime:
     """Join the ``torchrun`` process group if there is one (NCCL on GPUs, gloo on CPU)."""
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError("run.device = cuda but no CUDA device is available; use run.device=cpu")
+        raise Unavailable("run.device = cuda but no CUDA device is available; use run.device=cpu")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if use_cuda:

@@ -25,6 +25,7 @@ import torch
 from PIL import Image, ImageEnhance, ImageFilter
 
 from ..data.images import load_image
+from ..errors import ConfigError
 from .transforms import random_resized_crop_box
 
 VIEW_AREA = (0.35, 1.0)
@@ -91,9 +92,9 @@ def make_identities(photos: Sequence[str | Path], out: str | Path, views: int = 
     long side ``size``); returns the class folders. An unreadable photo raises ``ImageError``
     naming it before anything is written."""
     if views < 2:
-        raise ValueError(f"views = {views}: a class needs at least two images (the photo and one view)")
+        raise ConfigError(f"views = {views}: a class needs at least two images (the photo and one view)")
     if not 0 <= warp < 0.5:
-        raise ValueError(f"warp = {warp}: expected a fraction of the side in [0, 0.5)")
+        raise ConfigError(f"warp = {warp}: expected a fraction of the side in [0, 0.5)")
     images = [load_image(p) for p in photos]  # fail on a bad file before writing anything
     out = Path(out)
     folders = []
