@@ -39,7 +39,7 @@ COMMANDS = {
 # them to cfcd.errors). Until then a builtin raised by a `raise` statement in one of them is
 # printed as one line too; anything else (a KeyError of a lookup, an error raised elsewhere)
 # keeps its traceback. Remove an entry once its module raises CfcdError.
-NOT_YET_CONVERTED = ("cfcd/index/index.py", "cfcd/train/engine.py", "cfcd/train/samplers.py", "cfcd/train/stages.py")
+NOT_YET_CONVERTED = ("cfcd/index/index.py",)
 BUILTIN_USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, RuntimeError, KeyError)
 
 

@@ -36,6 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ..errors import AlreadyExists, ConfigError, InputError, MismatchError, Unavailable
 from ..losses.base import StepOutputs
 from ..model import CFCDNet, read_checkpoint
 from ..model.checkpoint import atomic_save, make_checkpoint
@@ -46,7 +47,7 @@ from .head_init import HEAD_INITS, init_head
 from .holdout import holdout_identities
 from .hem import hem, read_table
 from .predict import predict
-from .runtime import Runtime, init_runtime
+from .runtime import TrainProcess, init_runtime
 from .stages import build_stage
 from .transforms import TrainTransform
 
@@ -63,7 +64,7 @@ PAUSED_MARKER = "cfcd-train-paused"
 # Settings a resumed stage must share with its checkpoint: they define the sampler's positions.
 RESUME_FIXED = ("batch_size", "sampler")  # and every parameter of the sampler
 
-__all__ = ["FINAL", "LAST", "Runtime", "StageTrainer", "init_runtime", "learning_rate", "run", "training_data"]
+__all__ = ["FINAL", "LAST", "StageTrainer", "TrainProcess", "init_runtime", "learning_rate", "run", "training_data"]
 
 
 def learning_rate(stage: StageConfig, epoch: int, warmup_factor: float) -> float:
@@ -96,12 +97,13 @@ def load_init_weights(model: CFCDNet, source: str) -> set[str]:
     returns the names of the loaded tensors."""
     converted = read_checkpoint(source)
     if converted.config.backbone != model.config.backbone:
-        raise ValueError(f"{source}: weights of a {converted.config.backbone}, but model.backbone = {model.config.backbone}")
+        raise MismatchError(f"{source}: weights of a {converted.config.backbone}, "
+                            f"but model.backbone = {model.config.backbone}")
     own = model.state_dict()
     state = {k: v for k, v in converted.model_state.items() if k in own and own[k].shape == v.shape}
     missing = [k for k in own if k.startswith("backbone.") and k not in state]
     if missing:
-        raise ValueError(f"{source}: no weights for {len(missing)} backbone keys, e.g. {missing[:3]}")
+        raise MismatchError(f"{source}: no weights for {len(missing)} backbone keys, e.g. {missing[:3]}")
     model.load_state_dict(state, strict=False)
     return set(state)
 
@@ -137,7 +139,7 @@ class StepLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as err:
-                raise RuntimeError("run.tensorboard = true needs the tensorboard package: pip install tensorboard") from err
+                raise Unavailable("run.tensorboard = true needs the tensorboard package: pip install tensorboard") from err
             self.writer = SummaryWriter(str(folder / "tensorboard"))
 
     def write(self, record: dict) -> None:
@@ -177,7 +179,7 @@ class StageTrainer:
     model. Every process keeps its own step records in ``records`` (with ``process_loss``, its
     own share before the average over processes)."""
 
-    def __init__(self, cfg: TrainConfig, number: int, rt: Runtime, train: Samples, val: Samples,
+    def __init__(self, cfg: TrainConfig, number: int, rt: TrainProcess, train: Samples, val: Samples,
                  predictions: list[int] | None = None, guard: Guard | None = None):
         self.cfg, self.number, self.rt, self.guard = cfg, number, rt, guard
         self.scfg: StageConfig = getattr(cfg, f"stage{number}")
@@ -185,9 +187,9 @@ class StageTrainer:
         self.folder = cfg.out_dir / f"stage{number}"
         self.head_init = getattr(self.scfg, "head_init", "random")
         if self.head_init not in HEAD_INITS:
-            raise ValueError(f"stage{number}.head_init must be one of {', '.join(HEAD_INITS)}, got {self.head_init!r}")
+            raise ConfigError(f"stage{number}.head_init must be one of {', '.join(HEAD_INITS)}, got {self.head_init!r}")
         if cfg.optim.batchnorm not in BATCHNORM_MODES:
-            raise ValueError(f"optim.batchnorm must be one of {', '.join(BATCHNORM_MODES)}, got {cfg.optim.batchnorm!r}")
+            raise ConfigError(f"optim.batchnorm must be one of {', '.join(BATCHNORM_MODES)}, got {cfg.optim.batchnorm!r}")
         torch.manual_seed(cfg.run.seed)
         self.fresh_head = False  # a projection head with no loaded weights: head_init applies to it
         self.model, classifier = self._initial_model()
@@ -213,7 +215,7 @@ class StageTrainer:
         """Backbone parameters at ``backbone_lr`` x the stage's rate (none, and no gradients,
         at 0), the rest at the rate; ``lr_scale`` is each group's factor."""
         if self.scfg.backbone_lr < 0:
-            raise ValueError(f"stage{self.number}.backbone_lr must be >= 0, got {self.scfg.backbone_lr}")
+            raise ConfigError(f"stage{self.number}.backbone_lr must be >= 0, got {self.scfg.backbone_lr}")
         backbone = list(self.model.backbone.parameters())
         mine = {id(p) for p in backbone}
         rest = [p for p in self.module.parameters() if id(p) not in mine]
@@ -235,15 +237,16 @@ class StageTrainer:
         source = self.scfg.init or str(self.cfg.out_dir / f"stage{self.number - 1}" / FINAL)
         converted = read_checkpoint(source)
         if converted.classifier is None:
-            raise ValueError(f"{source}: stage {self.number} continues a full stage-{self.number - 1} checkpoint, "
+            raise InputError(f"{source}: stage {self.number} continues a full stage-{self.number - 1} checkpoint, "
                              "but this one has no classifier")
         class_map = converted.extra.get("class_map")
         if class_map is not None and list(class_map) != self.train_samples.classes:
-            raise ValueError(f"{source}: its class map differs from the classes of data.train; train stage 1 on the same data")
+            raise MismatchError(f"{source}: its class map differs from the classes of data.train; "
+                                "train stage 1 on the same data")
         differences = _config_differences(self.cfg.model.to_dict(), converted.config.to_dict())
         if differences:
-            raise ValueError(f"{source} holds a model with {', '.join(differences)}: set model.* to match it "
-                             "(every stage trains the model that the recipe's model section describes)")
+            raise MismatchError(f"{source} holds a model with {', '.join(differences)}: set model.* to match it "
+                                "(every stage trains the model that the recipe's model section describes)")
         model.load_state_dict(converted.model_state)
         return model, converted.classifier
 
@@ -266,9 +269,9 @@ class StageTrainer:
         converted = read_checkpoint(path)
         state = converted.extra
         if state.get("stage") != self.number or "optimizer_state" not in state:
-            raise ValueError(f"{path}: not a stage-{self.number} training checkpoint")
+            raise InputError(f"{path}: not a stage-{self.number} training checkpoint")
         if list(state["class_map"]) != self.train_samples.classes:
-            raise ValueError(f"{path}: its class map differs from the classes of data.train")
+            raise MismatchError(f"{path}: its class map differs from the classes of data.train")
         key = f"stage{self.number}"
         saved_cfg = train_config_from_dict(state["train_config"]) if "train_config" in state else None
         saved = getattr(saved_cfg, key).__dict__ if saved_cfg else {}
@@ -281,8 +284,8 @@ class StageTrainer:
             changed.update({f"sampler.{here['sampler']}.{k}": (before.get(k), now[k]) for k in now if before.get(k) != now[k]})
         if fixed:
             was, now = changed[fixed[0]]
-            raise ValueError(f"{path}: {fixed[0]} was {was!r} in this run, now {now!r}; "
-                             "the sampler position depends on it: resume with the same value or use a new run.out_dir")
+            raise MismatchError(f"{path}: {fixed[0]} was {was!r} in this run, now {now!r}; "
+                                "the sampler position depends on it: resume with the same value or use a new run.out_dir")
         if changed and self.rt.main:
             log.warning("%s: resuming with changed settings %s; the run will differ from an uninterrupted one",
                         path, ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items()))
@@ -426,7 +429,7 @@ def run(cfg: TrainConfig, stages: str = "both", resume: bool = False,
     keeps the best as ``out["best"]`` (``cfcd.train.guard``; ``guard.report`` says how it went).
     """
     if stages not in ("1", "2", "both"):
-        raise ValueError(f"stage must be 1, 2 or both, got {stages!r}")
+        raise ConfigError(f"stage must be 1, 2 or both, got {stages!r}")
     rt = init_runtime(cfg.run.device)
     train, val = training_data(cfg)
     held = holdout_data(cfg)
@@ -450,7 +453,7 @@ def run(cfg: TrainConfig, stages: str = "both", resume: bool = False,
             out[f"stage{stage}"] = folder / FINAL
             continue
         if (folder / LAST).is_file() and not resume:
-            raise ValueError(f"{folder / LAST} exists: pass --resume to continue that run, or choose another run.out_dir")
+            raise AlreadyExists(f"{folder / LAST} exists: pass --resume to continue that run, or choose another run.out_dir")
         predictions = None
         if stage == 2:
             table = cfg.hem_table

@@ -22,7 +22,7 @@ from ..model.whitening import set_head
 from ..whiten import learn_head
 from .datasets import Samples
 from .predict import gem_features
-from .runtime import Runtime
+from .runtime import TrainProcess
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def pca_components(features: torch.Tensor, dim: int, seed: int = 0) -> tuple[tor
     return rows, mean
 
 
-def init_head_from_pca(model: CFCDNet, samples: Samples, image_size: int, batch_size: int, rt: Runtime,
+def init_head_from_pca(model: CFCDNet, samples: Samples, image_size: int, batch_size: int, rt: TrainProcess,
                        seed: int = 0, num_workers: int = 0) -> None:
     """The projection head from PCA of ``samples``' GeM vectors (eval view). Every process
     computes the features of its shard, all gather them, rank 0's head is broadcast so that the
@@ -88,7 +88,7 @@ def init_head_from_pca(model: CFCDNet, samples: Samples, image_size: int, batch_
                  f"; {len(errors)} unreadable" if errors else "")
 
 
-def init_head_from_whitening(model: CFCDNet, samples: Samples, rt: Runtime) -> None:
+def init_head_from_whitening(model: CFCDNet, samples: Samples, rt: TrainProcess) -> None:
     """The projection head from ``cfcd.whiten.learn_head`` (its defaults: p = 0.5,
     shrinkage 1, scales 0.7071 / 1 / 1.4142 at a 512 px long side, regions 2, 3) on ``samples``'
     photos, labels ignored. Every process computes the same head from all photos (on a CPU
@@ -104,7 +104,7 @@ def init_head_from_whitening(model: CFCDNet, samples: Samples, rt: Runtime) -> N
                  len(samples), model.fc.in_features, dim, time.perf_counter() - tic)
 
 
-def init_head(kind: str, model: CFCDNet, samples: Samples, image_size: int, batch_size: int, rt: Runtime,
+def init_head(kind: str, model: CFCDNet, samples: Samples, image_size: int, batch_size: int, rt: TrainProcess,
               seed: int = 0, num_workers: int = 0) -> None:
     """Initialise ``model``'s fresh projection head as ``kind`` (one of ``HEAD_INITS``) says."""
     if kind == "pca":

@@ -21,7 +21,7 @@ from ..model import CFCDNet, read_checkpoint
 from .config import TrainConfig
 from .datasets import Samples
 from .predict import predict
-from .runtime import Runtime
+from .runtime import TrainProcess
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def read_table(path: Path, samples: Samples) -> list[int]:
     return [by_path.get(p, y) for p, y in zip(samples.paths, samples.labels)]
 
 
-def hem(cfg: TrainConfig, checkpoint: str | Path, samples: Samples, rt: Runtime) -> Path:
+def hem(cfg: TrainConfig, checkpoint: str | Path, samples: Samples, rt: TrainProcess) -> Path:
     """Predict ``samples`` with the stage-1 ``checkpoint`` and write ``cfg.hem_table``."""
     converted = read_checkpoint(checkpoint)
     if converted.classifier is None:

@@ -11,7 +11,7 @@ from tqdm import tqdm
 from ..data.images import ImageError, load_image
 from ..model import CFCDNet
 from .datasets import Samples
-from .runtime import Runtime
+from .runtime import TrainProcess
 from .transforms import EvalTransform
 
 
@@ -38,7 +38,7 @@ def _collate(batch):
     return [i for i, _ in good], torch.stack([x for _, x in good]) if good else None, bad
 
 
-def _shard_loader(model: CFCDNet, samples: Samples, image_size: int, batch_size: int, rt: Runtime, num_workers: int):
+def _shard_loader(model: CFCDNet, samples: Samples, image_size: int, batch_size: int, rt: TrainProcess, num_workers: int):
     """This process's share of the samples, resampled with ``model``'s image preparation."""
     shard = list(range(rt.rank, len(samples), rt.world_size))
     return DataLoader(EvalImages(samples, shard, image_size, model.config.preparation), batch_size=batch_size,
@@ -46,7 +46,7 @@ def _shard_loader(model: CFCDNet, samples: Samples, image_size: int, batch_size:
 
 
 @torch.no_grad()
-def predict(model: CFCDNet, head, samples: Samples, image_size: int, batch_size: int, rt: Runtime,
+def predict(model: CFCDNet, head, samples: Samples, image_size: int, batch_size: int, rt: TrainProcess,
             amp: torch.dtype | None = None, progress: bool = True,
             num_workers: int = 0) -> tuple[list[int], list[float], list[str]]:
     """Class and score of ``head.predict`` for every sample (class -1, score nan where unreadable),
@@ -88,7 +88,7 @@ def batch_gem_vectors(model: CFCDNet, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def gem_features(model: CFCDNet, samples: Samples, image_size: int, batch_size: int, rt: Runtime,
+def gem_features(model: CFCDNet, samples: Samples, image_size: int, batch_size: int, rt: TrainProcess,
                  progress: bool = True, num_workers: int = 0) -> tuple[torch.Tensor, list[str]]:
     """GeM vectors (before the projection head) of the readable samples, in sample order, as a
     float64 CPU tensor (N, C); also the messages of the unreadable images."""

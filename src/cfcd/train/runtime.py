@@ -14,8 +14,9 @@ AMP_TYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
 
 
 @dataclass
-class Runtime:
-    """Where this process runs: rank, world size and device."""
+class TrainProcess:
+    """This training process: its rank among ``world_size`` (torchrun) and its device. Not
+    ``cfcd.Runtime``, which says how descriptors are extracted (device, workers, progress)."""
 
     rank: int
     world_size: int
@@ -51,7 +52,7 @@ class Runtime:
         return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
-def init_runtime(device: str = "auto") -> Runtime:
+def init_runtime(device: str = "auto") -> TrainProcess:
     """Join the ``torchrun`` process group if there is one (NCCL on GPUs, gloo on CPU)."""
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if use_cuda and not torch.cuda.is_available():
@@ -63,4 +64,4 @@ def init_runtime(device: str = "auto") -> Runtime:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
-    return Runtime(rank, world, torch.device("cuda", local_rank) if use_cuda else torch.device("cpu"))
+    return TrainProcess(rank, world, torch.device("cuda", local_rank) if use_cuda else torch.device("cpu"))

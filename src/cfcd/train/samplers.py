@@ -25,6 +25,7 @@ from typing import Sequence
 import torch
 from torch.utils.data import Sampler
 
+from ..errors import ConfigError, InputError
 from ..registry import Registry
 
 log = logging.getLogger(__name__)
@@ -119,12 +120,12 @@ def hard_negative_tuples(
     Deterministic in ``seed``.
     """
     if tuple_size < 3:
-        raise ValueError(f"a tuple is [anchor, positive, negatives...]: tuple_size must be >= 3, got {tuple_size}")
+        raise ConfigError(f"a tuple is [anchor, positive, negatives...]: tuple_size must be >= 3, got {tuple_size}")
     if predictions is not None and len(predictions) != len(labels):
         raise ValueError(f"{len(predictions)} predictions for {len(labels)} images")
     sizes = Counter(labels)
     if len(sizes) < 2 or max(sizes.values()) < 2:
-        raise ValueError("tuples need at least 2 classes and a class with at least 2 images")
+        raise InputError("tuples need at least 2 classes and a class with at least 2 images")
     rng = random.Random(seed)
     pools = _Pools(labels, predictions, rng)
     tuples: list[list[int]] = []
@@ -135,7 +136,7 @@ def hard_negative_tuples(
         built = _one_tuple(pools, predictions, tuple_size, rng)
         if built is None:
             if fresh:
-                raise ValueError(f"too few images or classes to fill a tuple of {tuple_size} images")
+                raise InputError(f"too few images or classes to fill a tuple of {tuple_size} images")
             pools, fresh = _Pools(labels, predictions, rng), True
             continue
         tuples.append(built)
@@ -192,7 +193,7 @@ class SlicedBatchSampler(Sampler):
     def __init__(self, global_batch: int, rank: int | None = None, world_size: int | None = None, seed: int = 0):
         self.rank, self.world_size = _dist_defaults(rank, world_size)
         if global_batch % (self.world_size * self.unit):
-            raise ValueError(
+            raise ConfigError(
                 f"global batch {global_batch} does not split into {self.world_size} process(es) x a multiple of "
                 f"{self.unit}; choose a batch size divisible by {self.world_size * self.unit}"
             )
@@ -235,7 +236,7 @@ class ShuffleBatchSampler(SlicedBatchSampler):
     def __init__(self, num_samples: int, global_batch: int, rank=None, world_size=None, seed: int = 0):
         super().__init__(global_batch, rank, world_size, seed)
         if num_samples < global_batch:
-            raise ValueError(f"{num_samples} training images are fewer than one global batch of {global_batch}")
+            raise ConfigError(f"{num_samples} training images are fewer than one global batch of {global_batch}")
         self.num_samples = num_samples
 
     def plan(self, epoch: int) -> list[int]:
@@ -263,7 +264,7 @@ class TupleBatchSampler(SlicedBatchSampler):
         self.predictions = None if predictions is None else list(predictions)
         self.tuple_size = tuple_size
         if len(self.labels) < global_batch:
-            raise ValueError(f"{len(self.labels)} training images are fewer than one global batch of {global_batch}")
+            raise ConfigError(f"{len(self.labels)} training images are fewer than one global batch of {global_batch}")
 
     def plan(self, epoch: int) -> list[int]:
         num_tuples = len(self.labels) // self.global_batch * self.global_batch // self.tuple_size

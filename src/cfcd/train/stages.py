@@ -15,11 +15,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..losses.base import LossTerm, StepOutputs
 from ..losses.registry import build_head, build_term
 from .config import StageConfig, TrainConfig
 from .datasets import Samples
-from .runtime import Runtime
+from .runtime import TrainProcess
 from .samplers import SAMPLERS, SamplerInputs
 
 
@@ -52,7 +53,7 @@ class Stage:
         return {"loss": total, **out}
 
 
-def build_stage(cfg: TrainConfig, number: int, samples: Samples, rt: Runtime, embedding_dim: int,
+def build_stage(cfg: TrainConfig, number: int, samples: Samples, rt: TrainProcess, embedding_dim: int,
                 predictions: list[int] | None = None) -> Stage:
     """Stage ``number`` of ``cfg`` over ``samples`` (``predictions``: the hard-negative table)."""
     key = f"stage{number}"
@@ -63,8 +64,8 @@ def build_stage(cfg: TrainConfig, number: int, samples: Samples, rt: Runtime, em
     head = build_head(scfg.head, embedding_dim, samples.num_classes, cfg.loss.get(scfg.head))
     terms = [(float(w), build_term(name, cfg.loss.get(name))) for name, w in scfg.terms.items() if w]
     if not terms:
-        raise ValueError(f"{key}.terms: every term has weight 0; a stage needs a loss")
+        raise ConfigError(f"{key}.terms: every term has weight 0; a stage needs a loss")
     for _, term in terms:
         if term.needs_tuples and getattr(sampler, "tuple_size", None) is None:
-            raise ValueError(f"{key}.terms: {term.name} needs tuples; set {key}.sampler=tuples")
+            raise ConfigError(f"{key}.terms: {term.name} needs tuples; set {key}.sampler=tuples")
     return Stage(sampler, head, terms)
