@@ -38,3 +38,7 @@ class AlreadyExists(CfcdError, FileExistsError):
 
 class Unavailable(CfcdError, RuntimeError):
     """What the environment lacks to do it: a package, a device, a server."""
+
+
+class Conflict(CfcdError, RuntimeError):
+    """Another writer changed it first, or holds it: load again and repeat, or wait."""

@@ -1,9 +1,11 @@
 """Image descriptors indexed for search: ``Index`` over a vector engine (FAISS, or Milvus),
 a catalogue of image records, a versioned store, and re-ranking.
 
-Layers, bottom up: ``vectors`` (the vector index), ``catalogue`` (SQLite image records and
-settings), ``store`` (versions and the write lock), ``engines`` (which store a location
-names), ``index`` (``Index``), ``searcher`` (model + settings + index).
+Layers, bottom up: ``contract`` (what an engine provides), ``vectors`` (the FAISS vector index),
+``catalogue`` (SQLite image records and settings), ``raw``, ``store`` (versions and the write
+lock), ``milvus`` (the same over Milvus), ``engines`` (which store a location names),
+``layers`` (one version's layers), ``publishing`` (an index's versions), ``index`` (``Index``),
+``searcher`` (model + settings + index), ``neighbours`` and ``duplicates`` (from stored descriptors).
 """
 
 __all__ = ["AddReport", "ImageRecord", "Index", "IndexMismatchError", "SearchResult", "Searcher", "add_images",

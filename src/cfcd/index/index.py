@@ -1,9 +1,9 @@
 """``Index``: a searchable collection of image descriptors, whatever engine stores them.
 
-Layers below it (``engines.Layers``): the vector index (``vectors``: train / add / remove /
-search / reconstruct), the catalogue (``catalogue``: one record per image, and the index's
-settings), the raw descriptors by id (``raw``) and the store (``engines``: where versions are
-published, under a write lock). ``Index`` owns what is the same for every engine: ids, dedupe
+Layers below it (``layers.Layers``, each kind a Protocol of ``cfcd.index.contract``): the
+vector index (train / add / remove / search / reconstruct), the catalogue (one record per image,
+and the index's settings), the raw descriptors by id and the store (where versions are published,
+under a write lock; ``publishing`` reads and writes them). ``Index`` owns what is the same for every engine: ids, dedupe
 by content, the model identity, dimension and extraction settings stored with the index and
 checked on every add and search, removal, re-ranking, and the projection it learns from its
 own descriptors (``cfcd.index.projection``): once ``projection.choose`` says a collection is
@@ -17,31 +17,25 @@ given, and indexes that need training are trained on a sample of the first vecto
 
 from __future__ import annotations
 
-import logging
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from ..errors import InputError, NotFound
 from . import projection as learning
-from . import rerank
+from . import publishing, rerank
 from .engines import DEFAULT_ENGINE, open_store, store_class
 from .identity import IndexMismatchError, check_compatible, model_identity, normalise_settings
 from .layers import Layers
 from .records import ImageRecord, describe_file, new_positions, resolve_paths
 from .results import AddReport, SearchResult
-from .store import failpoint
 from .vectors import DEFAULT_FACTORY
 
 __all__ = ["Index", "IndexMismatchError"]
 
-log = logging.getLogger(__name__)
 
-FORMAT = "cfcd-index"
-VERSION = 1
-# Vectors used to train IVF / PQ: enough for k-means on 65k lists (faiss asks for 39 per list).
-DEFAULT_TRAIN_SIZE = 256 * 1024
 DEFAULT_LOCK_TIMEOUT = 60.0
 
 
@@ -58,7 +52,7 @@ class Index:
     """
 
     def __init__(self, dim: int, factory: str | None = None, model=None, settings=None,
-                 train_size: int = DEFAULT_TRAIN_SIZE, location: str | Path | None = None, learn: bool = True):
+                 train_size: int = publishing.DEFAULT_TRAIN_SIZE, location: str | Path | None = None, learn: bool = True):
         store = open_store(location) if location is not None else None
         layers = (store or store_class(DEFAULT_ENGINE)).create(int(dim), factory)
         self._attach(layers, store)
@@ -108,7 +102,7 @@ class Index:
         """A new index holding ``descriptors`` (n, d) of the images ``paths``."""
         descriptors = np.asarray(descriptors, dtype=np.float32)
         if descriptors.ndim != 2:
-            raise ValueError(f"descriptors must be a 2-d array (n, d), got shape {descriptors.shape}")
+            raise InputError(f"descriptors must be a 2-d array (n, d), got shape {descriptors.shape}")
         index = cls(descriptors.shape[1], factory, model, settings, **kwargs)
         index.add(descriptors, paths)
         return index
@@ -118,21 +112,9 @@ class Index:
         """The published version of the index at ``location`` (a consistent snapshot, even
         while another process is writing)."""
         store = open_store(location)
-        layers = store.open()
-        info = layers.catalogue.info()
-        if info.get("format") != FORMAT:
-            raise ValueError(f"{location}: not a cfcd index (format {info.get('format')!r})")
         index = cls.__new__(cls)
-        index._attach(layers, store)
-        index.dim = info["dim"]
-        index.factory = info["factory"]
-        index.model = info.get("model")
-        index.settings = normalise_settings(info.get("settings"))
-        index.train_size = info.get("train_size", DEFAULT_TRAIN_SIZE)
-        index._next_id = info["next_id"]
-        index._tombstones = info.get("tombstones", 0)
-        index.learn = info.get("learn", True)  # raw is None for an index from before raw descriptors were kept
-        index.changed = False
+        index._attach(store.open(), store)
+        publishing.restore(index, location)
         return index
 
     @classmethod
@@ -152,23 +134,10 @@ class Index:
         elif create:
             index = cls(location=location, **create)
         else:
-            raise FileNotFoundError(f"{location}: not a cfcd index; create one with `cfcd index build`")
+            raise NotFound(f"{location}: not a cfcd index; create one with `cfcd index build`")
         yield index
         if index.changed:
-            index._commit(timeout)
-
-    def _commit(self, timeout: float) -> None:
-        failpoint("index.commit")
-        with self.store.lock(timeout):
-            latest = self.store.version() if self.store.exists() else None
-            if latest != self.generation:
-                log.info("%s: version %s was published meanwhile; replaying this change on it", self.path, latest)
-                fresh = Index.load(self.path)
-                for op in self._journal:
-                    op(fresh)
-                fresh._journal = self._journal
-                self.__dict__.update(fresh.__dict__)
-            self._publish()
+            publishing.commit(index, timeout)
 
     def save(self, location: str | Path | None = None, overwrite: bool = False,
              timeout: float = DEFAULT_LOCK_TIMEOUT) -> str | Path:
@@ -181,23 +150,8 @@ class Index:
         """
         store = open_store(location) if location is not None else self.store
         if store is None:
-            raise ValueError("save(path): this index was never saved; give a directory")
-        failpoint("index.commit")
-        with store.lock(timeout):
-            same = self.store is not None and self.store.location == store.location and self.generation is not None
-            if store.exists() and not overwrite:
-                if not same:
-                    raise FileExistsError(f"{store.location}: an index already exists there; remove it or choose overwrite")
-                gen = store.version()
-                if gen != self.generation:
-                    raise RuntimeError(
-                        f"{store.location}: changed by another process since it was loaded (version {self.generation} -> {gen}); "
-                        "load it again and repeat the change"
-                    )
-            elif not store.exists():
-                store.check_vacant()
-            self.store = store
-            self._publish()
+            raise InputError("save(path): this index was never saved; give a directory")
+        publishing.save(self, store, overwrite, timeout)
         return self.path
 
     def close(self) -> None:
@@ -205,21 +159,6 @@ class Index:
         at a time); the index is not usable afterwards."""
         if self.store is not None:
             self.store.close()
-
-    def _publish(self) -> None:
-        """Write this index as the store's next version (the lock is held), learning its
-        projection first if it is due (``projection.due``)."""
-        if self.learn and self.layers.raw is not None and learning.due(len(self), self.projection):
-            chosen = learning.choose(len(self))
-            if chosen:
-                self._reproject(self.layers.learn(*chosen))
-        self.layers.catalogue.set_info(
-            format=FORMAT, version=VERSION, dim=self.dim, factory=self.factory, model=self.model, settings=self.settings,
-            next_id=self._next_id, tombstones=self._tombstones, train_size=self.train_size, learn=self.learn,
-            projection=self.projection.describe() if self.projection else None)
-        self.layers.generation = self.store.publish(self.layers)
-        self._journal = []
-        self.changed = False
 
     # ---- contents -----------------------------------------------------------------------
 
@@ -269,7 +208,7 @@ class Index:
         """
         descriptors = np.ascontiguousarray(descriptors, dtype=np.float32)
         if descriptors.ndim != 2 or len(descriptors) != len(paths):
-            raise ValueError(f"{len(paths)} paths for descriptors of shape {descriptors.shape}")
+            raise InputError(f"{len(paths)} paths for descriptors of shape {descriptors.shape}")
         recs = [p if isinstance(p, ImageRecord) else describe_file(p) for p in paths]
         report = self._add(descriptors, recs, model, settings)
         if replay:
@@ -346,7 +285,7 @@ class Index:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         self.check_compatible(model, settings, queries.shape[1])
         if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
+            raise InputError(f"k must be at least 1, got {k}")
         queries = self.layers.searchable(queries)
         if qe > 0 and len(self.layers.vectors):
             scores, ids, _ = self.layers.nearest(queries, qe, self._tombstones)
@@ -378,7 +317,7 @@ class Index:
         self._check_raw()
         chosen = learning.choose(len(self))
         if dim is None and chosen is None:
-            raise ValueError(f"{len(self)} images: below the {learning.MIN_IMAGES} from which a learned projection "
+            raise InputError(f"{len(self)} images: below the {learning.MIN_IMAGES} from which a learned projection "
                              "helps; give a dimension (--dim) to learn one anyway")
         dim = dim or chosen[0]
         shrinkage = shrinkage if shrinkage is not None else (chosen[1] if chosen else learning.SHRINKAGE)
@@ -395,7 +334,7 @@ class Index:
 
     def _check_raw(self) -> None:
         if self.layers.raw is None:
-            raise ValueError(f"{self.path}: this index was built before cfcd kept raw descriptors, so it cannot learn a "
+            raise InputError(f"{self.path}: this index was built before cfcd kept raw descriptors, so it cannot learn a "
                              "projection; build it again (`cfcd index build --force`)")
 
     def _reproject(self, projection) -> None:
