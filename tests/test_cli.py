@@ -105,32 +105,28 @@ def test_a_bug_keeps_its_traceback_and_a_user_error_is_one_line(monkeypatch, cap
         f"cfcd extract: error: {tmp_path / 'nowhere'}: neither a folder of images nor a list file"]
 
 
-def test_builtins_raised_by_modules_not_yet_converted_stay_one_line(tmp_path):
-    """The bridge for modules still raising builtins for users (NOT_YET_CONVERTED): their
-    `raise` statements stay one line; a lookup's KeyError there, or a builtin raised anywhere
-    else, is a bug."""
+def test_a_builtin_raised_in_the_library_keeps_its_traceback(monkeypatch, capsys, tmp_path):
+    """No module is exempt (the transitional list of unconverted modules is gone): a builtin
+    ValueError raised by a `raise` statement in the library, here a module at
+    cfcd/index/index.py, keeps its traceback; the same message as a cfcd.errors type is one line."""
     import importlib.util
 
-    from cfcd.cli import is_user_error
+    import pytest
 
-    def load(rel: str):
-        path = tmp_path / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("def told():\n    raise ValueError('index x: not a cfcd index')\n\n\n"
-                        "def lookup():\n    return {}['k']\n")
-        spec = importlib.util.spec_from_file_location(rel.replace("/", "_")[:-3], path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
+    import cfcd.cli.weights
+    from cfcd.cli import main
 
-    def raised(f) -> BaseException:
-        try:
-            f()
-        except Exception as err:  # noqa: BLE001 - what main would catch
-            return err
-        raise AssertionError("did not raise")
-
-    pending, converted = load("cfcd/index/index.py"), load("cfcd/index/store.py")
-    assert is_user_error(raised(pending.told))
-    assert not is_user_error(raised(pending.lookup))
-    assert not is_user_error(raised(converted.told)) and not is_user_error(raised(converted.lookup))
+    path = tmp_path / "cfcd" / "index" / "index.py"
+    path.parent.mkdir(parents=True)
+    path.write_text("from cfcd.errors import NotFound\n\n\n"
+                    "def builtin(args):\n    raise ValueError('index x: not a cfcd index')\n\n\n"
+                    "def own(args):\n    raise NotFound('index x: not a cfcd index')\n")
+    spec = importlib.util.spec_from_file_location("old_index", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(cfcd.cli.weights, "list_models", module.builtin)
+    with pytest.raises(ValueError, match="not a cfcd index"):
+        main(["weights", "list"])
+    monkeypatch.setattr(cfcd.cli.weights, "list_models", module.own)
+    assert main(["weights", "list"]) == 2
+    assert capsys.readouterr().err == "cfcd weights: error: index x: not a cfcd index\n"

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import linecache
 import logging
 import sys
-import traceback
 
 from ..errors import CfcdError
 
@@ -34,25 +32,6 @@ COMMANDS = {
     "hem": "write the hard-negative table (path,true,pred,score) for stage 2",
     "whiten": "learn a PCA / whitening head from unlabelled photos; write a cfcd checkpoint",
 }
-
-# Modules whose messages for users are still raised as builtins (issue 19.5: their owners convert
-# them to cfcd.errors). Until then a builtin raised by a `raise` statement in one of them is
-# printed as one line too; anything else (a KeyError of a lookup, an error raised elsewhere)
-# keeps its traceback. Remove an entry once its module raises CfcdError.
-NOT_YET_CONVERTED = ("cfcd/index/index.py",)
-BUILTIN_USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, RuntimeError, KeyError)
-
-
-def is_user_error(err: BaseException) -> bool:
-    """Whether ``err`` is for the user (printed as one line) rather than a bug (traceback)."""
-    if isinstance(err, CfcdError):
-        return True
-    if not isinstance(err, BUILTIN_USER_ERRORS) or err.__traceback__ is None:
-        return False
-    frame = traceback.extract_tb(err.__traceback__)[-1]
-    where = frame.filename.replace("\\", "/")
-    return any(m in where for m in NOT_YET_CONVERTED) and linecache.getline(frame.filename, frame.lineno).lstrip().startswith("raise ")
-
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser with every command listed and the arguments of the command named in
@@ -82,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as err:
-        if args.verbose or not is_user_error(err):
+        if args.verbose or not isinstance(err, CfcdError):
             raise
         print(f"cfcd {args.command}: error: {err}", file=sys.stderr)
         return 2
