@@ -10,6 +10,7 @@ import uuid
 import numpy as np
 import pytest
 
+from cfcd.errors import Conflict
 from cfcd.index import Index, engines
 from cfcd.index.contract import CatalogueLayer, RawLayer, Store, VectorLayer
 from cfcd.index.records import ImageRecord
@@ -143,7 +144,7 @@ def test_the_lock_admits_one_writer_at_a_time(where):
     holder = threading.Thread(target=hold)
     holder.start()
     assert entered.wait(10)
-    with pytest.raises(RuntimeError, match="writing to this index"):
+    with pytest.raises(Conflict, match="writing to this index"):  # a cfcd error: one line for a user
         with other.lock(0.3):
             pass
     release.set()

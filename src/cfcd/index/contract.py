@@ -145,7 +145,8 @@ class Store(Protocol):
         """An empty vector layer, to be published in place of the current one (a re-projection)."""
 
     def lock(self, timeout: float = 60.0) -> ContextManager:
-        """The write lock; ``RuntimeError`` naming the holder after ``timeout`` seconds."""
+        """The write lock; ``cfcd.errors.Conflict`` (a ``RuntimeError``) naming the holder after
+        ``timeout`` seconds."""
 
     def check_vacant(self) -> None:
         """Raise ``FileExistsError`` if the location holds something that is not an index."""

@@ -44,7 +44,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from ..errors import AlreadyExists, ConfigError, MismatchError, NotFound, Unavailable
+from ..errors import AlreadyExists, ConfigError, Conflict, MismatchError, NotFound, Unavailable
 from .layers import Layers
 from .projection import Projection
 from .records import ImageRecord
@@ -330,8 +330,8 @@ class _Lease:
                 if (self.store.info().get("writer") or {}).get("owner") == self.owner:
                     return self
             if time.monotonic() > deadline:
-                raise Unavailable(f"{self.store.location}: {lease.get('owner')} has been writing to this index for over "
-                                  f"{self.timeout:.0f} s; wait for it to finish and retry")
+                raise Conflict(f"{self.store.location}: {lease.get('owner')} has been writing to this index for over "
+                               f"{self.timeout:.0f} s; wait for it to finish and retry")
             time.sleep(0.2)
 
     def __exit__(self, *exc) -> None:

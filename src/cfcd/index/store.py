@@ -34,7 +34,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..errors import AlreadyExists, InputError, MismatchError, NotFound, Unavailable
+from ..errors import AlreadyExists, Conflict, InputError, MismatchError, NotFound
 from .catalogue import Catalogue
 from .catalogue import Error as CatalogueError
 from .layers import Layers
@@ -184,7 +184,7 @@ class WriteLock:
                     raise
                 if time.monotonic() > deadline:
                     os.close(fd)
-                    raise Unavailable(
+                    raise Conflict(
                         f"{self.path}: another process has been writing to this index for over "
                         f"{self.timeout:.0f} s; wait for it to finish and retry"
                     ) from None
@@ -220,8 +220,8 @@ class LocalLock:
 
     def __enter__(self) -> "LocalLock":
         if not self._lock.acquire(timeout=self.timeout):
-            raise Unavailable(f"{self.key}: another writer in this process has been writing to this index for over "
-                              f"{self.timeout:.0f} s; wait for it to finish and retry")
+            raise Conflict(f"{self.key}: another writer in this process has been writing to this index for over "
+                           f"{self.timeout:.0f} s; wait for it to finish and retry")
         return self
 
     def __exit__(self, *exc) -> None:
