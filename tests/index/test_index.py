@@ -10,6 +10,7 @@ import pytest
 
 from cfcd.index import Index, IndexMismatchError, Searcher, add_images, load_index_model, store
 from cfcd.index.vectors import layers
+from cfcd.index.neighbours import augmented
 from cfcd.settings import DEFAULT_MAX_WORKING_SIDE, ExtractionSettings, Runtime
 
 MODEL = {"name": "test-model", "config": {"backbone": "x"}, "dim": 16}
@@ -157,7 +158,7 @@ def test_fast_scan_refuses_reconstruction(tmp_path, factory):
     loaded = Index.load(tmp_path / "idx")
     assert loaded.search(x[1:2], k=5).ids.shape == (1, 5)
     assert 0 not in loaded.search(x[:1], k=10).ids
-    for attempt in (lambda: loaded.search(x[:1], k=5, qe=2), lambda: loaded.augmented(2), lambda: index.augmented(2)):
+    for attempt in (lambda: loaded.search(x[:1], k=5, qe=2), lambda: augmented(loaded, 2), lambda: augmented(index, 2)):
         with pytest.raises(ValueError, match="fast-scan"):
             attempt()
 

@@ -39,7 +39,7 @@ def parse_bbox(text: str) -> tuple[float, float, float, float]:
 def run(args) -> None:
     from ..errors import ConfigError
     from ..index import Index
-    from ..index.neighbours import similar
+    from ..index.neighbours import augmented, similar
     from ..index.searcher import Searcher
     from ..model import load_model
     from ..settings import Runtime
@@ -50,7 +50,7 @@ def run(args) -> None:
         raise ConfigError("--bbox crops a query image; an indexed image (--id) is searched whole")
     index = Index.load(args.index)
     if args.dba:
-        index = index.augmented(args.dba, args.dba_alpha)
+        index = augmented(index, args.dba, args.dba_alpha)
     if args.ids:
         # an unknown id raises UnknownImage, a cfcd NotFound: one line for the user
         result = similar(index, args.ids, k=args.k, qe=args.qe, alpha=args.alpha)

@@ -5,7 +5,7 @@ An engine is a **store** (where versions of an index are published) that opens a
 image, and the index's settings) and a **raw layer** (the descriptors as they were added, by
 id). ``Index`` composes them and owns everything that is the same for every engine (ids,
 dedupe, model and settings checks, tombstones, the learned projection, re-ranking). The
-FAISS engine (``store.DirectoryStore``) and the Milvus one (``milvus.MilvusStore``) keep it,
+FAISS engine (``store.DirectoryStore``) and the Milvus one (``milvus.store.MilvusStore``) keep it,
 and ``tests/index/test_contract.py`` checks every registered engine against it, including an
 in-memory NumPy engine written in one file (``tests/index/memory_engine.py``).
 

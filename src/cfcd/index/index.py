@@ -31,7 +31,6 @@ from .identity import IndexMismatchError, check_compatible, model_identity, norm
 from .layers import Layers
 from .records import ImageRecord, describe_file, new_positions, resolve_paths
 from .results import AddReport, SearchResult
-from .vectors import DEFAULT_FACTORY
 
 __all__ = ["Index", "IndexMismatchError"]
 
@@ -293,20 +292,15 @@ class Index:
         scores, ids, records = self.layers.nearest(queries, k, self._tombstones)
         return SearchResult(ids=ids, scores=scores, records=records)
 
-    def augmented(self, n: int = 10, alpha: float = rerank.DEFAULT_DBA_ALPHA) -> "Index":
-        """A copy (in memory, FAISS exact) whose database vectors are replaced by their
-        alpha-DBA versions (see ``cfcd.index.rerank.database_augmentation``); exact k-NN over
-        the whole index."""
-        ids = np.asarray(self.ids(), dtype=np.int64)
-        vectors = rerank.database_augmentation(self.reconstruct(ids), n, alpha)
-        layer = store_class(DEFAULT_ENGINE).create_vectors(vectors.shape[1], DEFAULT_FACTORY)
-        layer.add(vectors, ids)
-        copy = Index.__new__(Index)
-        copy.__dict__.update(self.__dict__)
-        copy.layers = Layers(layer, self.layers.catalogue, self.layers.raw, self.projection, self.generation)
-        copy._tombstones = 0
-        copy.store, copy._journal = None, []  # a view for searching, never to be saved
-        return copy
+    def _view(self, vectors) -> "Index":
+        """This index searching ``vectors`` (a vector layer over the same ids) instead of its
+        own: in memory, for searching only, never saved (``neighbours.augmented``)."""
+        view = Index.__new__(Index)
+        view.__dict__.update(self.__dict__)
+        view.layers = Layers(vectors, self.layers.catalogue, self.layers.raw, self.projection, self.generation)
+        view._tombstones = 0
+        view.store, view._journal = None, []
+        return view
 
     # ---- the learned projection (cfcd.index.projection) ---------------------------------
 

@@ -4,6 +4,8 @@
 as a query (so a learned projection applies), the images themselves left out.
 ``neighbour_blocks``: every image's k nearest neighbours, a block of images at a time through the
 vector engine, so memory stays bounded by the block, never an n x n matrix.
+``augmented``: the index searching the alpha-DBA versions of its vectors (database-side
+augmentation, ``cfcd.index.rerank``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..errors import NotFound
+from . import rerank
+from .engines import DEFAULT_ENGINE, store_class
 from .rerank import DEFAULT_QE_ALPHA
 from .results import SearchResult
 
@@ -62,3 +66,14 @@ def neighbour_blocks(index, k: int, block: int = BLOCK) -> Iterator[tuple[np.nda
         result = index.search(index.descriptors(own), min(k + 1, len(all_ids)))
         found, scores = _without_self(result.ids, result.scores, own, k)
         yield own, found, scores
+
+
+def augmented(index, n: int = 10, alpha: float = rerank.DEFAULT_DBA_ALPHA):
+    """A view of ``index`` (in memory, exact search, never saved) whose vectors are replaced by
+    their alpha-DBA versions (``rerank.database_augmentation``: each one mixed with its ``n``
+    nearest neighbours); exact k-NN over the whole index."""
+    ids = np.asarray(index.ids(), dtype=np.int64)
+    vectors = rerank.database_augmentation(index.reconstruct(ids), n, alpha)
+    layer = store_class(DEFAULT_ENGINE).create_vectors(vectors.shape[1], None)
+    layer.add(vectors, ids)
+    return index._view(layer)
