@@ -15,13 +15,19 @@ queries and the database is every photo of the set, so the training photos are d
 - the starting model: ImageNet MobileNetV2 GeM, 1280-d, no training;
 - the starting model with a 512-d whitening head learned from the training photos, labels
   ignored (``cfcd.model.whitening``, ``cfcd whiten``'s defaults), no training;
+- the starting model with a 512-d supervised (learned) whitening head from the training photos
+  and their labels (``cfcd.model.whitening.learn_supervised_whitening``), no SGD; its shrinkage
+  and power are chosen by ``cfcd.whiten.choose_supervised_whitening`` on the training side of
+  the fold alone (inner identity folds), never on the test side (``--grid`` also prints every
+  setting's test-side score, for information only);
 - after stage 1 and after stage 2 (``stage{1,2}/model.pt``);
 - ``best.pt``: the model the guard kept (start, or the best epoch on the held-back identities).
 
 Reference settings (scales 0.7071 / 1 / 1.4142, long side 512). Training lists refer to the
 photos in place; nothing is copied. Rerunning with the same ``--out`` resumes finished folds.
 
-    .venv/bin/python bench/train_cpu.py [--config finetune-small] [--out runs/bench-train-cpu] [--split sources] [key=value ...]
+    .venv/bin/python bench/train_cpu.py [--config finetune-small] [--out runs/bench-train-cpu] [--split sources]
+        [--untrained] [--grid] [--inner-folds 2] [key=value ...]
 """
 
 from __future__ import annotations
@@ -38,21 +44,24 @@ import torch
 from cfcd import evaluate, load_model
 from cfcd.evaluate.benchmarks.folder import InstanceResult, leave_one_out
 from cfcd.evaluate.descriptors import Descriptors
-from cfcd.model.whitening import descriptors_from_vectors, learn_whitening
+from cfcd.model.whitening import (Whitening, descriptors_from_vectors, learn_supervised_whitening, learn_whitening,
+                                  supervised_whitenings)
 from cfcd.settings import REFERENCE_SETTINGS, Runtime
 from cfcd.train.config import load_config
 from cfcd.train.engine import run
 from cfcd.train.guard import report
 from cfcd.train.holdout import identity_folds, source_folds
-from cfcd.whiten import gem_vectors
+from cfcd.whiten import (SUPERVISED_POWERS, SUPERVISED_SHRINKAGES, choose_supervised_whitening, gem_vectors,
+                         labelled_vectors)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "instances-dev"
 START = "mobilenet_v2-imagenet"
 # as cfcd whiten and stage1.head_init=whiten learn their head (cfcd.whiten.learn_head's defaults)
 REGIONS, WHITEN_POWER, WHITEN_SHRINKAGE = (2, 3), 0.5, 1.0
-ROWS = ("start", "whiten", "stage1", "stage2", "best")
+ROWS = ("start", "whiten", "supervised", "stage1", "stage2", "best")
 TITLES = {"start": "ImageNet MobileNetV2 GeM 1280-d (no training)",
           "whiten": "+ whitening head from the training photos (no training)",
+          "supervised": "supervised whitening (labels, no SGD; setting chosen on the training side)",
           "stage1": "after stage 1", "stage2": "after stage 2", "best": "best.pt (the guard's pick)"}
 
 
@@ -92,6 +101,17 @@ def same_as(best: Path, cfg, fold: dict[str, InstanceResult]) -> InstanceResult 
     return fold.get({"init": "start"}.get(candidate, last.get(candidate, "")))
 
 
+def supervised_head(glob: np.ndarray, reg: np.ndarray, identities: list[str], sources: list[str],
+                    train: list[int], dim: int = 512, **grid) -> tuple[Whitening, dict, dict]:
+    """(head, chosen setting, inner scores): the ``dim``-d supervised whitening of the ``train``
+    photos, its setting chosen on them alone; no other row of ``glob`` / ``reg`` is read."""
+    ids, srcs = [identities[n] for n in train], [sources[n] for n in train]
+    chosen, inner = choose_supervised_whitening(glob[train], ids, srcs, reg[train], dim, **grid)
+    x, y, extra = labelled_vectors(glob[train], ids, reg[train])
+    head = learn_supervised_whitening(x, y, dim, chosen["shrinkage"], chosen["power"], unlabelled=extra)
+    return head, chosen, inner
+
+
 def pooled(results: list[InstanceResult]) -> InstanceResult:
     return InstanceResult(np.concatenate([r.aps for r in results]), np.concatenate([r.recall1 for r in results]),
                           [s for r in results for s in r.sources])
@@ -107,6 +127,11 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the identity folds")
     parser.add_argument("--only-fold", type=int, default=None, help="run this fold only (1-based; for quick searches)")
     parser.add_argument("--untrained", action="store_true", help="only the rows without training (seconds, from the cache)")
+    parser.add_argument("--inner-folds", type=int, default=2,
+                        help="identity folds inside a fold's training side that choose the supervised whitening's setting")
+    parser.add_argument("--grid", action="store_true",
+                        help="also score every supervised-whitening setting on the test side (information only; "
+                             "the row's setting is always chosen on the training side)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
@@ -120,6 +145,8 @@ def main() -> int:
         named = [(f"fold {f}", *pair) for f, pair in enumerate(identity_folds(identities, args.folds, args.seed, sources), 1)]
     results: dict[str, list[InstanceResult]] = {k: [] for k in ROWS}
     per_fold: list[tuple[str, dict[str, float]]] = []
+    chosen_per_fold: list[tuple[str, dict]] = []
+    grid_results: dict[tuple[float, float], list[InstanceResult]] = {}
     minutes = 0.0
     for f, (label, train_ids, test_ids) in enumerate(named, start=1):
         if args.only_fold is not None and f != args.only_fold:
@@ -141,6 +168,19 @@ def main() -> int:
         head = learn_whitening(np.concatenate([glob[train].reshape(-1, c), reg[train].reshape(-1, c)]), 512,
                                power=WHITEN_POWER, shrinkage=WHITEN_SHRINKAGE)
         fold["whiten"] = score(descriptors_from_vectors(glob[base], head), test_rows, queries)
+        head, chosen, inner = supervised_head(glob, reg, identities, sources, train, folds=args.inner_folds)
+        fold["supervised"] = score(descriptors_from_vectors(glob[base], head), test_rows, queries)
+        best_inner = inner[(chosen["shrinkage"], chosen["power"])]
+        print(f"  supervised whitening: shrinkage {chosen['shrinkage']}, power {chosen['power']} "
+              f"(inner mAP on the training identities {best_inner:.2f}; "
+              + ", ".join(f"{s}/{p}: {v:.2f}" for (s, p), v in inner.items()) + ")", flush=True)
+        chosen_per_fold.append((label, chosen))
+        if args.grid:
+            x, y, extra = labelled_vectors(glob[train], [identities[n] for n in train], reg[train])
+            for setting, h in supervised_whitenings(x, y, 512, SUPERVISED_SHRINKAGES, SUPERVISED_POWERS,
+                                                    unlabelled=extra).items():
+                grid_results.setdefault(setting, []).append(
+                    score(descriptors_from_vectors(glob[base], h), test_rows, queries))
         if not args.untrained:
             cfg = load_config(args.config, [f"data.train={listing}", "data.root=/", f"run.out_dir={folder / 'run'}",
                                             *args.overrides])
@@ -165,11 +205,22 @@ def main() -> int:
         print(f"  {k}: {TITLES[k]}")
     print("\n| | " + " | ".join(keys) + " |\n|---|" + "---:|" * len(keys))
     print("| **pooled** | " + " | ".join(f"**{100 * table[k].summary()['mAP']:.2f}**" for k in keys) + " |")
-    for label, values in per_fold:
-        print(f"| {label} | " + " | ".join(f"{values[k]:.2f}" for k in keys) + " |")
+    if args.split != "sources":  # a source's fold is that source: its row follows, per source
+        for label, values in per_fold:
+            print(f"| {label} | " + " | ".join(f"{values[k]:.2f}" for k in keys) + " |")
     for source, first in (table[keys[0]].per_source() if keys else {}).items():
         cells = [table[k].per_source()[source] for k in keys]
         print(f"| {source} ({first['queries']} q) | " + " | ".join(f"{100 * c['mAP']:.2f}" for c in cells) + " |")
+    print("\nsupervised whitening, setting chosen per fold on its training side: "
+          + "; ".join(f"{label} {c['shrinkage']}/{c['power']}" for label, c in chosen_per_fold))
+    if grid_results and all(len(v) == len(per_fold) for v in grid_results.values()):
+        print("\nTEST-SIDE scores of every supervised-whitening setting (information only, not used to choose), mAP %:")
+        print("\n| shrinkage / power | pooled | " + " | ".join(table[keys[0]].per_source()) + " |\n|---|---:|"
+              + "---:|" * len(table[keys[0]].per_source()))
+        for (s, p), res in grid_results.items():
+            t = pooled(res)
+            print(f"| {s} / {p} | {100 * t.summary()['mAP']:.2f} | "
+                  + " | ".join(f"{100 * c['mAP']:.2f}" for c in t.per_source().values()) + " |")
     print(f"\ntraining time: {minutes:.1f} min on {torch.get_num_threads()} CPU thread(s) (guard evaluations included)")
     print("command: .venv/bin/python bench/train_cpu.py " + " ".join(sys.argv[1:]))
     return 0

@@ -1,5 +1,6 @@
-"""Projection heads learned without labels: PCA and PCA-whitening of GeM vectors, folded into
-CFCDNet's ``Linear(C, d) -> BatchNorm1d`` head.
+"""Projection heads learned without training: PCA and PCA-whitening of GeM vectors (no labels),
+and the supervised learned whitening of labelled ones (``learn_supervised_whitening``, formula
+in its docstring), folded into CFCDNet's ``Linear(C, d) -> BatchNorm1d`` head.
 
 From unlabelled GeM vectors g_1..g_N (N, C), mean mu and centred covariance with eigenpairs
 (lambda_i, u_i), largest first, the head is
@@ -113,6 +114,111 @@ def whitening_from_moments(moments: Moments, dim: int = 512, power: float = 0.5,
 def learn_whitening(vectors, dim: int = 512, power: float = 0.5, shrinkage: float = 0.1) -> Whitening:
     """``whitening_from_moments`` of unlabelled GeM ``vectors`` (N, C)."""
     return whitening_from_moments(Moments.of(vectors), dim, power, shrinkage)
+
+
+def within_class_scatter(vectors, labels) -> tuple[torch.Tensor, int]:
+    """``(S (C, C), pairs)``: the mean over all unordered pairs (i, j), i != j, of vectors with the
+    same label of (x_i - x_j)(x_i - x_j)^T, float64, and the number of such pairs. Computed
+    per label from its own scatter: over the n_k vectors of label k with mean mu_k,
+    sum_{i<j} (x_i - x_j)(x_i - x_j)^T = n_k sum_i (x_i - mu_k)(x_i - mu_k)^T, so no pair is
+    formed explicitly. A label with one vector contributes no pair."""
+    x = torch.as_tensor(np.asarray(vectors), dtype=torch.float64)
+    if x.ndim != 2:
+        raise ValueError(f"expected vectors (N, C); got shape {tuple(x.shape)}")
+    labels = np.asarray(labels)
+    if len(labels) != len(x):
+        raise MismatchError(f"{len(labels)} labels for {len(x)} vectors")
+    c = x.shape[1]
+    total, pairs = torch.zeros(c, c, dtype=torch.float64), 0
+    for label in dict.fromkeys(labels.tolist()):
+        members = x[torch.as_tensor(labels == label)]
+        n = len(members)
+        if n < 2:
+            continue
+        centred = members - members.mean(dim=0)
+        total += n * (centred.T @ centred)
+        pairs += n * (n - 1) // 2
+    return (total / pairs if pairs else total), pairs
+
+
+def learn_supervised_whitening(vectors, labels, dim: int = 512, shrinkage: float = 1.0, power: float = 0.0,
+                               pca_shrinkage: float = 1.0, unlabelled=None) -> Whitening:
+    """A head learned from labelled GeM vectors: whitening of the within-identity scatter of
+    matching pairs, then PCA (learned whitening, Mikolajczyk & Matas, ICCV 2007; Radenovic,
+    Tolias & Chum, TPAMI 2018, "learned whitening"). With ``vectors`` x_1..x_N (N, C) and their
+    identity ``labels``, P = all unordered pairs (i, j) of distinct vectors with one label:
+
+        m   = mean_i x_i
+        S   = 1/|P| sum_{(i,j) in P} (x_i - x_j)(x_i - x_j)^T         (within-identity scatter)
+        S_l = S + l I,  l = shrinkage * trace(S) / C
+        P1  = S_l^(-1/2)  (symmetric: V diag(e^-1/2) V^T from S_l = V diag(e) V^T)
+        y_i = P1 (x_i - m);  (r_k, v_k) the eigenpairs of cov(y), largest v_k first
+        fc(g) = W (g - m),  W = diag((v_k + eps)^(-power)) [r_1 .. r_dim]^T P1,
+        eps = pca_shrinkage * mean(v_1..v_dim)
+
+    P1 shrinks the directions in which photos of one identity differ (the noise a descriptor
+    should ignore) and PCA keeps the ``dim`` directions in which the whitened photos still
+    differ most (between identities). ``power = 0`` is the papers' rotation; 0.5 also
+    PCA-whitens the result (as ``learn_whitening``). The shrinkage l is needed when there are
+    fewer pairs than dimensions (a few hundred photos against C = 1280: S has rank below C):
+    directions no pair spans get l instead of 0; as ``shrinkage`` grows, P1 tends to a multiple
+    of I and the head to the unlabelled ``learn_whitening`` of the same vectors at the same
+    power (PCA at ``power = 0``).
+    ``unlabelled`` vectors (M, C) (e.g. GeM over regions of the same photos) join the PCA step
+    only (y_i of them too), never S or m.
+
+    The papers learn it on L2-normalised descriptors, with m the mean of the pairs' query side;
+    here x are the raw GeM vectors the head ``Linear(C, d)`` receives (as ``learn_whitening``),
+    and m is the plain mean of the labelled vectors, so that the head is affine in g."""
+    heads = supervised_whitenings(vectors, labels, dim, (shrinkage,), (power,), pca_shrinkage, unlabelled)
+    return heads[(shrinkage, power)]
+
+
+def supervised_whitenings(vectors, labels, dim: int = 512, shrinkages: Sequence[float] = (1.0,),
+                          powers: Sequence[float] = (0.0,), pca_shrinkage: float = 1.0,
+                          unlabelled=None) -> dict[tuple[float, float], Whitening]:
+    """``learn_supervised_whitening`` at every ``(shrinkage, power)`` of the grid, sharing the
+    work: S_l has the eigenvectors of S (eigenvalues + l), and cov(y) = P1 cov(x) P1 comes from
+    one covariance of the vectors."""
+    x = torch.as_tensor(np.asarray(vectors), dtype=torch.float64)
+    if x.ndim != 2:
+        raise ValueError(f"expected vectors (N, C); got shape {tuple(x.shape)}")
+    c = x.shape[1]
+    if dim > c:
+        raise ConfigError(f"dim = {dim} exceeds the {c} channels of the vectors")
+    if min(shrinkages, default=0) < 0 or pca_shrinkage < 0:
+        raise ConfigError(f"supervised whitening shrinkage {min(*shrinkages, pca_shrinkage)}: expected >= 0")
+    for power in powers:
+        if not 0 <= power <= 0.5:
+            raise ConfigError(f"whitening power {power}: expected 0 (PCA) to 0.5 (full whitening)")
+    scatter, pairs = within_class_scatter(x, labels)
+    if not pairs:
+        raise InputError("supervised whitening needs at least one identity with two photos (a matching pair); got none")
+    mean = x.mean(dim=0)
+    spread = Moments.of(x)  # the vectors of the PCA step: labelled and unlabelled
+    if unlabelled is not None and len(unlabelled):
+        spread = spread + Moments.of(torch.as_tensor(np.asarray(unlabelled), dtype=torch.float64).reshape(-1, c))
+    values, axes = torch.linalg.eigh(scatter)
+    values = values.clamp(min=0)
+    scale = float(values.mean())  # trace(S) / C
+    if scale <= 0:  # every pair identical: fall back to the spread of the vectors themselves
+        scale = float(torch.diagonal(spread.scatter).sum()) / max(1, spread.count - 1) / c or 1.0
+    heads = {}
+    for shrinkage in shrinkages:
+        shrunk = values + shrinkage * scale
+        learned = shrunk > 1e-12 * float(shrunk.max())
+        if learned.any():  # shrinkage 0 on a rank-deficient S: unspanned directions as the smallest spanned one
+            shrunk = torch.where(learned, shrunk, shrunk[learned].min())
+        else:  # S = 0 and shrinkage 0: no direction to prefer
+            shrunk = torch.full_like(shrunk, scale)
+        p1 = (axes * shrunk.rsqrt()) @ axes.T  # symmetric
+        # the moments of y = P1 (x - m) over the PCA step's vectors
+        whitened = Moments(spread.count, p1 @ (spread.mean - mean), p1 @ spread.scatter @ p1)
+        rows, variance = principal_axes(whitened, dim)
+        for power in powers:
+            second = whitening_from_axes(whitened.mean, rows, variance, power, pca_shrinkage)
+            heads[(shrinkage, power)] = Whitening(mean, second.projection @ p1, variance)
+    return heads
 
 
 @torch.no_grad()
