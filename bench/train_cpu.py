@@ -17,7 +17,7 @@ queries and the database is every photo of the set, so the training photos are d
   ignored (``cfcd.model.whitening``, ``cfcd whiten``'s defaults), no training;
 - the starting model with a 512-d supervised (learned) whitening head from the training photos
   and their labels (``cfcd.model.whitening.learn_supervised_whitening``), no SGD; its shrinkage
-  and power are chosen by ``cfcd.whiten.choose_supervised_whitening`` on the training side of
+  and power are chosen by ``cfcd.train.supervised.choose_supervised_whitening`` on the training side of
   the fold alone (inner identity folds), never on the test side (``--grid`` also prints every
   setting's test-side score, for information only);
 - after stage 1 and after stage 2 (``stage{1,2}/model.pt``);
@@ -51,8 +51,8 @@ from cfcd.train.config import load_config
 from cfcd.train.engine import run
 from cfcd.train.guard import report
 from cfcd.train.holdout import identity_folds, source_folds
-from cfcd.whiten import (SUPERVISED_POWERS, SUPERVISED_SHRINKAGES, choose_supervised_whitening, gem_vectors,
-                         labelled_vectors)
+from cfcd.train.supervised import SUPERVISED_POWERS, SUPERVISED_SHRINKAGES, choose_supervised_whitening
+from cfcd.whiten import gem_vectors, labelled_vectors
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "instances-dev"
 START = "mobilenet_v2-imagenet"

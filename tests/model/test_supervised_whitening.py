@@ -1,6 +1,6 @@
 """Supervised (learned) whitening from labelled matching pairs
 (``cfcd.model.whitening.learn_supervised_whitening``), its setting chosen on the labelled photos
-alone (``cfcd.whiten.choose_supervised_whitening``), and the bench row that uses it
+alone (``cfcd.train.supervised.choose_supervised_whitening``), and the bench row that uses it
 (``bench/train_cpu.py``, issue 22)."""
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import torch
 
 from cfcd import ExtractionSettings, Runtime, extract
 from cfcd.model import CFCDNet, ModelConfig
-from cfcd.model import whitening as whitening_module
 from cfcd.model.whitening import (descriptors_from_vectors, learn_supervised_whitening, learn_whitening,
                                   supervised_whitenings, within_class_scatter)
-from cfcd.whiten import choose_supervised_whitening, gem_vectors, learn_supervised_head
+from cfcd.train import supervised as supervised_module
+from cfcd.train.supervised import choose_supervised_whitening
+from cfcd.whiten import gem_vectors, learn_supervised_head
 
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "train_cpu.py"
 
@@ -123,7 +124,7 @@ def test_the_choice_never_scores_on_identities_it_learned_from(monkeypatch):
     identities = [f"id{y}" for y in labels]
     groups = ["a" if y % 2 else "b" for y in labels]
     learned, scored = [], []
-    real_learn, real_score = whitening_module.supervised_whitenings, __import__("cfcd.whiten").whiten._loo_aps
+    real_learn, real_score = supervised_module.supervised_whitenings, supervised_module.loo_aps
 
     def spy_learn(vectors, labels_, *args, **kwargs):
         learned.append(set(labels_))
@@ -133,8 +134,8 @@ def test_the_choice_never_scores_on_identities_it_learned_from(monkeypatch):
         scored.append(set(labels_))
         return real_score(descriptors, labels_)
 
-    monkeypatch.setattr(whitening_module, "supervised_whitenings", spy_learn)
-    monkeypatch.setattr("cfcd.whiten._loo_aps", spy_score)
+    monkeypatch.setattr(supervised_module, "supervised_whitenings", spy_learn)
+    monkeypatch.setattr(supervised_module, "loo_aps", spy_score)
     chosen, scores = choose_supervised_whitening(glob, identities, groups, dim=4, shrinkages=(0.01, 100.0),
                                                  powers=(0.0,))
     assert len(learned) == 2 and len(scored) == 4  # 2 inner folds, 2 settings scored in each
@@ -183,9 +184,9 @@ def test_the_folded_head_is_the_supervised_whitening_of_gem(image_folder):
     paths = sorted(image_folder.rglob("*.jpg"))
     labels = [p.parent.name for p in paths]  # two identities of three photos
     settings = ExtractionSettings((0.7071, 1.0), max_side=None)
-    model, w, setting = learn_supervised_head(trunk, paths, labels, dim=8, shrinkage=0.1, power=0.0, regions=(2,),
-                                              settings=settings)
-    assert model.config.dim == 8 and setting == {"shrinkage": 0.1, "power": 0.0}
+    model, w = learn_supervised_head(trunk, paths, labels, dim=8, shrinkage=0.1, power=0.0, regions=(2,),
+                                     settings=settings)
+    assert model.config.dim == 8
     glob, _ = gem_vectors(trunk, paths, settings)
     got = extract(model, paths, settings, Runtime(progress=False))
     assert np.allclose(got, descriptors_from_vectors(glob, w), atol=1e-4)
