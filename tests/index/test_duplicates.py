@@ -4,8 +4,6 @@ size give the same groups) and the commands (`cfcd duplicates`, `cfcd search --i
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -86,40 +84,36 @@ def test_similar_leaves_the_image_out_and_searches_like_a_query(collection):
         similar(index, [99])
 
 
-def cfcd(*args):
-    return subprocess.run([sys.executable, "-m", "cfcd", *map(str, args)], capture_output=True, text=True, timeout=300)
-
-
-def test_commands(collection, tmp_path):
-    root, _ = collection
-    out = cfcd("duplicates", root, "--threshold", "0.8", "--json")
-    assert out.returncode == 0, out.stderr
-    body = json.loads(out.stdout)
-    assert body["images"] == 20 and [len(g["ids"]) for g in body["groups"]] == [4, 3, 2]
-    assert body["groups"][0]["paths"] == [f"scene0/{n}.jpg" for n in range(4)]
-    text = cfcd("duplicates", root, "--threshold", "0.8", "--html", tmp_path / "page")
-    assert "3 groups of near-duplicates (9 of 20 images)" in text.stdout
-    assert "Group 1: 4 images" in (tmp_path / "page" / "index.html").read_text()
-    bad = cfcd("duplicates", root, "--threshold", "2")
-    assert bad.returncode == 2 and "threshold 2.0" in bad.stderr
-    found = cfcd("search", root, "--id", "0", "-k", "3", "--json")
-    assert found.returncode == 0, found.stderr
-    hits = json.loads(found.stdout)[0]
-    assert hits["query"] == {"id": 0} and {h["id"] for h in hits["results"]} == {1, 2, 3}
-    missing = cfcd("search", root, "--id", "99")
-    assert missing.returncode == 2 and "no image with id 99" in missing.stderr
-    neither = cfcd("search", root)
-    assert neither.returncode == 2 and "--id N" in neither.stderr
-
-
-def test_bad_id_or_threshold_is_one_line(collection, capsys):
-    # cfcd.errors types (UnknownImage is a NotFound; the threshold a ConfigError): one line, no traceback
+def cfcd(capsys, *args):
+    """`cfcd ARGS` in this process (a subprocess per command paid 5 s of imports each):
+    (exit status, stdout, stderr), as the command line would give them."""
     from cfcd.cli import main
 
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exit:  # argparse's own errors
+        code = exit.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_commands(collection, tmp_path, capsys):
     root, _ = collection
-    assert main(["search", str(root), "--id", "99"]) == 2
-    err = capsys.readouterr().err.splitlines()
-    assert len(err) == 1 and err[0].startswith("cfcd search: error: no image with id 99 in the index"), err
-    assert main(["duplicates", str(root), "--threshold", "2"]) == 2
-    assert capsys.readouterr().err.splitlines() == [
-        f"cfcd duplicates: error: threshold 2.0: a cosine similarity, between -1 and 1 (default {DEFAULT_THRESHOLD})"]
+    code, out, err = cfcd(capsys, "duplicates", root, "--threshold", "0.8", "--json")
+    assert code == 0, err
+    body = json.loads(out)
+    assert body["images"] == 20 and [len(g["ids"]) for g in body["groups"]] == [4, 3, 2]
+    assert body["groups"][0]["paths"] == [f"scene0/{n}.jpg" for n in range(4)]
+    code, out, _ = cfcd(capsys, "duplicates", root, "--threshold", "0.8", "--html", tmp_path / "page")
+    assert code == 0 and "3 groups of near-duplicates (9 of 20 images)" in out
+    assert "Group 1: 4 images" in (tmp_path / "page" / "index.html").read_text()
+    code, _, err = cfcd(capsys, "duplicates", root, "--threshold", "2")
+    assert code == 2 and "threshold 2.0" in err
+    code, out, err = cfcd(capsys, "search", root, "--id", "0", "-k", "3", "--json")
+    assert code == 0, err
+    hits = json.loads(out)[0]
+    assert hits["query"] == {"id": 0} and {h["id"] for h in hits["results"]} == {1, 2, 3}
+    code, _, err = cfcd(capsys, "search", root, "--id", "99")
+    assert code == 2 and "no image with id 99" in err
+    code, _, err = cfcd(capsys, "search", root)
+    assert code == 2 and "--id N" in err

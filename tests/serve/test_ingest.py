@@ -18,12 +18,19 @@ KEY = {"X-API-Key": "wr1te"}
 
 
 @pytest.fixture(scope="module")
-def writable(served_index, tmp_path_factory, start_process):
-    """A server on a copy of the index, with an upload directory and a key."""
+def writable_process(served_index, tmp_path_factory, start_process):
+    """One server for the whole module (each start costs seconds of imports): on a copy of the
+    index, with an upload directory and a key."""
     root = tmp_path_factory.mktemp("ingest")
     shutil.copytree(served_index, root / "idx")
     with start_process(root / "idx", "--api-key", KEY["X-API-Key"], "--upload-dir", str(root / "uploads")) as proc:
-        yield proc.url, root
+        yield proc, root
+
+
+@pytest.fixture(scope="module")
+def writable(writable_process):
+    proc, root = writable_process
+    return proc.url, root
 
 
 def upload(url, data: bytes, name="new.png", headers=KEY, **form):
@@ -146,14 +153,18 @@ def test_a_write_racing_searches(writable, tmp_path, photos):
     assert health(url)["images"] == start["images"] + 2
 
 
-def test_a_killed_server_loses_no_published_image(served_index, tmp_path, start_process):
+def test_a_killed_server_loses_no_published_image(writable_process, tmp_path):
+    """Last in this module: it kills the module's server (after the writes of the tests above,
+    which must all be on disk too)."""
     from cfcd.index import Index
 
-    shutil.copytree(served_index, tmp_path / "idx")
+    proc, root = writable_process
+    before = health(proc.url)["images"]
     data = textured(tmp_path / "k.png", seed=300).read_bytes()
-    with start_process(tmp_path / "idx", "--upload-dir", str(tmp_path / "up")) as proc:
-        added = upload(proc.url, data, headers={}).json()
-        os.kill(proc.proc.pid, signal.SIGKILL)  # no shutdown, no flush: what was answered is on disk
-        proc.proc.wait()
-    index = Index.load(tmp_path / "idx")
-    assert len(index) == 13 and Path(index.records([added["id"]])[added["id"]].path).read_bytes() == data
+    added = upload(proc.url, data)
+    assert added.status_code == 201, added.text
+    os.kill(proc.proc.pid, signal.SIGKILL)  # no shutdown, no flush: what was answered is on disk
+    proc.proc.wait()
+    index = Index.load(root / "idx")
+    image_id = added.json()["id"]
+    assert len(index) == before + 1 and Path(index.records([image_id])[image_id].path).read_bytes() == data
