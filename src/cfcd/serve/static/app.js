@@ -1,54 +1,122 @@
-// cfcd search page: pick or drop a photo, optionally drag a box on it, see ranked results.
+// cfcd search page: search by photo (optionally a region of it), more like any image, browse
+// the collection by folder, add photos, and see the near-duplicate groups.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { file: null, image: null, scale: 1, box: null, drag: null, keyRequired: false };
+const state = { file: null, image: null, scale: 1, box: null, drag: null, keyRequired: false, session: false, view: null };
+// Images per collection page; ?page_size= in the page's URL overrides it (the tests use a
+// small one), up to the server's limit of 500.
+const PAGE = Math.min(500, Number(new URLSearchParams(location.search).get("page_size")) || 48);
+const VIEWS = ["search", "collection", "duplicates"];
 
 function apiKey() { return $("api-key").value.trim(); }
 function setMessage(text) { $("message").textContent = text || ""; }
+const fileName = (path) => (path || "").split(/[\\/]/).pop();
 
-// The key is sent once, in a header, for an HttpOnly session cookie that authorises the
-// searches, images and thumbnails that follow: it never goes into a URL or into storage.
+// The key is sent once, in a header, for an HttpOnly session cookie that authorises every
+// request that follows, <img> thumbnails included (they cannot carry a header): it never goes
+// into a URL or into storage.
 async function openSession() {
   const res = await fetch("/session", { method: "POST", headers: { "X-API-Key": apiKey() } });
   if (res.status === 401) throw new Error("wrong API key");
   if (!res.ok) throw new Error(`the server answered ${res.status}`);
+  state.session = true;
 }
 
-async function askForKey() {
+function askForKey() {
   state.keyRequired = true;
+  state.session = false;
   $("key-label").hidden = false;
   $("api-key").focus();
 }
 
+// Every call to the service goes through here: the session first when a key was typed,
+// then the JSON answer, or an Error saying what the server said.
+async function api(url, options = {}) {
+  if (state.keyRequired && apiKey() && !state.session) await openSession();
+  const res = await fetch(url, options);
+  const body = await res.json().catch(() => ({ detail: res.statusText }));
+  if (res.ok) return body;
+  if (res.status === 401) { askForKey(); throw new Error("enter the API key at the top of the page"); }
+  if (res.status === 503) throw new Error(`the server is busy; try again in ${res.headers.get("Retry-After") || "a few"} seconds`);
+  throw new Error(typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail));
+}
+
 async function loadHealth() {
   try {
-    const res = await fetch("/health");
-    const h = await res.json();
+    const h = await (await fetch("/health")).json();
     // What the index searches: its own learned projection (no labels), or the raw descriptors.
     const p = h.projection;
     const space = p ? ` · searching a ${p.dim}-d projection learned from ${p.learned_from} of these photos`
                     : ` · ${h.dim}-d descriptors, no learned projection${h.learn ? "" : " (learning off)"}`;
     $("status").textContent = `${h.images} images indexed${space}`;
-    state.keyRequired = h.api_key_required;
     state.maxBytes = h.max_upload_bytes;
-    if (h.api_key_required) {
+    $("upload-label").hidden = !h.writable;
+    if (h.api_key_required && !state.keyRequired) {
+      state.keyRequired = true;
       // A session cookie from earlier still works until the server restarts.
       const session = await fetch("/session");
-      if (session.status !== 204) askForKey();
+      if (session.status === 204) state.session = true; else askForKey();
     }
   } catch (err) {
     $("status").textContent = "The search service is not reachable.";
   }
 }
 
+function tooLarge(file) {
+  if (!state.maxBytes || file.size <= state.maxBytes) return false;
+  setMessage(`${file.name} is ${(file.size / 1048576).toFixed(1)} MB; the limit is ${(state.maxBytes / 1048576).toFixed(0)} MB.`);
+  return true;
+}
+
+// ---- views ----------------------------------------------------------------------------
+
+function showView(name) {
+  if (!VIEWS.includes(name)) name = "search";
+  for (const v of VIEWS) $(`view-${v}`).hidden = v !== name;
+  for (const a of document.querySelectorAll("#tabs a")) a.classList.toggle("active", a.dataset.view === name);
+  const entered = state.view !== name;
+  state.view = name;
+  if (name === "collection" && !coll.started) resetCollection();
+  if (name === "duplicates" && entered) loadDuplicates();  // the server keeps the groups per index version
+}
+
+// One thumbnail card: the image (opens the full file), its name, and a "Similar" button.
+function card(item, cls = "card") {
+  const li = document.createElement("li");
+  li.className = cls;
+  li.dataset.id = item.id;
+  const a = document.createElement("a");
+  a.href = item.image_url;
+  a.target = "_blank";
+  a.rel = "noopener";
+  const img = document.createElement("img");
+  img.src = `${item.thumbnail_url}?size=256`;
+  img.alt = fileName(item.path) || `image ${item.id}`;
+  img.loading = "lazy";
+  a.append(img);
+  const name = document.createElement("div");
+  name.className = "name";
+  name.textContent = img.alt;
+  name.title = item.path || "";
+  const similarButton = document.createElement("button");
+  similarButton.type = "button";
+  similarButton.className = "similar link";
+  similarButton.textContent = "Similar";
+  similarButton.addEventListener("click", () => similar(item));
+  const actions = document.createElement("div");
+  actions.className = "actions";
+  actions.append(name, similarButton);
+  li.append(a, actions);
+  return li;
+}
+
+// ---- search and more like this -----------------------------------------------------------
+
 function pick(file) {
   if (!file) return;
   if (!file.type.startsWith("image/")) { setMessage(`${file.name} is not an image.`); return; }
-  if (state.maxBytes && file.size > state.maxBytes) {
-    setMessage(`${file.name} is ${(file.size / 1048576).toFixed(1)} MB; the limit is ${(state.maxBytes / 1048576).toFixed(0)} MB.`);
-    return;
-  }
+  if (tooLarge(file)) return;
   setMessage("");
   state.file = file;
   state.box = null;
@@ -131,19 +199,11 @@ async function search() {
   if (state.box) form.append("bbox", state.box.join(","));
   $("search").disabled = true;
   $("summary").textContent = "Searching…";
+  $("similar-to").hidden = true;
   setMessage("");
   try {
-    if (state.keyRequired && apiKey()) await openSession();
-    const res = await fetch("/search", { method: "POST", body: form });
-    const body = await res.json().catch(() => ({ detail: res.statusText }));
-    if (!res.ok) {
-      if (res.status === 401) askForKey();
-      if (res.status === 503) {
-        throw new Error(`the server is busy; try again in ${res.headers.get("Retry-After") || "a few"} seconds`);
-      }
-      throw new Error(typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail));
-    }
-    show(body);
+    const body = await api("/search", { method: "POST", body: form });
+    show(body, body.query.bbox ? " (selected region)" : "");
   } catch (err) {
     $("summary").textContent = "";
     setMessage(`Search failed: ${err.message}`);
@@ -152,33 +212,139 @@ async function search() {
   }
 }
 
-function show(body) {
+// More like an indexed image: its stored descriptor searched as a query, itself left out.
+async function similar(item) {
+  location.hash = "search";
+  const name = fileName(item.path) || `image ${item.id}`;
+  $("summary").textContent = `Looking for images like ${name}…`;
+  setMessage("");
+  try {
+    const body = await api(`/images/${item.id}/similar?k=${$("k").value}`);
+    const to = $("similar-to");
+    to.querySelector("img").src = `/thumbnails/${item.id}?size=128`;
+    to.querySelector("span").textContent = `More like ${name}`;
+    to.hidden = false;
+    show(body, ` like ${name}`);
+    window.scrollTo(0, 0);
+  } catch (err) {
+    $("summary").textContent = "";
+    setMessage(`Similar images failed: ${err.message}`);
+  }
+}
+
+function show(body, what) {
   const list = $("results");
   list.replaceChildren();
-  const region = body.query.bbox ? " (selected region)" : "";
-  $("summary").textContent = `${body.results.length} most similar images${region} · ${body.elapsed_ms} ms`;
+  $("summary").textContent = `${body.results.length} most similar images${what} · ${body.elapsed_ms} ms`;
   for (const hit of body.results) {
-    const li = document.createElement("li");
-    li.className = "result";
-    li.dataset.id = hit.id;
-    const a = document.createElement("a");
-    a.href = hit.image_url;
-    a.target = "_blank";
-    a.rel = "noopener";
-    const img = document.createElement("img");
-    img.src = `${hit.thumbnail_url}?size=256`;
-    img.alt = hit.path ? hit.path.split(/[\\/]/).pop() : `image ${hit.id}`;
-    img.loading = "lazy";
-    a.append(img);
+    const li = card(hit, "result");
     const meta = document.createElement("div");
     meta.className = "meta";
     meta.innerHTML = `<span class="rank">#${hit.rank}</span><span class="score" title="cosine similarity">${hit.score.toFixed(3)}</span>`;
-    const name = document.createElement("div");
-    name.className = "name";
-    name.textContent = img.alt;
-    name.title = hit.path || "";
-    li.append(a, meta, name);
+    li.insertBefore(meta, li.querySelector(".actions"));
     list.append(li);
+  }
+}
+
+// ---- the collection ----------------------------------------------------------------------
+
+// Paged by ascending id, so pages stay valid while photos are added (new ones come last).
+let coll = { prefix: "", offset: 0, total: null, loading: false, started: false };
+
+async function loadFolders() {
+  const body = await api("/folders");
+  const select = $("folder"), chosen = select.value;
+  select.replaceChildren(new Option(`All folders (${body.images})`, ""));
+  // Images directly in the top folder have no prefix of their own: "All folders" shows them.
+  for (const f of body.folders.filter((f) => f.folder)) select.append(new Option(`${f.folder} (${f.images})`, `${f.folder}/`));
+  select.value = [...select.options].some((o) => o.value === chosen) ? chosen : "";
+}
+
+async function resetCollection() {
+  coll = { prefix: $("folder").value, offset: 0, total: null, loading: false, started: true };
+  $("collection").replaceChildren();
+  $("more").hidden = true;
+  try {
+    if ($("folder").options.length === 1) await loadFolders();
+  } catch (err) {
+    setMessage(`Folders failed: ${err.message}`);
+  }
+  await loadMore();
+}
+
+async function loadMore() {
+  const c = coll;  // a folder change meanwhile starts a new listing; this one's answer is dropped
+  if (c.loading || (c.total !== null && c.offset >= c.total)) return;
+  c.loading = true;
+  try {
+    const q = new URLSearchParams({ offset: c.offset, limit: PAGE, prefix: c.prefix });
+    const body = await api(`/images?${q}`);
+    if (c !== coll) return;
+    c.total = body.total;
+    c.offset += body.items.length;
+    $("collection").append(...body.items.map((item) => card(item)));
+    $("collection-count").textContent = `${c.offset} of ${c.total} images`;
+    $("more").hidden = c.offset >= c.total;
+  } catch (err) {
+    setMessage(`The collection failed: ${err.message}`);
+  } finally {
+    c.loading = false;
+  }
+}
+
+// Lazy loading: the next page when the user scrolls near the end of the grid.
+function nearEnd() {
+  if (state.view === "collection" && !$("more").hidden
+      && window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 400) loadMore();
+}
+
+async function upload(files) {
+  $("added").hidden = false;
+  for (const file of files) {
+    if (tooLarge(file)) continue;
+    const form = new FormData();
+    form.append("image", file);
+    try {
+      const body = await api("/images", { method: "POST", body: form });
+      const li = card(body);
+      li.classList.add(body.added ? "new" : "known");
+      li.querySelector(".name").textContent = `${body.added ? "Added" : "Already indexed"}: ${file.name}`;
+      $("added").prepend(li);
+    } catch (err) {
+      setMessage(`Adding ${file.name} failed: ${err.message}`);
+    }
+  }
+  $("upload").value = "";
+  await loadHealth();
+  await loadFolders().catch(() => {});
+  coll.total = null;  // a finished listing may have grown at its end
+  await loadMore();
+}
+
+// ---- near-duplicates ---------------------------------------------------------------------
+
+async function loadDuplicates() {
+  $("dup-summary").textContent = "Grouping…";
+  $("groups").replaceChildren();
+  try {
+    const body = await api("/duplicates");
+    const grouped = body.groups.reduce((n, g) => n + g.ids.length, 0);
+    $("dup-summary").textContent = `${body.groups.length} groups of near-duplicates (${grouped} of ${body.images} images), `
+      + `similarity at least ${body.threshold}`;
+    body.groups.forEach((g, n) => {
+      const section = document.createElement("section");
+      section.className = "group";
+      const title = document.createElement("h3");
+      title.textContent = `Group ${n + 1}: ${g.ids.length} images · weakest link ${g.min_score.toFixed(3)}`;
+      const list = document.createElement("ol");
+      list.className = "grid";
+      list.append(...g.items.map((item) => card(item)));
+      section.append(title, list);
+      $("groups").append(section);
+    });
+  } catch (err) {
+    $("dup-summary").textContent = "";
+    setMessage(`Near-duplicates failed: ${err.message}`);
   }
 }
 
@@ -191,15 +357,26 @@ function setup() {
   for (const name of ["dragleave", "drop"]) {
     document.addEventListener(name, (ev) => { ev.preventDefault(); drop.classList.remove("over"); });
   }
-  document.addEventListener("drop", (ev) => pick(ev.dataTransfer.files[0]));
+  document.addEventListener("drop", (ev) => state.view === "search" && pick(ev.dataTransfer.files[0]));
   drop.addEventListener("keydown", (ev) => { if (ev.key === "Enter" || ev.key === " ") $("file").click(); });
   $("search").addEventListener("click", search);
   $("k").addEventListener("change", search);
   $("change").addEventListener("click", () => { $("file").value = ""; $("file").click(); });
   $("clear-box").addEventListener("click", () => { state.box = null; draw(); search(); });
+  // A new key opens a new session; the view that asked for it is loaded again.
+  $("api-key").addEventListener("change", () => {
+    state.session = false;
+    if (state.view === "collection") resetCollection();
+    if (state.view === "duplicates") loadDuplicates();
+  });
+  $("folder").addEventListener("change", resetCollection);
+  $("more").addEventListener("click", loadMore);
+  $("upload").addEventListener("change", (ev) => upload([...ev.target.files]));
+  window.addEventListener("scroll", nearEnd, { passive: true });
+  window.addEventListener("hashchange", () => showView(location.hash.slice(1)));
   window.addEventListener("resize", () => state.image && draw());
   setupCanvas();
-  loadHealth();
+  loadHealth().then(() => showView(location.hash.slice(1)));
 }
 
 setup();
