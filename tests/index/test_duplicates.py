@@ -117,3 +117,16 @@ def test_commands(collection, tmp_path, capsys):
     assert code == 2 and "no image with id 99" in err
     code, _, err = cfcd(capsys, "search", root)
     assert code == 2 and "--id N" in err
+
+
+def test_bad_id_or_threshold_is_one_line(collection, capsys):
+    # cfcd.errors types (UnknownImage is a NotFound; the threshold a ConfigError): one line, no traceback
+    from cfcd.cli import main
+
+    root, _ = collection
+    assert main(["search", str(root), "--id", "99"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("cfcd search: error: no image with id 99 in the index"), err
+    assert main(["duplicates", str(root), "--threshold", "2"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"cfcd duplicates: error: threshold 2.0: a cosine similarity, between -1 and 1 (default {DEFAULT_THRESHOLD})"]
