@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import threading
 
 import numpy as np
 import pytest
 
 from cfcd.index import Index, IndexMismatchError, Searcher, add_images, load_index_model, store
-from cfcd.index.vectors import layers
 from cfcd.index.neighbours import augmented
+from cfcd.index.vectors import layers
 from cfcd.settings import DEFAULT_MAX_WORKING_SIDE, ExtractionSettings, Runtime
 
 MODEL = {"name": "test-model", "config": {"backbone": "x"}, "dim": 16}
@@ -278,3 +280,20 @@ def test_index_reloads_its_model_from_the_stored_config(tmp_path):
     reloaded = load_index_model(index)
     assert reloaded.config == model.config
     assert all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), model.state_dict().values()))
+
+
+def test_a_search_from_descriptors_loads_no_torch(tmp_path):
+    """Searching stored descriptors (a query's, or an indexed image's for "more like this") needs
+    no model: a fresh process doing it must not pay torch's import (seconds, hundreds of MB)."""
+    code = f"""
+import sys, numpy as np
+from cfcd.index import Index
+from cfcd.index.neighbours import similar
+x = np.eye(12, 8, dtype=np.float32)
+Index.build(x, [f"/none/{{i}}.jpg" for i in range(12)]).save({str(tmp_path / 'idx')!r})
+index = Index.load({str(tmp_path / 'idx')!r})
+index.search(x[:2], k=3); similar(index, [0], k=3)
+print('torch' in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

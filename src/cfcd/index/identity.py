@@ -36,12 +36,10 @@ def check_compatible(index, model=None, settings=None, dim: int | None = None) -
     """Raise ``IndexMismatchError`` unless descriptors made by ``model`` with ``settings``
     (either may be None: not checked) and of dimension ``dim`` belong in ``index`` (anything
     with the stored ``model``, ``settings`` and ``dim``)."""
-    from ..extraction import same_model
-
     info = model_identity(model)
     if dim is not None and dim != index.dim:
         raise IndexMismatchError(f"descriptors are {dim}-d but the index holds {index.dim}-d descriptors")
-    if info is not None and index.model is not None and not same_model(info, index.model):
+    if info is not None and index.model is not None and not _same_model(info, index.model):
         raise IndexMismatchError(
             f"query model {info.get('name')!r} ({info.get('config')}) differs from the index's model "
             f"{index.model.get('name')!r} ({index.model.get('config')}); search with the index's model "
@@ -54,3 +52,10 @@ def check_compatible(index, model=None, settings=None, dim: int | None = None) -
             f"extraction settings {differ} differ from the index's "
             f"{ {k: index.settings.get(k) for k in differ} }; use the index's settings (the default) or rebuild the index"
         )
+
+
+def _same_model(a: dict, b: dict) -> bool:
+    # Imported here: a search from descriptors (no model given) never loads torch.
+    from ..extraction import same_model
+
+    return same_model(a, b)
