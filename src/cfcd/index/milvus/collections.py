@@ -1,21 +1,18 @@
 """The Milvus engine's layers over its collections (``cfcd.index.contract``): ``MilvusVectors``
 (the searched vectors, and the raw descriptors) and ``MilvusCatalogue`` (image records; the
 index's settings in the collection's ``cfcd.info`` property). Rows carry a version; a reader
-sees those up to the published one (``cfcd.index.milvus``)."""
+sees those up to the published one (``cfcd.index.milvus``). Each layer holds the store it
+came from (``store.MilvusStore``: its client, its collections' names)."""
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ...errors import ConfigError
 from ..records import ImageRecord
 from ..vectors import Capabilities
-
-if TYPE_CHECKING:
-    from .store import MilvusStore
 
 # Milvus's largest k; ids per filter expression.
 MAX_TOPK = 16384
@@ -53,7 +50,7 @@ class MilvusVectors:
 
     engine = "milvus"
 
-    def __init__(self, store: MilvusStore, dim: int, factory: str, version: int, count: int, collection: str):
+    def __init__(self, store, dim: int, factory: str, version: int, count: int, collection: str):
         self.store = store
         self.collection = collection
         self.dim = int(dim)
@@ -150,7 +147,7 @@ class MilvusCatalogue:
     """The catalogue over collection ``NAME_images`` (image records) and its ``cfcd.info``
     property (settings), as of version ``version``, plus this writer's pending changes."""
 
-    def __init__(self, store: MilvusStore, version: int, count: int, info: dict):
+    def __init__(self, store, version: int, count: int, info: dict):
         self.store = store
         self.version = version
         self.count = count
