@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 HEAVY = ("torch", "torchvision", "faiss", "timm", "fastapi", "onnxruntime")
 
 # Runs every command's --help and one argument error in a fresh interpreter, then reports which
@@ -130,3 +132,13 @@ def test_a_builtin_raised_in_the_library_keeps_its_traceback(monkeypatch, capsys
     monkeypatch.setattr(cfcd.cli.weights, "list_models", module.own)
     assert main(["weights", "list"]) == 2
     assert capsys.readouterr().err == "cfcd weights: error: index x: not a cfcd index\n"
+
+
+def test_train_help_lists_the_registered_heads_terms_and_samplers(capsys):
+    from cfcd.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "heads (stageN.head) madacos, arcface" in text
+    assert "samplers (stageN.sampler) shuffle, tuples, balanced" in text

@@ -12,7 +12,7 @@ from tinytrain import tiny_overrides
 from cfcd.cli import main
 from cfcd.losses import registry
 from cfcd.model import read_checkpoint
-from cfcd.train.samplers import SAMPLERS
+from cfcd.train.registry import SAMPLERS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,7 +46,7 @@ def test_the_page_shows_the_shipped_sampler_and_its_registry_line():
     blocks = re.findall(r"```python\n(.*?)```", page, flags=re.S)
     assert blocks[2] == (ROOT / "src" / "cfcd" / "train" / "balanced.py").read_text()
     line = 'SAMPLERS.register("balanced", "cfcd.train.balanced:balanced")'
-    assert line in blocks[3] and line in (ROOT / "src" / "cfcd" / "train" / "samplers.py").read_text()
+    assert line in blocks[3] and line in (ROOT / "src" / "cfcd" / "train" / "registry.py").read_text()
     assert SAMPLERS.parameters("balanced", skip=1) == {"per_class": 4}
 
 

@@ -129,7 +129,7 @@ def test_shuffle_sampler_resumes_mid_epoch_and_slices_global_batch():
 
 
 def test_balanced_batches_hold_whole_groups_of_one_class_and_every_rank_its_share():
-    from cfcd.train.samplers import SAMPLERS, SamplerInputs
+    from cfcd.train.registry import SAMPLERS, SamplerInputs
 
     labels = [i // 5 for i in range(30)] + [6, 6, 7]  # class 7 has one image: its group repeats it
 

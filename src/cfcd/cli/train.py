@@ -14,6 +14,11 @@ def add_config_arguments(p) -> None:
 
 
 def register(p) -> None:
+    from ..losses.registry import HEADS, TERMS
+    from ..train.registry import SAMPLERS
+
+    p.epilog = (f"registered: heads (stageN.head) {HEADS.choices()}; loss terms (stageN.terms) {TERMS.choices()}; "
+                f"samplers (stageN.sampler) {SAMPLERS.choices()}; their parameters go in loss.<name> / sampler.<name>")
     add_config_arguments(p)
     p.add_argument("--stage", choices=("1", "2", "both"), default="both",
                    help="train one stage only (stage 2 reads <out_dir>/stage1/model.pt and the hard-negative table)")

@@ -11,7 +11,8 @@ import random
 from typing import Sequence
 
 from ..errors import ConfigError
-from .samplers import SamplerInputs, SlicedBatchSampler, sample_seed
+from .registry import SamplerInputs
+from .samplers import SlicedBatchSampler, sample_seed
 
 
 class BalancedBatchSampler(SlicedBatchSampler):

@@ -60,7 +60,7 @@ class StageConfig:
     base_lr: float = 0.005
     batch_size: int = 128  # global: the same whatever the number of processes
     init: str = ""  # stage 1: ImageNet weights (name or path); stage 2: "" = this run's stage-1 model
-    # A sampler of cfcd.train.samplers.SAMPLERS: shuffle | tuples (hard-negative tuples from the
+    # A sampler of cfcd.train.registry.SAMPLERS: shuffle | tuples (hard-negative tuples from the
     # table); its parameters in sampler.<name> (e.g. sampler.tuples.tuple_size).
     sampler: str = "shuffle"
     head: str = "madacos"  # a classifier head of cfcd.losses.registry.HEADS; parameters in loss.<head>
@@ -254,7 +254,7 @@ def _moved_keys(data: dict) -> dict:
 
 def _check_samplers(cfg: TrainConfig) -> None:
     """Every sampler named exists and every ``sampler.<name>`` parameter is one it takes."""
-    from .samplers import SAMPLERS
+    from .registry import SAMPLERS
 
     for key in ("stage1", "stage2"):
         name = getattr(cfg, key).sampler
@@ -273,7 +273,7 @@ def _check_samplers(cfg: TrainConfig) -> None:
 
 def sampler_params(cfg: TrainConfig, stage: str) -> dict:
     """The parameters stage ``stage``'s sampler runs with: its defaults under ``sampler.<name>``."""
-    from .samplers import SAMPLERS
+    from .registry import SAMPLERS
 
     name = getattr(cfg, stage).sampler
     return {**SAMPLERS.parameters(name, skip=1), **cfg.sampler.get(name, {})}

@@ -20,8 +20,6 @@ import json
 import logging
 from pathlib import Path
 
-import torch
-
 from ..model.checkpoint import atomic_save, make_checkpoint
 from .datasets import Samples
 

@@ -9,9 +9,10 @@ epoch and takes its own contiguous slice of each global batch.
 Both yield ``(index, seed)`` pairs: ``seed`` fixes the sample's augmentation. ``set_epoch(epoch,
 start_step)`` positions the sampler anywhere in an epoch, which is how a run resumes mid-epoch.
 
-A recipe names its sampler (``stageN.sampler``) from ``SAMPLERS``; each entry is a factory
-``make(inputs: SamplerInputs, **params)`` whose keyword parameters are set in the recipe as
-``sampler.<name>.<parameter>`` (docs/extending.md has a worked example).
+A recipe names its sampler (``stageN.sampler``) from ``cfcd.train.registry.SAMPLERS``; each
+entry is a factory ``make(inputs: SamplerInputs, **params)`` (``shuffle`` and ``tuples`` below)
+whose keyword parameters are set in the recipe as ``sampler.<name>.<parameter>``
+(docs/extending.md has a worked example).
 """
 
 from __future__ import annotations
@@ -19,14 +20,13 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch.utils.data import Sampler
 
 from ..errors import ConfigError, InputError
-from ..registry import Registry
+from .registry import SamplerInputs
 
 log = logging.getLogger(__name__)
 
@@ -274,36 +274,14 @@ class TupleBatchSampler(SlicedBatchSampler):
         return [i for t in tuples for i in t]
 
 
-@dataclass(frozen=True)
-class SamplerInputs:
-    """What every sampler is built from: the training images' class labels, the hard-negative
-    table (each image's predicted class, or None), the global batch size, this process's rank
-    and the number of processes, and the stage's seed."""
-
-    labels: Sequence[int]
-    predictions: Sequence[int] | None
-    global_batch: int
-    rank: int
-    world_size: int
-    seed: int
-
-
-SAMPLERS = Registry("sampler", home="cfcd.train.samplers")
-
-
-@SAMPLERS.register("shuffle")
 def shuffle(inputs: SamplerInputs) -> ShuffleBatchSampler:
     """A seeded permutation of all images per epoch (stage 1)."""
     return ShuffleBatchSampler(len(inputs.labels), inputs.global_batch, inputs.rank, inputs.world_size, inputs.seed)
 
 
-@SAMPLERS.register("tuples")
 def tuples(inputs: SamplerInputs, tuple_size: int = 8) -> TupleBatchSampler:
     """Hard-negative tuples of ``tuple_size``: [anchor, positive, tuple_size - 2 negatives] (stage 2)."""
     if inputs.predictions is None and inputs.rank == 0:
         log.warning("no hard-negative table; training on RANDOM tuples (run `cfcd hem` for hard negatives)")
     return TupleBatchSampler(inputs.labels, inputs.predictions, tuple_size, inputs.global_batch, inputs.rank,
                              inputs.world_size, inputs.seed)
-
-
-SAMPLERS.register("balanced", "cfcd.train.balanced:balanced")

@@ -1,6 +1,6 @@
 """A training stage = a batch sampler + a classifier head + weighted loss terms, built by name
 from ``stageN.sampler`` with ``sampler.<name>``, and ``stageN.head``, ``stageN.terms`` with
-``loss.<name>`` (heads and terms: ``cfcd.losses.registry``; samplers: ``cfcd.train.samplers.SAMPLERS``).
+``loss.<name>`` (heads and terms: ``cfcd.losses.registry``; samplers: ``cfcd.train.registry``).
 
     loss = sum_k w_k term_k(outputs, labels)
 
@@ -21,7 +21,7 @@ from ..losses.registry import build_head, build_term
 from .config import StageConfig, TrainConfig
 from .datasets import Samples
 from .runtime import TrainProcess
-from .samplers import SAMPLERS, SamplerInputs
+from .registry import SAMPLERS, SamplerInputs
 
 
 @dataclass
