@@ -3,7 +3,7 @@
     .venv/bin/python bench/projection_scale.py                      # 1M x 2560-d (10 GB of raw segments on disk)
     .venv/bin/python bench/projection_scale.py --n 100000 --dim 512 # a quick run
 
-The steps are those of ``Index.relearn`` (``cfcd.index.index``), run here on raw segments
+The steps are those of ``cfcd.index.projection.relearn``, run here on raw segments
 written straight to a directory (an index of 1M images would first have to extract them):
 draw the sample of ids (``projection.sample_ids``, at most ``projection.SAMPLE``), read it
 from the memory-mapped segments in blocks (``RawSegments.read``), sum the blocks' moments and

@@ -68,7 +68,7 @@ def test_learned_projection_equals_numpy_and_maps_queries_and_database(location)
     assert info["projection"]["dim"] == dim and info["projection"]["learned_from"] == n and info["dim"] == DIM
     # relearn with a chosen dimension: still the NumPy map, truncated
     with Index.edit(location) as index:
-        index.relearn(dim=12, shrinkage=0.5)
+        learning.relearn(index, dim=12, shrinkage=0.5)
     index.close()
     loaded = Index.load(location)
     project = reference(x, 12, 0.5)
@@ -124,7 +124,7 @@ def test_switched_off_it_searches_raw_descriptors_and_stays_off(tmp_path):
     x = rows(3 * n)
     Index.build(x[:n], names(n), model=MODEL, settings=SETTINGS).save(root)
     with Index.edit(root) as index:
-        index.unlearn()
+        learning.unlearn(index)
     with Index.edit(root) as index:
         index.add(x[n:], names(2 * n, "more"))  # grown 3x: would re-learn if learning were on
     loaded = Index.load(root)
@@ -145,7 +145,7 @@ def test_an_index_from_before_raw_descriptors_were_kept(tmp_path):
     old = Index.load(root)
     assert old.layers.raw is None and old.search(x[[4]], k=1).ids[0, 0] == 4
     with pytest.raises(ValueError, match="before cfcd kept raw descriptors.*build it again"):
-        old.relearn()
+        learning.relearn(old)
     with Index.edit(root) as index:  # still grows, without learning (nothing to learn from)
         index.add(rows(n, seed=9), names(n, "new"))
     assert Index.load(root).projection is None
@@ -162,7 +162,7 @@ def test_engines_rank_alike_with_a_projection(tmp_path):
         index.save(location)
         with_default = index.search(q, k=10)
         with Index.edit(location) as edited:
-            edited.relearn(dim=10)
+            learning.relearn(edited, dim=10)
             edited.remove(ids=[0, 1])
         edited.close()
         index.close()

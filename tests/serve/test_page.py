@@ -129,11 +129,12 @@ def test_page_says_when_a_learned_projection_is_searched(browser, served_index, 
     from selenium.webdriver.support.ui import WebDriverWait
 
     from cfcd.index import Index
+    from cfcd.index.projection import relearn
 
     root = tmp_path / "learned.idx"
     shutil.copytree(served_index, root)
     with Index.edit(root) as index:
-        index.relearn(dim=4)  # a collection this small learns only when asked
+        relearn(index, dim=4)  # a collection this small learns only when asked
     with start_server(root) as url:
         browser.get(url + "/")
         WebDriverWait(browser, 60).until(EC.text_to_be_present_in_element((By.ID, "status"), "projection learned from"))

@@ -162,6 +162,7 @@ def run_remove(args) -> None:
 
 def run_relearn(args) -> None:
     from ..index import Index
+    from ..index.projection import relearn, unlearn
 
     if args.off and (args.dim or args.shrinkage is not None):
         raise ConfigError("--off drops the projection; it takes no --dim or --shrinkage")
@@ -169,9 +170,9 @@ def run_relearn(args) -> None:
         raise ConfigError(f"--dim {args.dim}: expected a positive dimension")
     with Index.edit(args.index) as index:
         if args.off:
-            index.unlearn()
+            unlearn(index)
         else:
-            index.relearn(args.dim, args.shrinkage)
+            relearn(index, args.dim, args.shrinkage)
     print(f"{args.index}: {describe_projection(index.info())}, version {index.generation}")
 
 

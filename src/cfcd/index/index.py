@@ -5,10 +5,11 @@ vector index (train / add / remove / search / reconstruct), the catalogue (one r
 and the index's settings), the raw descriptors by id and the store (where versions are published,
 under a write lock; ``publishing`` reads and writes them). ``Index`` owns what is the same for every engine: ids, dedupe
 by content, the model identity, dimension and extraction settings stored with the index and
-checked on every add and search, removal, re-ranking, and the projection it learns from its
-own descriptors (``cfcd.index.projection``): once ``projection.choose`` says a collection is
-large enough, the index searches ``P(x)`` of its raw descriptors and of every query, and learns
-``P`` again when it has grown enough. Model loading and image extraction sit one layer up, in
+checked on every add and search (``identity.check_compatible``), removal, re-ranking, and the
+projection it learns from its own descriptors (``cfcd.index.projection``): once
+``projection.choose`` says a collection is large enough, the index searches ``P(x)`` of its raw
+descriptors and of every query, and learns ``P`` again when it has grown enough (or when asked:
+``projection.relearn`` / ``unlearn``). Model loading and image extraction sit one layer up, in
 ``cfcd.index.searcher``.
 
 The FAISS engine is exact (``Flat``) by default; any ``faiss.index_factory`` string can be
@@ -24,7 +25,6 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from ..errors import InputError, NotFound
-from . import projection as learning
 from . import publishing, rerank
 from .engines import DEFAULT_ENGINE, open_store, store_class
 from .identity import IndexMismatchError, check_compatible, model_identity, normalise_settings
@@ -188,11 +188,6 @@ class Index:
     def ids(self) -> list[int]:
         return self.layers.catalogue.ids()
 
-    def check_compatible(self, model=None, settings=None, dim: int | None = None) -> None:
-        """Raise ``IndexMismatchError`` unless descriptors made by ``model`` with ``settings``
-        (either may be None: not checked) belong in this index (``identity.check_compatible``)."""
-        check_compatible(self, model, settings, dim)
-
     # ---- updates ------------------------------------------------------------------------
 
     def add(self, descriptors: np.ndarray, paths: Sequence[str | ImageRecord], model=None, settings=None,
@@ -220,7 +215,7 @@ class Index:
         self._journal.append(step)
 
     def _add(self, descriptors: np.ndarray, recs: Sequence[ImageRecord], model, settings) -> AddReport:
-        self.check_compatible(model, settings, descriptors.shape[1])
+        check_compatible(self, model, settings, descriptors.shape[1])
         self.model = self.model or model_identity(model)
         self.settings = self.settings or normalise_settings(settings, self.model)
         keep, duplicates, repeated = new_positions(self.layers.catalogue, recs)
@@ -282,7 +277,7 @@ class Index:
         when given they must match the index's (``IndexMismatchError`` otherwise).
         """
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        self.check_compatible(model, settings, queries.shape[1])
+        check_compatible(self, model, settings, queries.shape[1])
         if k < 1:
             raise InputError(f"k must be at least 1, got {k}")
         queries = self.layers.searchable(queries)
@@ -301,38 +296,3 @@ class Index:
         view._tombstones = 0
         view.store, view._journal = None, []
         return view
-
-    # ---- the learned projection (cfcd.index.projection) ---------------------------------
-
-    def relearn(self, dim: int | None = None, shrinkage: float | None = None) -> None:
-        """Learn the projection now from the raw descriptors (``dim`` / ``shrinkage``: those
-        ``projection.choose`` gives for this size) and switch learning on; the next save
-        publishes the new vectors and projection together."""
-        self._check_raw()
-        chosen = learning.choose(len(self))
-        if dim is None and chosen is None:
-            raise InputError(f"{len(self)} images: below the {learning.MIN_IMAGES} from which a learned projection "
-                             "helps; give a dimension (--dim) to learn one anyway")
-        dim = dim or chosen[0]
-        shrinkage = shrinkage if shrinkage is not None else (chosen[1] if chosen else learning.SHRINKAGE)
-        self._reproject(self.layers.learn(dim, shrinkage))
-        self.learn = True
-        self.journal(lambda newer: newer.relearn(dim, shrinkage))
-
-    def unlearn(self) -> None:
-        """Drop the projection and stop learning one: the index searches raw descriptors again."""
-        self._check_raw()
-        self._reproject(None)
-        self.learn = False
-        self.journal(lambda newer: newer.unlearn())
-
-    def _check_raw(self) -> None:
-        if self.layers.raw is None:
-            raise InputError(f"{self.path}: this index was built before cfcd kept raw descriptors, so it cannot learn a "
-                             "projection; build it again (`cfcd index build --force`)")
-
-    def _reproject(self, projection) -> None:
-        engine = self.store or store_class(DEFAULT_ENGINE)
-        self.layers.reproject(projection, lambda dim: engine.create_vectors(dim, self.factory), self.train_size)
-        self._tombstones = 0
-        self.changed = True

@@ -14,6 +14,9 @@ rule the transductive leave-one-source-out protocol chose (docs/results.md, "A p
 learned by the index from its own photos"). Learning reads the raw vectors in blocks and
 sums their moments (Chan et al.'s pairwise update), so memory holds one block and one D x D
 matrix, never the collection.
+
+An ``Index`` learns its projection when it publishes (``cfcd.index.publishing``);
+``relearn(index)`` and ``unlearn(index)`` learn it now or drop it (``cfcd index relearn``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import InputError, MismatchError
+from .engines import DEFAULT_ENGINE, store_class
 
 # The rule the transductive protocol chose (docs/results.md, "A projection learned by the
 # index from its own photos"): from MIN_IMAGES images on, d = n / IMAGES_PER_DIM up to MAX_DIM,
@@ -139,3 +143,44 @@ def learn(blocks: Iterable[np.ndarray], dim: int, shrinkage: float) -> Projectio
     w = whitening_from_moments(moments, dim, power=0.5, shrinkage=shrinkage)
     return Projection(w.mean.numpy().astype(np.float32), w.projection.numpy().astype(np.float32),
                       moments.count, float(shrinkage))
+
+
+# ---- an index's projection, learned or dropped now --------------------------------------
+
+def relearn(index, dim: int | None = None, shrinkage: float | None = None) -> None:
+    """Learn ``index``'s projection now from its raw descriptors (``dim`` / ``shrinkage``:
+    those ``choose`` gives for its size) and switch learning on; its next save publishes the
+    new vectors and projection together."""
+    _check_raw(index)
+    chosen = choose(len(index))
+    if dim is None and chosen is None:
+        raise InputError(f"{len(index)} images: below the {MIN_IMAGES} from which a learned projection "
+                         "helps; give a dimension (--dim) to learn one anyway")
+    dim = dim or chosen[0]
+    shrinkage = shrinkage if shrinkage is not None else (chosen[1] if chosen else SHRINKAGE)
+    reproject(index, index.layers.learn(dim, shrinkage))
+    index.learn = True
+    index.journal(lambda newer: relearn(newer, dim, shrinkage))
+
+
+def unlearn(index) -> None:
+    """Drop ``index``'s projection and stop learning one: it searches raw descriptors again."""
+    _check_raw(index)
+    reproject(index, None)
+    index.learn = False
+    index.journal(unlearn)
+
+
+def reproject(index, projection: Projection | None) -> None:
+    """Make ``index`` search ``projection`` (None: the raw descriptors) of every image: new
+    vectors from its engine, filled from the raw layer."""
+    engine = index.store or store_class(DEFAULT_ENGINE)
+    index.layers.reproject(projection, lambda dim: engine.create_vectors(dim, index.factory), index.train_size)
+    index._tombstones = 0
+    index.changed = True
+
+
+def _check_raw(index) -> None:
+    if index.layers.raw is None:
+        raise InputError(f"{index.path}: this index was built before cfcd kept raw descriptors, so it cannot learn a "
+                         "projection; build it again (`cfcd index build --force`)")

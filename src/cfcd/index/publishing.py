@@ -46,7 +46,7 @@ def publish(index) -> None:
     if index.learn and index.layers.raw is not None and learning.due(len(index), index.projection):
         chosen = learning.choose(len(index))
         if chosen:
-            index._reproject(index.layers.learn(*chosen))
+            learning.reproject(index, index.layers.learn(*chosen))
     index.layers.catalogue.set_info(
         format=FORMAT, version=VERSION, dim=index.dim, factory=index.factory, model=index.model,
         settings=index.settings, next_id=index._next_id, tombstones=index._tombstones, train_size=index.train_size,

@@ -16,6 +16,7 @@ from typing import Sequence
 
 from ..errors import ConfigError
 from . import rerank
+from .identity import check_compatible
 from .records import describe_file, new_positions
 from .results import AddReport, SearchResult
 
@@ -29,7 +30,7 @@ def load_index_model(index):
     if not index.model:
         raise ConfigError("this index was built from descriptors without a model description; pass the model explicitly")
     model = load_described(index.model)
-    index.check_compatible(model)
+    check_compatible(index, model)
     return model
 
 
@@ -39,7 +40,7 @@ def _settings(index, model, settings=None):
     from ..settings import resolve
 
     chosen = resolve(index.settings, settings, model)
-    index.check_compatible(settings=chosen)
+    check_compatible(index, settings=chosen)
     return chosen
 
 
@@ -49,7 +50,7 @@ class Searcher:
     def __init__(self, index, model=None):
         self.index = index
         self.model = model if model is not None else load_index_model(index)
-        index.check_compatible(self.model)
+        check_compatible(index, self.model)
 
     def search(self, images: Sequence, k: int = 10, qe: int = 0, alpha: float = rerank.DEFAULT_QE_ALPHA,
                settings=None, runtime=None) -> SearchResult:
@@ -71,7 +72,7 @@ def add_images(index, model, images: Sequence[str | Path], settings=None, runtim
     from ..extraction import extract, failed_rows
 
     settings = _settings(index, model, settings)
-    index.check_compatible(model)
+    check_compatible(index, model)
     recs = [describe_file(p) for p in images]
     keep, duplicates, repeated = new_positions(index.layers.catalogue, recs)
     report = AddReport(duplicates=duplicates, repeated=repeated)

@@ -88,12 +88,13 @@ class ServerState:
     def start(self) -> None:
         """Load the index and its model (at start-up, before the first request)."""
         from ..extraction import inference_copy
+        from ..index.identity import check_compatible
         from ..index.searcher import load_index_model
         from ..model import load_model
 
         self.holder = IndexHolder(self.settings)
         self.model = load_model(self.settings.model) if self.settings.model else load_index_model(self.holder.index)
-        self.holder.index.check_compatible(self.model)
+        check_compatible(self.holder.index, self.model)
         inference_copy(self.model)  # trace and fuse once, before queries run the model in threads
         self.limiter = anyio.CapacityLimiter(max(1, self.settings.threads))
 
