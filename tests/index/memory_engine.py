@@ -13,7 +13,7 @@ import numpy as np
 
 from cfcd.index import engines
 from cfcd.index.layers import Layers
-from cfcd.index.store import LocalLock
+from cfcd.index.locks import LocalLock
 from cfcd.index.vectors import Capabilities
 
 PREFIX = "memory://"

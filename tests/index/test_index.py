@@ -10,7 +10,8 @@ import threading
 import numpy as np
 import pytest
 
-from cfcd.index import Index, IndexMismatchError, Searcher, add_images, load_index_model, store
+from cfcd.index import Index, IndexMismatchError, Searcher, add_images, load_index_model
+from cfcd.index.locks import WriteLock
 from cfcd.index.neighbours import augmented
 from cfcd.index.vectors import layers
 from cfcd.settings import DEFAULT_MAX_WORKING_SIDE, ExtractionSettings, Runtime
@@ -175,7 +176,7 @@ def test_bad_factory_and_too_few_training_points():
 def test_one_writer_at_a_time(tmp_path):
     root = tmp_path / "idx"
     Index.build(unit_rows(5), names(5)).save(root)
-    with store.WriteLock(root):
+    with WriteLock(root):
         with pytest.raises(RuntimeError, match="another process"):
             with Index.edit(root, timeout=0.2) as index:  # the block runs; the save waits for the lock
                 index.add(unit_rows(1, seed=9), ["late.jpg"])

@@ -2,8 +2,8 @@
 a catalogue of image records, a versioned store, and re-ranking.
 
 Layers, bottom up: ``contract`` (what an engine provides), ``vectors`` (the FAISS vector index),
-``catalogue`` (SQLite image records and settings), ``raw``, ``store`` (versions and the write
-lock), ``milvus`` (the same over Milvus), ``engines`` (which store a location names),
+``catalogue`` (SQLite image records and settings), ``raw``, ``locks`` (one writer at a time),
+``store`` (versions), ``milvus`` (the same over Milvus), ``engines`` (which store a location names),
 ``layers`` (one version's layers), ``publishing`` (an index's versions), ``index`` (``Index``),
 ``searcher`` (model + settings + index), ``neighbours`` and ``duplicates`` (from stored descriptors).
 """

@@ -17,7 +17,8 @@ import numpy as np
 from ...errors import AlreadyExists, ConfigError, Conflict, MismatchError, NotFound, Unavailable
 from ..layers import Layers
 from ..projection import Projection
-from ..store import LocalLock, failpoint
+from ..locks import LocalLock
+from ..store import failpoint
 from .collections import MilvusCatalogue, MilvusVectors, chunks, parse_factory
 
 DEFAULT_COLLECTION = "cfcd"
