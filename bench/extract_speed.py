@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
-from cfcd.data.images import load_image
+from cfcd.data.decoding import load_image
 from cfcd.extraction import extract, working_sizes
 from cfcd.settings import CFCD_SCALES, ExtractionSettings, Runtime
 from cfcd.model import CFCDNet, ModelConfig

@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cfcd import demo  # noqa: E402
-from cfcd.data.images import load_image  # noqa: E402
+from cfcd.data.decoding import load_image  # noqa: E402
 from cfcd.model import load_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -81,7 +81,7 @@ def make_library(photos: list[Path], folder: Path) -> tuple[Path, list[tuple[Pat
     """The library folder (every photo at each camera size) and (24 Mpx, 1024 px) file pairs."""
     from PIL import Image
 
-    from cfcd.data.images import load_image
+    from cfcd.data.decoding import load_image
 
     library, pairs = folder / "library", []
     for kind in CAMERAS:

@@ -11,7 +11,8 @@ from PIL import Image
 from refmodels import OfficialCFCD, bgr_input, randomize_batchnorm
 
 import cfcd
-from cfcd.data.images import ImageError, load_image, to_tensor
+from cfcd.data.decoding import ImageError, load_image
+from cfcd.data.images import to_tensor
 from cfcd.extraction import extract_to_dir, failed_rows, load_features
 from cfcd.settings import CFCD_SCALES, PAPER_SETTINGS, ExtractionSettings, Runtime
 from cfcd.model import save_checkpoint
@@ -320,7 +321,7 @@ def phone_photo(path, upright: Image.Image, orientation: int):
 
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_reduced_decode_sees_the_photo_upright_with_boxes_in_upright_coordinates(tmp_path, orientation):
-    from cfcd.data.images import decode_image
+    from cfcd.data.decoding import decode_image
     from cfcd.extraction import prepare
 
     upright = upright_picture()

@@ -22,7 +22,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from .data.images import list_images, load_image
+from .data.decoding import load_image
+from .data.images import list_images
 from .errors import InputError, Unavailable
 from .evaluate import Descriptors, rank, run as evaluate
 from .evaluate.benchmarks.folder import leave_one_out

@@ -36,7 +36,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .atomic import atomic_write
-from .data.images import DEFAULT_MAX_PIXELS, Decoded, ImageError, decode_image, get_preparation
+from .data.decoding import DEFAULT_MAX_PIXELS, Decoded, ImageError, decode_image
+from .data.images import get_preparation
 from .errors import ConfigError, InputError, MismatchError, NotFound
 from .model.concat import normalize_parts, part_dims
 from .settings import CFCD_SCALES, ExtractionSettings, Runtime, resolve

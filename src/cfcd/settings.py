@@ -195,7 +195,7 @@ class Runtime:
     through the network in one pass, at most ``max_batch_pixels`` pixels per pass); default 1
     on a CPU, 16 on a GPU. ``num_workers``: decoding processes; default 0 on a CPU, up to 8 on
     a GPU (measured in bench/extract_speed.py). ``max_pixels``: the decoding limit (None:
-    ``cfcd.data.images.DEFAULT_MAX_PIXELS``).
+    ``cfcd.data.decoding.DEFAULT_MAX_PIXELS``).
     """
 
     device: str | None = None

@@ -7,7 +7,8 @@ from PIL import Image
 
 from samples import png_canvas
 
-from cfcd.data.images import ImageError, ImageTooLarge, load_image, get_preparation, to_tensor
+from cfcd.data.decoding import ImageError, ImageTooLarge, load_image
+from cfcd.data.images import get_preparation, to_tensor
 
 
 def save(img: Image.Image, path, **kw):
@@ -150,7 +151,7 @@ def _jpeg(path, size=(400, 300)):
 
 
 def test_a_jpeg_is_decoded_reduced_only_when_half_its_size_is_enough(tmp_path):
-    from cfcd.data.images import decode_image
+    from cfcd.data.decoding import decode_image
 
     path = _jpeg(tmp_path / "a.jpg")
     asked = []
@@ -166,7 +167,7 @@ def test_a_jpeg_is_decoded_reduced_only_when_half_its_size_is_enough(tmp_path):
 @pytest.mark.parametrize("fmt", ["PNG", "WEBP", "TIFF"])
 def test_other_formats_are_decoded_at_full_size(tmp_path, fmt):
     """Pillow's PNG, WebP and TIFF decoders have no reduced decode: the need is ignored."""
-    from cfcd.data.images import decode_image
+    from cfcd.data.decoding import decode_image
 
     path = tmp_path / f"a.{fmt.lower()}"
     Image.new("RGB", (400, 300), (10, 20, 30)).save(path, fmt)
@@ -175,7 +176,7 @@ def test_other_formats_are_decoded_at_full_size(tmp_path, fmt):
 
 
 def test_a_reduced_region_maps_full_size_boxes_onto_the_smaller_image():
-    from cfcd.data.images import Decoded
+    from cfcd.data.decoding import Decoded
 
     small = Image.new("RGB", (151, 101))
     # 1203 x 805 decoded at 1/8 and flipped top to bottom: the partial last row is now the first

@@ -52,7 +52,7 @@ def test_search_returns_ranked_hits(server, photos):
 
 
 def test_upload_limit_is_within_the_decoders():
-    from cfcd.data.images import DEFAULT_MAX_PIXELS as DECODER
+    from cfcd.data.decoding import DEFAULT_MAX_PIXELS as DECODER
     from cfcd.serve.settings import DEFAULT_MAX_PIXELS
 
     assert DEFAULT_MAX_PIXELS <= DECODER

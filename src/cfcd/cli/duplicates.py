@@ -46,7 +46,7 @@ def run(args) -> None:
 
 def write_page(out: Path, groups, paths, args) -> Path:
     """``out/index.html``: one row of thumbnails (``out/thumbs``) per group."""
-    from ..data.images import ImageError
+    from ..data.decoding import ImageError
     from ..serve.thumbnails import thumbnail_jpeg
 
     thumbs = out / "thumbs"

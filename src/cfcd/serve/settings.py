@@ -9,7 +9,7 @@ from ..errors import ConfigError
 
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 2**20
 # Uploads are queries, not archives: 40 megapixels covers any camera's full-size photo, and
-# stays under the decoder's own limit (cfcd.data.images.DEFAULT_MAX_PIXELS; a test checks).
+# stays under the decoder's own limit (cfcd.data.decoding.DEFAULT_MAX_PIXELS; a test checks).
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_K = 10
 MAX_K = 1000

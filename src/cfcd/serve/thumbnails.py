@@ -7,12 +7,12 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..data.images import DEFAULT_MAX_PIXELS, load_image
+from ..data.decoding import DEFAULT_MAX_PIXELS, load_image
 
 
 def thumbnail_jpeg(path: str | Path, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
     """The image at ``path`` scaled to fit ``size`` x ``size``, as JPEG bytes; ``ImageError`` /
-    ``ImageTooLarge`` (from ``cfcd.data.images``) when it cannot be decoded within ``max_pixels``."""
+    ``ImageTooLarge`` (from ``cfcd.data.decoding``) when it cannot be decoded within ``max_pixels``."""
     img = load_image(path, max_pixels)
     img.thumbnail((size, size), Image.BILINEAR)
     out = io.BytesIO()

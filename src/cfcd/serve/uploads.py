@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 from fastapi import HTTPException, UploadFile
 from PIL import Image
 
-from ..data.images import ImageError, ImageTooLarge, load_image
+from ..data.decoding import ImageError, ImageTooLarge, load_image
 from .settings import ServeSettings
 
 # Ids are SQLite / FAISS int64; anything outside is refused by validation (422), not by SQLite (500).

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, Response
 
-from ...data.images import ImageError, ImageTooLarge
+from ...data.decoding import ImageError, ImageTooLarge
 from ..settings import THUMBNAIL_SIZES
 from ..state import ServerState, get_state, require_key
 from ..thumbnails import thumbnail_jpeg
