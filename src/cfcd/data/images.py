@@ -23,16 +23,10 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ConfigError, NotFound
-from .decoding import (DEFAULT_MAX_PIXELS, Box, Decoded, ImageError, ImageSource, ImageTooLarge, Size, decode_image,
-                       load_image)
+from .decoding import Box, ImageError, Size
 
 if TYPE_CHECKING:
     import torch
-
-# Decoding's names, importable from here as before the split (``cfcd.data.decoding``).
-__all__ = ["DEFAULT_MAX_PIXELS", "Decoded", "ImageError", "ImageSource", "ImageTooLarge", "decode_image", "load_image",
-           "IMAGE_SUFFIXES", "OpenCVPreparation", "PREPARATIONS", "PillowPreparation", "Preparation", "gather_images",
-           "get_preparation", "list_images", "to_tensor"]
 
 
 def to_tensor(img: Image.Image) -> torch.Tensor:

@@ -26,7 +26,8 @@ from typing import Callable, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from ..data.images import IMAGE_SUFFIXES, ImageError, load_image
+from ..data.decoding import ImageError, load_image
+from ..data.images import IMAGE_SUFFIXES
 from ..errors import ConfigError, InputError, NotFound
 from .config import DataConfig
 

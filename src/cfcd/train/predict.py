@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ..data.images import ImageError, load_image
+from ..data.decoding import ImageError, load_image
 from ..model import CFCDNet
 from .datasets import Samples
 from .runtime import TrainProcess

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageFilter
 
-from ..data.images import load_image
+from ..data.decoding import load_image
 from ..errors import ConfigError
 from .transforms import random_resized_crop_box
 
