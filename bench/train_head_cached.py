@@ -10,8 +10,13 @@ leave-one-source-out); ``wise*`` rows interpolate the trained weights with the s
 
     .venv/bin/python bench/train_head_cached.py --T 19 --mk 0 --minscale 1 --lr 1e-3 --steps 200
 """
-import argparse, copy, sys, time, numpy as np, torch, torch.nn.functional as F
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+import argparse, copy, sys, time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+sys.path.insert(0, str(Path(__file__).parent))
 from train_cpu import read_manifest, DATA, START, score, pooled, WHITEN_POWER, WHITEN_SHRINKAGE
 from cfcd import load_model
 from cfcd.model.whitening import learn_whitening, descriptors_from_vectors
@@ -32,7 +37,7 @@ p.add_argument("--wd", type=float, default=1e-4); p.add_argument("--every", type
 a = p.parse_args()
 torch.set_num_threads(2); torch.manual_seed(a.seed); rng = np.random.default_rng(a.seed)
 rows = read_manifest(DATA)
-MAPS = __import__("pathlib").Path("runs/bench-head-maps14.pt")
+MAPS = Path("runs/bench-head-maps14.pt")
 if not MAPS.is_file():
     from cfcd.extraction import prepare
     from cfcd.settings import REFERENCE_SETTINGS
