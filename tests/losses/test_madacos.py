@@ -60,6 +60,26 @@ def test_median_sample_gets_target_probability_alpha():
     assert p.item() == pytest.approx(ALPHA, rel=1e-4)
 
 
+def test_k_classes_uses_the_number_of_classes():
+    weight, x, labels = separable_batch(classes=6)
+    head = head_with(weight, k="classes", min_scale=1.0)
+    head(x, labels)
+    assert head.k == 6
+    assert head.last_scale == pytest.approx(math.log(6 * 0.98 / 0.02) / (1 - head.last_median), rel=1e-6)
+    # the paper's K on the same batch: a scale about 3.5 times larger
+    paper = head_with(weight)
+    paper(x, labels)
+    assert paper.last_scale > 3 * head.last_scale
+
+
+@pytest.mark.parametrize("settings, named", [({"k": "many"}, "'many'"), ({"k": 0}, "0"),
+                                             ({"min_scale": 0.0}, "min_scale")])
+def test_bad_k_or_floor_is_a_config_error_naming_the_value(settings, named):
+    from cfcd.errors import ConfigError
+    with pytest.raises(ConfigError, match=named):
+        MadaCos(8, 6, **settings)
+
+
 def test_margin_floor_gives_plain_scaled_cosines():
     # Random embeddings among many classes: low target cosines, large B, so m < 0 -> 0.
     g = torch.Generator().manual_seed(1)

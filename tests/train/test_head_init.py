@@ -1,4 +1,4 @@
-"""PCA initialisation of the projection head (stage1.head_init = pca)."""
+"""How stage 1 starts: the projection head (stage1.head_init) and the classifier (stage1.classifier_init)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from cfcd.model.checkpoint import atomic_save, make_checkpoint
 from cfcd.train.config import load_config
 from cfcd.train.engine import StageTrainer, training_data
 from cfcd.train.head_init import pca_components
-from cfcd.train.predict import EvalImages, batch_gem_vectors, gem_features
+from cfcd.train.predict import EvalImages, batch_gem_vectors, descriptors, gem_features
 from cfcd.train.runtime import init_runtime
 from cfcd.whiten import learn_head
 
@@ -107,3 +107,30 @@ def test_whiten_head_is_learn_heads_whitening_of_the_training_photos(class_folde
     assert torch.allclose(trainer.model.fc.weight.double(), w, atol=1e-6)
     assert torch.allclose(trainer.model.fc.bias.double(), -w @ whitening.mean, atol=1e-5)
     assert torch.equal(trainer.model.bn.running_var, torch.ones(16))
+
+
+def test_classifier_from_means_is_each_class_mean_descriptor(class_folder, tmp_path):
+    cfg, rt, train, trainer = _trainer(class_folder, tmp_path, "model.dim=16", "stage1.classifier_init=means")
+    assert trainer.fresh_classifier
+    random_rows = trainer.head.weight.detach().clone()
+    rng = torch.get_rng_state()
+    trainer.init_classifier()
+    assert torch.equal(rng, torch.get_rng_state())
+    model = trainer.model.eval()
+    x = torch.stack([EvalImages(train, [i], cfg.data.image_size)[0][1] for i in range(len(train))])
+    with torch.no_grad():
+        d = model(x).double()
+    labels = torch.as_tensor(train.labels)
+    for j in range(train.num_classes):
+        want = F.normalize(d[labels == j].mean(0), dim=0)
+        assert torch.allclose(trainer.head.weight[j].double(), want, atol=1e-5), j
+    assert d.norm(dim=1).min() > 0.99 and not torch.allclose(trainer.head.weight, random_rows)
+    rows, descs, errors = descriptors(model, train, cfg.data.image_size, 5, rt, progress=False)
+    assert rows == list(range(len(train))) and not errors and torch.allclose(descs, d, atol=1e-5)
+
+
+def test_a_bad_classifier_init_is_a_config_error_naming_it(class_folder, tmp_path):
+    import pytest
+    from cfcd.errors import ConfigError
+    with pytest.raises(ConfigError, match="classifier_init.*'mean'"):
+        _trainer(class_folder, tmp_path, "stage1.classifier_init=mean")

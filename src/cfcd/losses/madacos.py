@@ -16,7 +16,10 @@ exp(s (c~ - m)) / (exp(s (c~ - m)) + B_{i*}) = alpha. As training raises c~, s a
 (the paper's progressive increase; there is no schedule). s and m are statistics of the batch, not
 functions of it: they are constants for the gradient, d z / d cos = s.
 
-Defaults follow the paper's configs: alpha = 0.02, K = 9,999,999, s_min = 32.
+Defaults follow the paper's configs: alpha = 0.02, K = 9,999,999, s_min = 32. ``k="classes"``
+sets K to the number of classes (B_i sums the other K - 1 classes' terms): with a
+few dozen classes the paper's K makes s (and the margin) far larger than the batch needs
+(docs/results.md, issue 22: the small-collection recipe uses it with s_min = 1).
 """
 
 from __future__ import annotations
@@ -72,14 +75,20 @@ class MadaCos(CosineHead):
         embedding_dim: int,
         num_classes: int,
         alpha: float = 0.02,
-        k: float = 9_999_999,
+        k: float | str = 9_999_999,
         min_scale: float = 32.0,
     ):
         if not 0.0 < alpha < 1.0:
             raise ConfigError(f"MadaCos alpha is a target probability and must lie in (0, 1), got {alpha}")
+        if k == "classes":
+            k = num_classes
+        if isinstance(k, str) or not k > 0:
+            raise ConfigError(f"MadaCos k must be a positive number or 'classes' (the number of classes), got {k!r}")
+        if not min_scale > 0:
+            raise ConfigError(f"MadaCos min_scale must be positive, got {min_scale!r}")
         super().__init__(embedding_dim, num_classes)
         self.alpha = alpha
-        self.k = k
+        self.k = float(k)
         self.min_scale = min_scale
         self.last_scale = self.last_margin = self.last_median = float("nan")
 

@@ -79,6 +79,9 @@ class Stage1Config(StageConfig):
     # multi-scale and regional GeM vectors (cfcd.whiten.learn_head's defaults). Not used
     # when `init` supplies the head. Stage 2 has no such setting: it always continues stage 1's head.
     head_init: str = "random"
+    # How the classifier starts: random (the head's init) or means (each class's row = the
+    # normalised mean descriptor of its training photos, after head_init). Not used on resume.
+    classifier_init: str = "random"
 
 
 def _stage2() -> StageConfig:

@@ -43,7 +43,7 @@ from ..model.checkpoint import atomic_save, make_checkpoint
 from .config import StageConfig, TrainConfig, sampler_params, train_config_from_dict
 from .datasets import Samples, TrainDataset, collate, read_samples, split_validation
 from .guard import BEST, INIT, START, Guard
-from .head_init import HEAD_INITS, init_head
+from .head_init import CLASSIFIER_INITS, HEAD_INITS, init_classifier_from_means, init_head
 from .holdout import holdout_identities
 from .hem import hem, read_table
 from .predict import predict
@@ -188,11 +188,16 @@ class StageTrainer:
         self.head_init = getattr(self.scfg, "head_init", "random")
         if self.head_init not in HEAD_INITS:
             raise ConfigError(f"stage{number}.head_init must be one of {', '.join(HEAD_INITS)}, got {self.head_init!r}")
+        self.classifier_init = getattr(self.scfg, "classifier_init", "random")
+        if self.classifier_init not in CLASSIFIER_INITS:
+            raise ConfigError(f"stage{number}.classifier_init must be one of {', '.join(CLASSIFIER_INITS)}, "
+                              f"got {self.classifier_init!r}")
         if cfg.optim.batchnorm not in BATCHNORM_MODES:
             raise ConfigError(f"optim.batchnorm must be one of {', '.join(BATCHNORM_MODES)}, got {cfg.optim.batchnorm!r}")
         torch.manual_seed(cfg.run.seed)
         self.fresh_head = False  # a projection head with no loaded weights: head_init applies to it
         self.model, classifier = self._initial_model()
+        self.fresh_classifier = classifier is None  # classifier_init applies to it
         self.stage = build_stage(cfg, number, train, rt, self.model.output_dim, predictions)
         self.head = self.stage.head
         if classifier is not None:
@@ -291,7 +296,7 @@ class StageTrainer:
                         path, ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items()))
         self.model.load_state_dict(converted.model_state)
         self.head.weight.data.copy_(converted.classifier)
-        self.fresh_head = False
+        self.fresh_head = self.fresh_classifier = False
         self.optimizer.load_state_dict(state["optimizer_state"])
         self.scaler.load_state_dict(state["scaler_state"])
         _set_rng_state(state["rng_state"])
@@ -304,6 +309,10 @@ class StageTrainer:
     def init_head(self) -> None:
         init_head(self.head_init, self.model, self.train_samples, self.cfg.data.image_size, self.cfg.run.hem_batch_size,
                   self.rt, seed=self.cfg.run.seed, num_workers=self.cfg.data.num_workers)
+
+    def init_classifier(self) -> None:
+        init_classifier_from_means(self.model, self.head, self.train_samples, self.cfg.data.image_size,
+                                   self.cfg.run.hem_batch_size, self.rt, num_workers=self.cfg.data.num_workers)
 
     def _offer(self, name: str) -> None:
         """The guard scores the model as it is now (rank 0; the others wait)."""
@@ -355,6 +364,9 @@ class StageTrainer:
         if self.fresh_head and self.head_init != "random":
             self.init_head()
         self.fresh_head = False
+        if self.fresh_classifier and self.classifier_init == "means":
+            self.init_classifier()
+        self.fresh_classifier = False
         if self.guard is not None and self.number == 1 and self.global_step == 0 and START not in self.guard.scores:
             self._offer(START)
         net = self.module

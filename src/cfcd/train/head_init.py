@@ -5,6 +5,11 @@ random: PyTorch's default init. pca: fc from the PCA of the training images' GeM
 whiten: fc from the PCA-whitening of the training photos' GeM vectors at three scales and over
 regions, as ``cfcd whiten`` learns it without labels (``init_head_from_whitening``), so that
 training starts from the head the collection already gives.
+
+``stage1.classifier_init``: how stage 1's classifier (one row per class) starts. random: the
+head's own init; means: each row the normalised mean descriptor of its class's training photos
+(``init_classifier_from_means``), so that the first steps refine the head instead of moving
+descriptors toward random class directions.
 """
 
 from __future__ import annotations
@@ -21,12 +26,13 @@ from ..model import CFCDNet
 from ..model.whitening import set_head
 from ..whiten import learn_head
 from .datasets import Samples
-from .predict import gem_features
+from .predict import descriptors, gem_features
 from .runtime import TrainProcess
 
 log = logging.getLogger(__name__)
 
 HEAD_INITS = ("random", "pca", "whiten")
+CLASSIFIER_INITS = ("random", "means")
 
 
 def pca_components(features: torch.Tensor, dim: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,3 +119,22 @@ def init_head(kind: str, model: CFCDNet, samples: Samples, image_size: int, batc
         init_head_from_whitening(model, samples, rt)
     elif kind != "random":
         raise ConfigError(f"head init {kind!r}: expected one of {', '.join(HEAD_INITS)}")
+
+
+@torch.no_grad()
+def init_classifier_from_means(model: CFCDNet, head, samples: Samples, image_size: int, batch_size: int,
+                               rt: TrainProcess, num_workers: int = 0) -> None:
+    """``head.weight[j]`` = the normalised mean of class j's descriptors (``model``, eval view);
+    a class without a readable photo keeps its row. Every process computes the same rows from
+    all photos; the caller's RNG state is untouched."""
+    tic = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        rows, descs, _ = descriptors(model, samples, image_size, batch_size, rt, progress=False,
+                                     num_workers=num_workers)
+    labels = torch.as_tensor([samples.labels[i] for i in rows], dtype=torch.long)
+    sums = torch.zeros(head.weight.shape, dtype=torch.float64).index_add_(0, labels, descs)
+    have = sums.norm(dim=1) > 0
+    head.weight.data[have.to(head.weight.device)] = torch.nn.functional.normalize(sums[have], dim=1).to(head.weight)
+    if rt.main:
+        log.info("stage 1: classifier from the mean descriptors of %d classes in %.0f s",
+                 int(have.sum()), time.perf_counter() - tic)

@@ -46,33 +46,61 @@ def _shard_loader(model: CFCDNet, samples: Samples, image_size: int, batch_size:
 
 
 @torch.no_grad()
+def _sharded_pass(model: CFCDNet, samples: Samples, image_size: int, batch_size: int, rt: TrainProcess,
+                  compute, width: int, desc: str, progress: bool, num_workers: int,
+                  ) -> tuple[list[int], torch.Tensor, list[str]]:
+    """``compute(x)`` (B, width) for this process's share of the readable samples in eval mode,
+    gathered on every process: (sample indices in order, their rows as a float64 CPU tensor,
+    messages of the unreadable images)."""
+    was_training = model.training
+    model.eval()
+    rows: list[int] = []
+    parts: list[torch.Tensor] = []
+    errors: list[str] = []
+    loader = _shard_loader(model, samples, image_size, batch_size, rt, num_workers)
+    try:
+        for idx, x, bad in tqdm(loader, disable=not (progress and rt.main), unit="batch", desc=desc):
+            errors.extend(msg for _, msg in bad)
+            if x is not None:
+                rows.extend(idx)
+                parts.append(compute(x.to(rt.device)).double().cpu())
+    finally:
+        model.train(was_training)
+    empty = torch.zeros(0, width, dtype=torch.float64)
+    by_row: dict[int, torch.Tensor] = {}
+    all_errors: list[str] = []
+    for part_rows, part, part_errors in rt.gather_objects((rows, torch.cat(parts) if parts else empty, errors)):
+        by_row.update(zip(part_rows, part))
+        all_errors.extend(part_errors)
+    order = sorted(by_row)
+    return order, (torch.stack([by_row[i] for i in order]) if order else empty), all_errors
+
+
 def predict(model: CFCDNet, head, samples: Samples, image_size: int, batch_size: int, rt: TrainProcess,
             amp: torch.dtype | None = None, progress: bool = True,
             num_workers: int = 0) -> tuple[list[int], list[float], list[str]]:
     """Class and score of ``head.predict`` for every sample (class -1, score nan where unreadable),
     under autocast ``amp`` (None: float32); also the messages of the unreadable images."""
-    was_training = model.training
-    model.eval()
-    mine: list[tuple[int, int, float]] = []
-    errors: list[str] = []
-    loader = _shard_loader(model, samples, image_size, batch_size, rt, num_workers)
-    for rows, x, bad in tqdm(loader, disable=not (progress and rt.main), unit="batch", desc="predict"):
-        errors.extend(msg for _, msg in bad)
-        mine.extend((i, -1, float("nan")) for i, _ in bad)
-        if x is None:
-            continue
+    def compute(x):
         with rt.autocast(amp):
-            g = model(x.to(rt.device))
+            g = model(x)
         pred, score = head.predict(g.float())
-        mine.extend(zip(rows, pred.tolist(), score.float().tolist()))
-    model.train(was_training)
+        return torch.stack([pred.double(), score.double()], dim=1)
+
+    rows, out, errors = _sharded_pass(model, samples, image_size, batch_size, rt, compute, 2, "predict",
+                                      progress, num_workers)
     preds, scores = [-1] * len(samples), [float("nan")] * len(samples)
-    all_errors: list[str] = []
-    for part, part_errors in rt.gather_objects((mine, errors)):
-        for i, p, s in part:
-            preds[i], scores[i] = p, s
-        all_errors.extend(part_errors)
-    return preds, scores, all_errors
+    for i, (p, s) in zip(rows, out.tolist()):
+        preds[i], scores[i] = int(p), s
+    return preds, scores, errors
+
+
+def descriptors(model: CFCDNet, samples: Samples, image_size: int, batch_size: int, rt: TrainProcess,
+                progress: bool = True, num_workers: int = 0) -> tuple[list[int], torch.Tensor, list[str]]:
+    """The model's global descriptors (eval view, float32): (indices of the readable samples,
+    descriptors (N, d) float64 CPU in that order, messages of the unreadable images)."""
+    return _sharded_pass(model, samples, image_size, batch_size, rt, model, model.output_dim, "describe",
+                         progress, num_workers)
 
 
 def batch_gem_vectors(model: CFCDNet, x: torch.Tensor) -> torch.Tensor:
@@ -87,31 +115,11 @@ def batch_gem_vectors(model: CFCDNet, x: torch.Tensor) -> torch.Tensor:
     return caught[0]
 
 
-@torch.no_grad()
 def gem_features(model: CFCDNet, samples: Samples, image_size: int, batch_size: int, rt: TrainProcess,
                  progress: bool = True, num_workers: int = 0) -> tuple[torch.Tensor, list[str]]:
     """GeM vectors (before the projection head) of the readable samples, in sample order, as a
     float64 CPU tensor (N, C); also the messages of the unreadable images."""
-    was_training = model.training
-    model.eval()
-    rows: list[int] = []
-    feats: list[torch.Tensor] = []
-    errors: list[str] = []
-    loader = _shard_loader(model, samples, image_size, batch_size, rt, num_workers)
-    for idx, x, bad in tqdm(loader, disable=not (progress and rt.main), unit="batch", desc="GeM"):
-        errors.extend(msg for _, msg in bad)
-        if x is None:
-            continue
-        g = batch_gem_vectors(model, x.to(rt.device))
-        rows.extend(idx)
-        feats.append(g.double().cpu())
-    model.train(was_training)
-    empty = torch.zeros(0, model.backbone_channels, dtype=torch.float64)
-    mine = (rows, torch.cat(feats) if feats else empty, errors)
-    by_row: dict[int, torch.Tensor] = {}
-    all_errors: list[str] = []
-    for part_rows, part_feats, part_errors in rt.gather_objects(mine):
-        by_row.update(zip(part_rows, part_feats))
-        all_errors.extend(part_errors)
-    order = sorted(by_row)
-    return (torch.stack([by_row[i] for i in order]) if order else empty), all_errors
+    _, feats, errors = _sharded_pass(model, samples, image_size, batch_size, rt,
+                                     lambda x: batch_gem_vectors(model, x), model.backbone_channels, "GeM",
+                                     progress, num_workers)
+    return feats, errors
