@@ -189,7 +189,8 @@ def main() -> int:
             minutes += (time.perf_counter() - tic) / 60
             print(report(cfg.out_dir)[0], flush=True)
             for key in ("stage1", "stage2"):
-                fold[key] = score(load_model(paths[key]), test_rows, queries)
+                if key in paths:  # a recipe may leave stage 2 out (0 epochs)
+                    fold[key] = score(load_model(paths[key]), test_rows, queries)
             if "best" in paths:
                 fold["best"] = same_as(paths["best"], cfg, fold) or score(load_model(paths["best"]), test_rows, queries)
         for key, result in fold.items():

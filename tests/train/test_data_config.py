@@ -103,6 +103,22 @@ def test_augmentation_depends_only_on_the_seed():
     assert a.shape == (3, 48, 48) and torch.equal(a, b)
 
 
+def test_crop_area_bounds_the_random_crops():
+    from cfcd.train.transforms import random_resized_crop_box
+    boxes = [random_resized_crop_box(400, 300, torch.Generator().manual_seed(k), area=(0.5, 1.0)) for k in range(200)]
+    fractions = [w * h / (400 * 300) for _, _, w, h in boxes]
+    assert min(fractions) > 0.49 and max(fractions) <= 1.0
+    img = Image.new("RGB", (80, 60))
+    img.paste((250, 0, 0), (0, 0, 8, 60))  # a red stripe at the left edge: in every crop of the whole photo
+    whole = TrainTransform(48, lighting_std=0, flip=False, crop_area=(1.0, 1.0))
+    for k in range(10):
+        x = whole(img, torch.Generator().manual_seed(k))
+        assert x[0, :, :2].mean() > 0.9
+    with pytest.raises(ConfigError, match=r"data.crop_area = \[0.0, 1.0\]"):
+        TrainTransform(48, crop_area=(0.0, 1.0))
+    assert load_config("cpu-mobilenet", ["data.crop_area=[0.3, 1]"]).data.crop_area == [0.3, 1]
+
+
 def test_sampler_parameters_come_from_their_section_and_are_checked():
     cfg = load_config("cpu-mobilenet", ["sampler.tuples.tuple_size=6"])
     assert cfg.sampler == {"tuples": {"tuple_size": 6}}  # the override replaced the recipe's 4

@@ -35,6 +35,9 @@ class DataConfig:
     # as <out_dir>/best.pt (cfcd.train.guard). 0 turns it off (the GLDv2 recipes: 81k classes).
     holdout_fraction: float = 0.2
     image_size: int = 512  # side of the square training crop
+    # Fraction of the photo's area each random training crop covers, drawn uniformly (ImageNet's
+    # 0.08..1: the GLDv2 recipes).
+    crop_area: list = field(default_factory=lambda: [0.08, 1.0])
     num_workers: int = 4
 
 

@@ -372,7 +372,8 @@ class StageTrainer:
         net = self.module
         if rt.distributed:
             net = nn.parallel.DistributedDataParallel(self.module, device_ids=[rt.device.index] if self.on_gpu else None)
-        dataset = TrainDataset(self.train_samples, TrainTransform(cfg.data.image_size, preparation=self.model.config.preparation))
+        dataset = TrainDataset(self.train_samples, TrainTransform(cfg.data.image_size, preparation=self.model.config.preparation,
+                                                                  crop_area=tuple(cfg.data.crop_area)))
         sampler = self.stage.sampler
         while self.epoch < self.scfg.epochs:
             lr = learning_rate(self.scfg, self.epoch, cfg.optim.warmup_factor)
@@ -431,7 +432,8 @@ class StageTrainer:
 
 def run(cfg: TrainConfig, stages: str = "both", resume: bool = False,
         on_stage_end: Callable[[StageTrainer], None] | None = None) -> dict[str, Path]:
-    """Train ``stages`` ("1", "2" or "both"; both = stage 1, hard-negative table, stage 2).
+    """Train ``stages`` ("1", "2" or "both"; both = stage 1, hard-negative table, stage 2); a
+    stage of 0 epochs is skipped (no hard-negative table either) and has no entry in the result.
 
     With ``resume``, a finished stage (``model.pt`` present) is skipped, an interrupted one
     continues from ``last.pt``; without it, an existing ``last.pt`` is an error rather than
@@ -459,6 +461,11 @@ def run(cfg: TrainConfig, stages: str = "both", resume: bool = False,
     out: dict[str, Path] = {}
     for stage in (1, 2):
         if stages not in (str(stage), "both"):
+            continue
+        if getattr(cfg, f"stage{stage}").epochs == 0:
+            # a recipe may leave a stage out (finetune-small's stage 2: nothing for the local triplet to move)
+            if rt.main:
+                log.info("stage %d: 0 epochs, skipped", stage)
             continue
         folder = cfg.out_dir / f"stage{stage}"
         if resume and (folder / FINAL).is_file():

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from ..data.images import get_preparation
+from ..errors import ConfigError
 
 CROP_AREA = (0.08, 1.0)
 CROP_ASPECT = (3 / 4, 4 / 3)
@@ -71,14 +72,19 @@ def lighting_offset(generator: torch.Generator, std: float = LIGHTING_STD) -> to
 class TrainTransform:
     """``transform(image, generator)`` -> RGB tensor (3, size, size), [0, 1] plus lighting noise."""
 
-    def __init__(self, size: int, lighting_std: float = LIGHTING_STD, flip: bool = True, preparation: str = "cfcd"):
+    def __init__(self, size: int, lighting_std: float = LIGHTING_STD, flip: bool = True, preparation: str = "cfcd",
+                 crop_area: tuple[float, float] = CROP_AREA):
+        low, high = crop_area
+        if not 0 < low <= high <= 1:
+            raise ConfigError(f"data.crop_area = {list(crop_area)}: give [low, high] with 0 < low <= high <= 1")
         self.size = size
+        self.crop_area = (float(low), float(high))
         self.lighting_std = lighting_std
         self.flip = flip
         self.preparation = get_preparation(preparation)
 
     def __call__(self, image: Image.Image, generator: torch.Generator) -> torch.Tensor:
-        left, top, w, h = random_resized_crop_box(*image.size, generator)
+        left, top, w, h = random_resized_crop_box(*image.size, generator, area=self.crop_area)
         x = self.preparation.views(image, [(self.size, self.size)], box=(left, top, left + w, top + h))[0]
         if self.flip and torch.rand((), generator=generator).item() < 0.5:
             x = x.flip(-1)
@@ -87,7 +93,7 @@ class TrainTransform:
         return x
 
     def __repr__(self) -> str:
-        return (f"TrainTransform(size={self.size}, lighting_std={self.lighting_std}, flip={self.flip}, "
+        return (f"TrainTransform(size={self.size}, crop_area={self.crop_area}, lighting_std={self.lighting_std}, flip={self.flip}, "
                 f"preparation={self.preparation.name!r})")
 
 
