@@ -37,6 +37,23 @@ def test_backbone_lr_scales_the_backbones_rate(class_folder, tmp_path):
 
 def test_finetune_small_recipe():
     cfg = load_config("finetune-small")
-    assert cfg.stage1.head_init == "whiten" and cfg.optim.batchnorm == "frozen"
+    assert cfg.stage1.head_init == "whiten" and cfg.stage1.classifier_init == "means"
+    assert cfg.stage1.backbone_lr == 0 and cfg.optim.batchnorm == "frozen"
     assert cfg.data.holdout_fraction > 0 and cfg.stage1.init == "mobilenet_v2-imagenet"
     assert load_config("r50-gldv2").data.holdout_fraction == 0 == load_config("r101-gldv2").data.holdout_fraction
+
+
+def test_madacos_k_classes_from_the_config_is_the_training_class_count(class_folder, tmp_path):
+    cfg = load_config("cpu-mobilenet", tiny_overrides(class_folder, tmp_path / "run") + ["loss.madacos.k=classes"])
+    train, val = training_data(cfg)
+    trainer = StageTrainer(cfg, 1, init_runtime("cpu"), train, val)
+    assert trainer.head.k == train.num_classes < 100
+    assert load_config("finetune-small").loss["madacos"]["k"] == "classes"
+
+
+def test_a_stage_of_zero_epochs_is_skipped(class_folder, tmp_path):
+    from cfcd.train.engine import run
+    cfg = load_config("cpu-mobilenet", tiny_overrides(class_folder, tmp_path / "run") + ["stage1.epochs=1", "stage2.epochs=0"])
+    out = run(cfg, "both")
+    assert (out["stage1"]).is_file() and "stage2" not in out
+    assert not (tmp_path / "run" / "stage2").exists() and not cfg.hem_table.exists()
