@@ -116,6 +116,8 @@ def test_crop_area_bounds_the_random_crops():
         assert x[0, :, :2].mean() > 0.9
     with pytest.raises(ConfigError, match=r"data.crop_area = \[0.0, 1.0\]"):
         TrainTransform(48, crop_area=(0.0, 1.0))
+    with pytest.raises(ConfigError, match=r"data.crop_area = 0.5: give \[low, high\]"):
+        TrainTransform(48, crop_area=0.5)
     assert load_config("cpu-mobilenet", ["data.crop_area=[0.3, 1]"]).data.crop_area == [0.3, 1]
 
 

@@ -198,6 +198,8 @@ class StageTrainer:
         self.fresh_head = False  # a projection head with no loaded weights: head_init applies to it
         self.model, classifier = self._initial_model()
         self.fresh_classifier = classifier is None  # classifier_init applies to it
+        self.transform = TrainTransform(cfg.data.image_size, preparation=self.model.config.preparation,
+                                        crop_area=cfg.data.crop_area)
         self.stage = build_stage(cfg, number, train, rt, self.model.output_dim, predictions)
         self.head = self.stage.head
         if classifier is not None:
@@ -372,8 +374,7 @@ class StageTrainer:
         net = self.module
         if rt.distributed:
             net = nn.parallel.DistributedDataParallel(self.module, device_ids=[rt.device.index] if self.on_gpu else None)
-        dataset = TrainDataset(self.train_samples, TrainTransform(cfg.data.image_size, preparation=self.model.config.preparation,
-                                                                  crop_area=tuple(cfg.data.crop_area)))
+        dataset = TrainDataset(self.train_samples, self.transform)
         sampler = self.stage.sampler
         while self.epoch < self.scfg.epochs:
             lr = learning_rate(self.scfg, self.epoch, cfg.optim.warmup_factor)

@@ -74,11 +74,16 @@ class TrainTransform:
 
     def __init__(self, size: int, lighting_std: float = LIGHTING_STD, flip: bool = True, preparation: str = "cfcd",
                  crop_area: tuple[float, float] = CROP_AREA):
-        low, high = crop_area
-        if not 0 < low <= high <= 1:
-            raise ConfigError(f"data.crop_area = {list(crop_area)}: give [low, high] with 0 < low <= high <= 1")
+        try:
+            low, high = (float(v) for v in crop_area)
+            valid = 0 < low <= high <= 1
+        except (TypeError, ValueError):
+            valid = False
+        if not valid:
+            shown = list(crop_area) if isinstance(crop_area, (list, tuple)) else crop_area
+            raise ConfigError(f"data.crop_area = {shown!r}: give [low, high] with 0 < low <= high <= 1, e.g. [0.5, 1.0]")
         self.size = size
-        self.crop_area = (float(low), float(high))
+        self.crop_area = (low, high)
         self.lighting_std = lighting_std
         self.flip = flip
         self.preparation = get_preparation(preparation)
