@@ -346,3 +346,38 @@ def test_only_the_cfcd_preparation_decodes_reduced_the_official_one_stays_exact(
         expected = get_preparation(name).views(full, working_sizes(*full.size, settings))
         same = all(torch.equal(g, e) for g, e in zip(prepare(path, settings), expected))
         assert same == (name == "official"), name  # cfcd's reduced decode gives other (close) pixels
+
+
+def test_a_jpeg_is_decoded_reduced_only_down_to_twice_the_largest_view(tmp_path):
+    """DCT scaling aliases: decoding straight to the view's size lost 1.1-1.7 mAP on hard photos
+    (issue 29), so the reduced decode stops at twice the largest view and the antialiased
+    resize does the rest. A 1024 px photo seen at 384 px is then decoded at full size."""
+    from cfcd.data.decoding import decode_image
+    from cfcd.data.images import get_preparation
+    from cfcd.extraction import prepare, working_sizes
+
+    settings = ExtractionSettings((0.7071, 1.0), max_side=384, preparation="cfcd")
+    prep = get_preparation("cfcd")
+    small = phone_photo(tmp_path / "small.jpg", upright_picture(1024, 683), 1)
+    full = load_image(small)
+    expected = prep.views(full, working_sizes(*full.size, settings))
+    assert all(torch.equal(g, e) for g, e in zip(prepare(small, settings), expected))
+    big = phone_photo(tmp_path / "big.jpg", upright_picture(3200, 2134), 6)  # 768 px needed: 1/4 gives 800
+    seen = []
+    original = decode_image
+
+    def spy(source, max_pixels, need=None):
+        out = original(source, max_pixels, need)
+        seen.append(out.image.size)
+        return out
+
+    import cfcd.extraction as extraction
+    extraction.decode_image, restore = spy, extraction.decode_image
+    try:
+        views = prepare(big, settings)
+    finally:
+        extraction.decode_image = restore
+    assert seen == [(800, 534)]  # upright, 1/4 of 3200 x 2134: at least 2 x (384, 256)
+    full = load_image(big)
+    for g, e in zip(views, prep.views(full, working_sizes(*full.size, settings))):
+        assert g.shape == e.shape and (g - e).abs().mean() < 0.01

@@ -108,7 +108,7 @@ def prepare(item: ImageInput, settings: ExtractionSettings, max_pixels: int = DE
     ``settings.preparation`` must be resolved (see ``ExtractionSettings.for_model``).
 
     Sizes and boxes are those of the upright image as stored; a preparation that allows it
-    decodes a JPEG at a reduced size when the largest scale needs at most half of it
+    decodes a JPEG at a reduced size that is still ``decode_margin`` times the largest view
     (``decode_image``), so a 24 Mpx photo costs little more than a 1 Mpx one."""
     prep = get_preparation(settings.preparation)
     source, bbox = split_input(item)
@@ -117,18 +117,20 @@ def prepare(item: ImageInput, settings: ExtractionSettings, max_pixels: int = DE
         return prep.crop_box(size, bbox) if bbox is not None else (0, 0, *size)
 
     def need(size):
-        """The smallest size of the whole image that still gives the largest view of the region."""
+        """The smallest size of the whole image to resample the largest view of the region
+        from: the preparation's margin times the view's size."""
         try:
             x0, y0, x1, y1 = region_of(size)
         except ImageError:
             return None  # reported below, with the file's name
         w, h = max(working_sizes(x1 - x0, y1 - y0, settings), key=lambda s: s[0] * s[1])
-        return math.ceil(w * size[0] / (x1 - x0)), math.ceil(h * size[1] / (y1 - y0))
+        k = prep.decode_margin
+        return math.ceil(k * w * size[0] / (x1 - x0)), math.ceil(k * h * size[1] / (y1 - y0))
 
     if isinstance(source, Image.Image):
         decoded = Decoded.full(source.convert("RGB"))
     else:
-        decoded = decode_image(source, max_pixels, need if prep.reduced_decode else None)
+        decoded = decode_image(source, max_pixels, need if prep.decode_margin else None)
     try:
         region = region_of(decoded.size)
     except ImageError as err:

@@ -45,8 +45,9 @@ class Preparation:
 
     name: str
     min_side: int
-    # Whether its pixels may come from a reduced JPEG decode (``decode_image``'s ``need``).
-    reduced_decode: bool
+    # A JPEG is decoded at a reduced size (``decode_image``'s ``need``) only when that size is
+    # still at least ``decode_margin`` times the largest view; None: always at full size.
+    decode_margin: float | None
 
     def crop_box(self, size: Size, bbox: Box) -> tuple[int, int, int, int]:
         """The whole-pixel box that ``crop`` cuts from an image of ``size`` for ``bbox``."""
@@ -67,14 +68,15 @@ class Preparation:
 class PillowPreparation(Preparation):
     """cfcd's own: 8-bit pixels resized with Pillow's bilinear filter, antialiased (its
     support widens with the reduction, so small scales are low-passed, not aliased); crop
-    boxes rounded to the nearest pixel; sides of at least 32 px. A JPEG at least twice the
-    largest size needed is decoded at 1/2, 1/4 or 1/8 of its size (DCT scaling), then resized
-    as any other image: on instances-dev's leave-one-out protocol (photos <= 1024 px, decoded
-    at 1/2) mAP 87.54 against 87.58, R@1 the same (docs/results.md, "Decoding phone photos")."""
+    boxes rounded to the nearest pixel; sides of at least 32 px. A JPEG is decoded at 1/2, 1/4
+    or 1/8 of its size (DCT scaling) when that is still at least twice the largest view, then
+    resized as any other image: the DCT's own downscaling aliases, and decoding straight to the
+    view's size lost 1.1 to 1.7 mAP on hard photos, while the antialiased resize from twice the
+    size loses nothing (docs/results.md, "Decoding phone photos")."""
 
     name = "cfcd"
     min_side = 32
-    reduced_decode = True
+    decode_margin = 2.0
 
     def crop_box(self, size, bbox):
         x0, y0, x1, y1 = (round(v) for v in bbox)
@@ -100,7 +102,7 @@ class OpenCVPreparation(Preparation):
 
     name = "official"
     min_side = 1
-    reduced_decode = False
+    decode_margin = None
 
     def crop_box(self, size, bbox):
         w, h = size

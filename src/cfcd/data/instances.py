@@ -3,6 +3,10 @@
 
     <root>/images/<identity>/<file>.jpg      (or <root>/<identity>/<file>.jpg)
     <root>/manifest.csv                      optional: path, identity, source (paths relative to root)
+    <root>/identities.csv                    optional: identity, hard (1: the identity holds a hard change)
+
+A manifest row with an empty identity is a distractor: an unrelated photo, in the database
+only (instances-hard's ``images/_distractors``).
 """
 
 from __future__ import annotations
@@ -17,16 +21,21 @@ from .images import list_images
 MANIFEST = "manifest.csv"
 # Source of every image when the set has no manifest.
 NO_SOURCE = "all"
+# Identity of a distractor.
+DISTRACTOR = ""
+IDENTITIES = "identities.csv"
 
 
 @dataclass(frozen=True)
 class InstanceSet:
-    """Images with their identity and source, in the set's order (the manifest's, else sorted)."""
+    """Images with their identity and source, in the set's order (the manifest's, else sorted);
+    ``hard``: the identities that ``identities.csv`` marks hard."""
 
     root: Path
     paths: list[Path]
     identities: list[str]
     sources: list[str]
+    hard: frozenset = frozenset()
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -55,7 +64,17 @@ def _read_manifest(path: Path) -> InstanceSet:
     if absent:
         raise NotFound(f"{path}: {len(absent)} listed images are missing, e.g. {absent[0]}")
     sources = [r.get("source") or NO_SOURCE for r in rows]
-    return InstanceSet(base, paths, [r["identity"] for r in rows], sources)
+    return InstanceSet(base, paths, [r["identity"] for r in rows], sources, _hard_identities(base / IDENTITIES))
+
+
+def _hard_identities(path: Path) -> frozenset:
+    if not path.is_file():
+        return frozenset()
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if "identity" not in (reader.fieldnames or ()) or "hard" not in reader.fieldnames:
+            raise InputError(f"{path}: expected the columns identity, hard")
+        return frozenset(r["identity"] for r in reader if r["hard"].strip() == "1")
 
 
 def load_instances(folder: str | Path) -> InstanceSet:

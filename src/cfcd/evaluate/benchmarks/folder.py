@@ -1,7 +1,7 @@
 """Folder-per-identity photo sets scored leave-one-out (UKBench / Holidays style).
 
 Every image is a query once; the database is every other image; the positives are the other
-images of its identity, and the query itself is junk so that it leaves its own ranking. AP is
+images of its identity (an image of no identity, a distractor, is in the database only), and the query itself is junk so that it leaves its own ranking. AP is
 revisitop's trapezoid rule (``cfcd.evaluate.compute_map``) and recall@1 says whether the best
 other image shares the query's identity. Results are pooled and per source (the ``source``
 column of the set's ``manifest.csv``; ``cfcd.data.instances`` reads the set).
@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ...data.instances import NO_SOURCE, load_instances
+from ...data.instances import DISTRACTOR, NO_SOURCE, load_instances
 from ...errors import MismatchError
 from ..metrics import compute_map
 from .base import Benchmark
@@ -22,11 +22,13 @@ from .base import Benchmark
 
 def leave_one_out_gnd(identities) -> list[dict]:
     """``compute_map``'s ground truth for leave-one-out over all images: query i has as
-    positives the other images of its identity and itself as junk."""
+    positives the other images of its identity and itself as junk. A distractor (identity
+    ``DISTRACTOR``, the empty string) is in the database only: it has no positives (its AP is
+    NaN, left out of every mean) and is nobody's positive."""
     identities = np.asarray(identities)
     gnd = []
     for i, identity in enumerate(identities):
-        same = np.flatnonzero(identities == identity)
+        same = np.flatnonzero(identities == identity) if identity != DISTRACTOR else np.array([i])
         gnd.append({"ok": same[same != i], "junk": np.array([i])})
     return gnd
 

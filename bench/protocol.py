@@ -1,0 +1,231 @@
+"""Defaults chosen on both photo sets and on collections of several shapes (issue 29).
+
+    .venv/bin/python bench/protocol.py --part projection     # the index's learned projection
+    .venv/bin/python bench/protocol.py --part model          # the default model and scales
+    .venv/bin/python bench/protocol.py --part decode         # the reduced JPEG decode
+    .venv/bin/python bench/protocol.py --part decode --upscale 3072   # ... on phone-sized copies
+
+Every candidate is scored on the collections of ``cfcd.evaluate.shapes.SHAPES`` drawn from
+instances-dev and instances-hard (whole sets, small, two photos per identity, distractor-heavy,
+hard identities only, both sets together), leave-one-out within each collection; a candidate
+is accepted only if it loses no more than 0.5 mAP to the baseline in any cell (a set, its
+source groups, its hard and moderate groups) of any shape and gains on the pooled mean
+(``cfcd.evaluate.shapes.judge``); leave-one-set-out: the choice made on one set's collections,
+scored on the other's.
+
+projection  baseline: the default descriptors searched as they are (no projection). Candidates:
+            rules ``n >= N: d = f * n (at most 256), shrinkage s`` learned from each collection's
+            own descriptors (no labels), as ``cfcd.index.projection.learn`` learns them (the
+            script learns them from one SVD of the centred collection, checked against
+            ``learn`` on the first collection).
+model       baseline: today's default (MobileNetV2 + EfficientNet-Lite2, scales 0.7071 and 1
+            of a 384 px long side). Candidates: each member alone and the concatenation at
+            384 and 512 px with scales (0.7071, 1) and (0.7071, 1, 1.4142).
+decode      baseline: every JPEG decoded at full size. Candidates: the ``cfcd`` preparation's
+            reduced decode straight to the largest view's size (margin 1: issue 20's) and to
+            at least twice it (margin 2: today's), default model and settings. The sets'
+            photos are at most 1024 px, so margin 2 decodes them at full size; ``--upscale L``
+            scores copies of every photo upscaled (bicubic) to an L px long side, JPEG quality
+            90, written once to a cache folder, where both margins decode at a reduced size.
+
+Single-scale descriptors are cached (``cfcd.selection.DescriptorCache``, ~/.cache/cfcd) and
+multi-scale ones are their L2-normalised sums, as ``cfcd.extract`` makes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from cfcd.evaluate import shapes
+from cfcd.selection import Candidate, DescriptorCache
+
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+SETS = (SHARED / "instances-dev", SHARED / "instances-hard")
+BASELINE_MODEL = "default@384:0.7071,1"
+MODEL_CANDIDATES = [f"{m}@{side}:{scales}" for side in (384, 512) for scales in ("0.7071,1", "0.7071,1,1.4142")
+                    for m in ("default", "mobilenet_v2-imagenet", "efficientnet_lite2-imagenet")]
+# (threshold n, d / n, shrinkage): issue 18's rule first
+RULES = [(100, 0.25, 8.0), (100, 0.25, 32.0), (100, 0.5, 8.0), (100, 0.5, 32.0), (100, 1.0, 32.0),
+         (100, 1.0, 128.0), (300, 0.25, 8.0), (300, 0.5, 32.0)]
+NONE = "none"
+
+
+def l2(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+_SVD: dict = {}
+
+
+def _svd(x: np.ndarray):
+    """(centred x, singular values, right singular vectors) of one collection, kept for the
+    next rule (the collections are the same for every rule)."""
+    key = (x.shape, hash(x.tobytes()))
+    if key not in _SVD:
+        centred = x.astype(np.float64) - x.astype(np.float64).mean(axis=0)
+        _SVD.clear()
+        _SVD[key] = (centred, *np.linalg.svd(centred, full_matrices=False)[1:])
+    return _SVD[key]
+
+
+def projected(x: np.ndarray, dim: int, shrinkage: float) -> np.ndarray:
+    """``x`` through the PCA-whitening learned from ``x`` itself (``cfcd.index.projection``'s
+    formula: eps = shrinkage * mean of the kept eigenvalues), L2-normalised."""
+    centred, s, vt = _svd(x)
+    dim = min(dim, len(x) - 1, x.shape[1])
+    lam = s[:dim] ** 2 / len(x)
+    rows = vt[:dim] / np.sqrt(lam + shrinkage * lam.mean())[:, None]
+    return l2(centred @ rows.T)
+
+
+def rule_name(rule) -> str:
+    n, f, s = rule
+    return f"n>={n}: d={f:g}n, s={s:g}"
+
+
+def rule_candidate(x: np.ndarray, rule):
+    n_min, f, s = rule
+
+    def candidate(index: np.ndarray) -> np.ndarray:
+        n = len(index)
+        if n < n_min:
+            return x[index]
+        return projected(x[index], int(min(256, round(f * n))), s)
+    return candidate
+
+
+def check_against_index(x: np.ndarray, index: np.ndarray) -> float:
+    """Largest |difference| of similarities between the script's projection and the one
+    ``cfcd.index.projection.learn`` learns (issue 18's rule on this collection)."""
+    from cfcd.index.projection import learn
+
+    d = int(min(256, round(0.25 * len(index))))
+    ours = projected(x[index], d, 8.0)
+    theirs = learn([x[index]], d, 8.0)(x[index]).astype(np.float64)
+    return float(np.abs(ours @ ours.T - theirs @ theirs.T).max())
+
+
+DECODES = {"full decode": None, "reduced, margin 1 (issue 20)": 1.0, "reduced, margin 2 (default)": 2.0}
+
+
+def decoded(paths) -> dict[str, np.ndarray]:
+    """The default descriptors of ``paths`` under each decode of ``DECODES`` (each cached in
+    its own folder: the cache's key does not hold the margin)."""
+    from cfcd.data.images import get_preparation
+    from cfcd.selection import default_cache_dir
+
+    prep = get_preparation("cfcd")
+    out, default = {}, prep.decode_margin
+    try:
+        for name, margin in DECODES.items():
+            prep.decode_margin = margin
+            root = default_cache_dir().parent / f"descriptors-decode-{margin}"
+            out[name] = DescriptorCache(paths, root).descriptors(Candidate.parse(BASELINE_MODEL))[0]
+    finally:
+        prep.decode_margin = default
+    return out
+
+
+def upscaled(paths, side: int) -> list[Path]:
+    """Copies of ``paths`` upscaled to a ``side`` px long side (bicubic, JPEG quality 90),
+    written once under ~/.cache/cfcd/upscaled-SIDE."""
+    from PIL import Image
+
+    from cfcd.selection import default_cache_dir
+
+    root = default_cache_dir().parent / f"upscaled-{side}"
+    out = []
+    for path in paths:
+        target = root / path.parent.parent.parent.name / path.parent.name / path.name
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with Image.open(path) as img:
+                img = img.convert("RGB")
+                f = side / max(img.size)
+                img.resize((round(img.width * f), round(img.height * f)), Image.BICUBIC).save(target, quality=90)
+        out.append(target)
+    return out
+
+
+def descriptors(pool: shapes.PhotoPool, spec: str, cache: DescriptorCache) -> np.ndarray:
+    return cache.descriptors(Candidate.parse(spec))[0]
+
+
+def report(scores: shapes.Scores, baseline: str, pool: shapes.PhotoPool, title: str) -> dict:
+    verdicts = shapes.judge(scores, baseline)
+    chosen = shapes.choose(verdicts, baseline)
+    held = shapes.leave_one_set_out(scores, baseline, pool.set_names)
+    print(f"## {title}\n")
+    print(shapes.format_verdicts(scores, verdicts, baseline))
+    print(f"\nChosen on both sets: `{chosen}`.\n")
+    print("| held-out set | chosen on the other set | its gain there | its worst cell there |")
+    print("|---|---|---:|---|")
+    for s, h in held.items():
+        print(f"| {s} | `{h['chosen']}` | {100 * h['gain']:+.2f} | {100 * h['worst']:+.2f} ({h['worst_cell']}) |")
+    print()
+    return {"chosen": chosen, "held_out": held, "verdicts": [v.__dict__ for v in verdicts], "scores": scores.table}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--part", choices=["projection", "model", "decode"], required=True)
+    p.add_argument("--upscale", type=int, help="decode part: score copies upscaled to this long side")
+    p.add_argument("--sets", nargs="+", default=[str(s) for s in SETS], help="labelled sets (manifest.csv)")
+    p.add_argument("--rules", nargs="*", help="projection rules N,F,S (default: the built-in list)")
+    p.add_argument("--candidates", nargs="*", help="model candidates MODEL[+MODEL]@SIDE:S1,S2 (first: the baseline)")
+    p.add_argument("--cells", action="store_true", help="also print every cell of every shape")
+    p.add_argument("--json", help="also write the numbers here")
+    args = p.parse_args(argv)
+
+    pool = shapes.load_pool(args.sets)
+    cache = DescriptorCache(pool.paths)
+    print(f"{len(pool)} images ({', '.join(f'{s}: {int((pool.sets == s).sum())}' for s in pool.set_names)}), "
+          f"{len(pool.distractors)} distractors; machine: {platform.machine()}, {os.cpu_count()} cores")
+    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}\n")
+    if args.part == "projection":
+        x = descriptors(pool, BASELINE_MODEL, cache)
+        first = shapes.collections(pool)[0][3]
+        print(f"check: the script's projection against cfcd.index.projection.learn on {len(first)} images: "
+              f"largest similarity difference {check_against_index(x, first):.1e}\n")
+        rules = [tuple(float(v) if i else int(v) for i, v in enumerate(r.split(","))) for r in args.rules] if args.rules else RULES
+        candidates = {NONE: lambda index: x[index], **{rule_name(r): rule_candidate(x, r) for r in rules}}
+        baseline = NONE
+    elif args.part == "decode":
+        paths = upscaled(pool.paths, args.upscale) if args.upscale else pool.paths
+        candidates = {name: (lambda index, m=m: m[index]) for name, m in decoded(paths).items()}
+        baseline = next(iter(candidates))
+    else:
+        specs = args.candidates or [BASELINE_MODEL, *[c for c in MODEL_CANDIDATES if c != BASELINE_MODEL]]
+        matrices = {spec: descriptors(pool, spec, cache) for spec in specs}
+        candidates = {spec: (lambda index, m=m: m[index]) for spec, m in matrices.items()}
+        baseline = specs[0]
+    scores = shapes.score(pool, candidates)
+    out = report(scores, baseline, pool, f"{args.part}: candidates against `{baseline}`")
+    if args.cells:
+        print(format_cells(scores, list(candidates)))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+def format_cells(scores: shapes.Scores, names) -> str:
+    lines = ["| shape | cell | queries | " + " | ".join(f"`{n}`" for n in names) + " |",
+             "|---|---|---:|" + "---:|" * len(names)]
+    base = names[0]
+    for shape in scores.shapes:
+        for cell, v in scores.table[base][shape].items():
+            vals = [scores.cell(n, shape, cell) for n in names]
+            lines.append(f"| {shape} | {cell} | {v['queries']} | " +
+                         " | ".join(f"{100 * c['mAP']:.2f}" if c else "-" for c in vals) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
