@@ -12,7 +12,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 
-from samples import INSTANCES_DEV, make_image  # noqa: E402
+from samples import INSTANCES_DEV, INSTANCES_HARD, make_image  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -21,6 +21,14 @@ def instances_dev() -> Path:
     if not (INSTANCES_DEV / "manifest.csv").is_file():
         pytest.skip(f"real photos not found at {INSTANCES_DEV} (they live in the project's shared folder)")
     return INSTANCES_DEV
+
+
+@pytest.fixture(scope="session")
+def instances_hard() -> Path:
+    """The real photos of ../shared/data/instances-hard (CI has them; a user's clone does not)."""
+    if not (INSTANCES_HARD / "manifest.csv").is_file():
+        pytest.skip(f"real photos not found at {INSTANCES_HARD} (they live in the project's shared folder)")
+    return INSTANCES_HARD
 
 
 @pytest.fixture

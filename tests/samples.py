@@ -10,9 +10,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-# The project's shared folder sits beside the checkout; CFCD_INSTANCES_DEV points elsewhere.
+# The project's shared folder sits beside the checkout; CFCD_INSTANCES_DEV / _HARD point elsewhere.
 INSTANCES_DEV = Path(
     os.environ.get("CFCD_INSTANCES_DEV", Path(__file__).resolve().parents[1].parent / "shared" / "data" / "instances-dev")
+)
+INSTANCES_HARD = Path(
+    os.environ.get("CFCD_INSTANCES_HARD", Path(__file__).resolve().parents[1].parent / "shared" / "data" / "instances-hard")
 )
 
 

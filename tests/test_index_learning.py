@@ -1,6 +1,7 @@
 """End to end on real photos (bench/index_learning.py): `cfcd index build` on instances-dev
-learns a projection from the collection's own descriptors (no labels), and the index retrieves
-better through it than the same index built with --no-learn, scored leave-one-out."""
+searches the raw descriptors by default, and with --learn learns a projection from the
+collection's own descriptors (no labels) of the dimension the rule gives, and searches
+through it (it is opt-in: issue 29's protocol found it losing on some collections)."""
 
 from __future__ import annotations
 
@@ -24,14 +25,14 @@ def bench_module():
 
 
 @pytest.mark.slow
-def test_an_index_of_real_photos_learns_from_them_and_retrieves_better(instances_dev, tmp_path, capsys):
+def test_an_index_of_real_photos_learns_from_them_when_asked(instances_dev, tmp_path, capsys):
     out = bench_module().run(instances_dev, tmp_path)
-    learned, raw = out["learned"], out["raw"]
+    learned, raw = out["learned"], out["default"]
     n = raw["pooled"]["queries"]
     assert n == learned["index"]["images"] == 238  # 241 files; strecha_castle holds 3 byte-identical pairs
     assert raw["index"]["projection"] is None and raw["index"]["learn"] is False
     assert learned["index"]["projection"]["dim"] == learning.choose(n)[0] and learned["index"]["projection"]["learned_from"] == n
-    assert learned["pooled"]["mAP"] > raw["pooled"]["mAP"] + 0.005, (learned["pooled"], raw["pooled"])
+    assert learned["pooled"]["mAP"] != raw["pooled"]["mAP"]  # it searches another space
     capsys.readouterr()
     assert main(["index", "info", str(tmp_path / "learned")]) == 0
     assert f"learned projection 2560 -> {learning.choose(n)[0]}-d" in capsys.readouterr().out

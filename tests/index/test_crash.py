@@ -90,7 +90,7 @@ def add_in_process(root: Path, n: int, seed: int, prefix: str) -> None:
 def built(tmp_path) -> tuple[Path, Path]:
     """An index of BASE descriptors (version 1), and a features directory of MORE others."""
     root = tmp_path / "idx"
-    Index.build(unit_rows(BASE, 0), [f"base{i}" for i in range(BASE)], model=MODEL, settings=SETTINGS).save(root)
+    Index.build(unit_rows(BASE, 0), [f"base{i}" for i in range(BASE)], model=MODEL, settings=SETTINGS, learn=True).save(root)
     return root, features_dir(tmp_path / "f1", MORE, 1, "more")
 
 

@@ -48,7 +48,7 @@ def reference(x: np.ndarray, dim: int, shrinkage: float):
 def test_learned_projection_equals_numpy_and_maps_queries_and_database(location):
     n = learning.MIN_IMAGES + 100
     x, q = rows(n), rows(30, seed=1)
-    index = Index.build(x, names(n), model=MODEL, settings=SETTINGS, location=location)
+    index = Index.build(x, names(n), model=MODEL, settings=SETTINGS, learn=True, location=location)
     index.save(location)
     dim, shrinkage = learning.choose(n)
     dim = min(dim, DIM)
@@ -83,7 +83,7 @@ def test_below_the_threshold_nothing_changes_until_it_is_reached(tmp_path):
     n = learning.MIN_IMAGES - 1
     x = rows(n + 1)
     root = tmp_path / "idx"
-    Index.build(x[:n], names(n), model=MODEL, settings=SETTINGS).save(root)
+    Index.build(x[:n], names(n), model=MODEL, settings=SETTINGS, learn=True).save(root)
     index = Index.load(root)
     assert index.projection is None and index.layers.vectors.dim == DIM
     q = rows(10, seed=2)
@@ -99,7 +99,7 @@ def test_relearns_when_the_collection_has_grown_enough(tmp_path):
     n = learning.MIN_IMAGES
     grown = int(np.ceil(learning.RELEARN_GROWTH * n))
     x = rows(grown)
-    Index.build(x[:n], names(n), model=MODEL, settings=SETTINGS).save(root)
+    Index.build(x[:n], names(n), model=MODEL, settings=SETTINGS, learn=True).save(root)
     with Index.edit(root) as index:
         index.add(x[n:grown - 1], names(grown - 1 - n, "b"))
     assert Index.load(root).projection.learned_from == n  # not grown enough yet
@@ -113,7 +113,7 @@ def test_relearns_when_the_collection_has_grown_enough(tmp_path):
 def test_large_collections_learn_from_a_sample(tmp_path, monkeypatch):
     monkeypatch.setattr(learning, "SAMPLE", 250)
     x = rows(400)
-    index = Index.build(x, names(400), model=MODEL, settings=SETTINGS)
+    index = Index.build(x, names(400), model=MODEL, settings=SETTINGS, learn=True)
     index.save(tmp_path / "idx")
     assert index.projection.learned_from == 250 and len(index.layers.vectors) == 400
 
@@ -122,7 +122,7 @@ def test_switched_off_it_searches_raw_descriptors_and_stays_off(tmp_path):
     root = tmp_path / "idx"
     n = learning.MIN_IMAGES + 50
     x = rows(3 * n)
-    Index.build(x[:n], names(n), model=MODEL, settings=SETTINGS).save(root)
+    Index.build(x[:n], names(n), model=MODEL, settings=SETTINGS, learn=True).save(root)
     with Index.edit(root) as index:
         learning.unlearn(index)
     with Index.edit(root) as index:
@@ -158,7 +158,7 @@ def test_engines_rank_alike_with_a_projection(tmp_path):
     x, q = rows(n), rows(20, seed=4)
     results = []
     for location in (tmp_path / "a.idx", tmp_path / "a.db"):
-        index = Index.build(x, names(n), model=MODEL, settings=SETTINGS, location=location)
+        index = Index.build(x, names(n), model=MODEL, settings=SETTINGS, learn=True, location=location)
         index.save(location)
         with_default = index.search(q, k=10)
         with Index.edit(location) as edited:
@@ -181,7 +181,7 @@ def test_relearn_command_refuses_bad_requests_clearly(tmp_path, capsys):
     from cfcd.cli import main
 
     root = tmp_path / "small.idx"
-    Index.build(rows(20), names(20), model=MODEL, settings=SETTINGS).save(root)
+    Index.build(rows(20), names(20), model=MODEL, settings=SETTINGS, learn=True).save(root)
     for argv, message in (
         ([str(root)], f"20 images: below the {learning.MIN_IMAGES} from which a learned projection helps; give a dimension (--dim)"),
         ([str(root), "--off", "--dim", "4"], "--off drops the projection; it takes no --dim or --shrinkage"),
@@ -199,7 +199,7 @@ def test_relearn_command_refuses_bad_requests_clearly(tmp_path, capsys):
 
 def test_an_index_saved_empty_keeps_raw_descriptors_and_learns_later(tmp_path):
     root = tmp_path / "idx"
-    Index(DIM, model=MODEL, settings=SETTINGS).save(root)
+    Index(DIM, model=MODEL, settings=SETTINGS, learn=True).save(root)
     assert Index.load(root).layers.raw is not None
     n = learning.MIN_IMAGES
     with Index.edit(root) as index:

@@ -23,8 +23,10 @@ def register(p) -> None:
                             "INDEX (.db, milvus://): FLAT (default), HNSW:M=32,efConstruction=200, IVF_FLAT:nlist=4096 ... "
                             "(see docs/scaling.md)")
     build.add_argument("--force", action="store_true", help="replace an index that already exists at INDEX")
-    build.add_argument("--no-learn", dest="learn", action="store_false",
-                       help="never learn a projection from the collection's own descriptors (see docs/your-photos.md)")
+    build.add_argument("--learn", dest="learn", action="store_true", default=False,
+                       help="learn a projection from the collection's own descriptors (off by default: it lost on small, "
+                            "hard collections; see docs/your-photos.md)")
+    build.add_argument("--no-learn", dest="learn", action="store_false", help="never learn one (the default)")
     build.set_defaults(func=run_build)
 
     add = isub.add_parser("add", help="add images or a features directory to an index (already indexed content is skipped)")

@@ -5,10 +5,12 @@ A default chosen on one whole benchmark set did not carry over to users' photos 
 a user's collection is often small, holds two or three photos of each place with large
 changes between them, and many unrelated photos. So every candidate default is scored on
 collections of several **shapes** drawn from every labelled set (``SHAPES``): the whole set,
-small ones, ones with only two photos per identity, distractor-heavy ones, hard identities
-only, and all sets together. Collections draw **whole identities** (a set's README asks for
-it) in a seeded random order; distractors (manifest rows with no identity) come from every
-set's distractors, so a set without any (instances-dev) is drawn with another's.
+small ones, ones with only two photos per identity, distractor-heavy ones, ones shaped like
+the unseen set of issue 29 (two or three photos per identity, 40 % distractors), hard
+identities only, large collections mixing both sets, and all sets together. Collections draw
+**whole identities** (a set's README asks for it) in a seeded random order; distractors
+(manifest rows with no identity) come from every set's distractors, so a set without any
+(instances-dev) is drawn with another's.
 
 Each collection is scored leave-one-out within itself (``cfcd.evaluate.benchmarks.folder``:
 every photo of an identity a query once, distractors in the database only), and every
@@ -106,6 +108,8 @@ SHAPES = (
     Shape("small", photos=35, per_identity=3, distractors=0.3, seeds=5),
     Shape("pairs", photos=70, per_identity=2, distractors=0.3, seeds=5),
     Shape("distractor-heavy", photos=60, distractors=0.5, seeds=5),
+    # the shape of the unseen hard set of issue 29: ~180 photos, 2-4 per identity, 40% distractors
+    Shape("user-like", photos=110, per_identity=3, distractors=0.4, seeds=5),
     Shape("hard-only", hard_only=True, distractors=0.3, seeds=3),
     Shape("large mixed", photos=250, distractors=0.25, seeds=3, across=True),
     Shape("all sets", across=True),

@@ -6,10 +6,10 @@ and the index's settings), the raw descriptors by id and the store (where versio
 under a write lock; ``publishing`` reads and writes them). ``Index`` owns what is the same for every engine: ids, dedupe
 by content, the model identity, dimension and extraction settings stored with the index and
 checked on every add and search (``identity.check_compatible``), removal, re-ranking, and the
-projection it learns from its own descriptors (``cfcd.index.projection``): once
-``projection.choose`` says a collection is large enough, the index searches ``P(x)`` of its raw
-descriptors and of every query, and learns ``P`` again when it has grown enough (or when asked:
-``projection.relearn`` / ``unlearn``). Model loading and image extraction sit one layer up, in
+projection it may learn from its own descriptors (``cfcd.index.projection``; off unless asked:
+``learn=True``, ``projection.relearn``): then, once ``projection.choose`` says a collection is
+large enough, the index searches ``P(x)`` of its raw descriptors and of every query, and learns
+``P`` again when it has grown enough (``projection.unlearn`` turns it off). Model loading and image extraction sit one layer up, in
 ``cfcd.index.searcher``.
 
 The FAISS engine is exact (``Flat``) by default; any ``faiss.index_factory`` string can be
@@ -51,7 +51,7 @@ class Index:
     """
 
     def __init__(self, dim: int, factory: str | None = None, model=None, settings=None,
-                 train_size: int = publishing.DEFAULT_TRAIN_SIZE, location: str | Path | None = None, learn: bool = True):
+                 train_size: int = publishing.DEFAULT_TRAIN_SIZE, location: str | Path | None = None, learn: bool = False):
         store = open_store(location) if location is not None else None
         layers = (store or store_class(DEFAULT_ENGINE)).create(int(dim), factory)
         self._attach(layers, store)
@@ -60,7 +60,7 @@ class Index:
         self.model = model_identity(model)
         self.settings = normalise_settings(settings, self.model)
         self.train_size = train_size
-        self.learn = bool(learn)  # learn a projection when ``projection.due`` says so
+        self.learn = bool(learn)  # opt-in: learn a projection when ``projection.due`` says so
         self._next_id = 0
         self._tombstones = 0
         self.changed = True  # unsaved changes
