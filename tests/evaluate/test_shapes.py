@@ -57,6 +57,12 @@ def test_the_pool_reads_hard_identities_and_keeps_sets_apart(pool):
     # a set without identities.csv: its hard source groups' identities are hard
     assert set(pool.identities[pool.hard & (pool.sets == "a")]) == {"a/a0", "a/a1", "a/a2"}
     assert set(pool.identities[pool.hard & (pool.sets == "b")]) == {"b/b0", "b/b1", "b/b2"}
+    # cells: a set without identities.csv by source group, one with it by kind of change
+    assert set(pool.groups[pool.sets == "a"]) == {"evd", "strecha"}
+    assert set(pool.groups[pool.sets == "b"]) == {"hard, other", "moderate", "distractors"}
+    cells = shapes.cells_of(pool, np.arange(len(pool)))
+    assert {"a", "a: hard", "a: moderate", "a: evd", "b", "b: hard", "b: hard, other"} <= set(cells)
+    assert (cells["b: hard"] == (pool.hard & (pool.sets == "b"))).all()
 
 
 def test_collections_draw_whole_identities_with_the_asked_share_of_distractors(pool):

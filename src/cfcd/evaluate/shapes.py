@@ -14,9 +14,11 @@ identities only, large collections mixing both sets, and all sets together. Coll
 
 Each collection is scored leave-one-out within itself (``cfcd.evaluate.benchmarks.folder``:
 every photo of an identity a query once, distractors in the database only), and every
-query's AP is counted in the **cells** it belongs to: its set pooled, its set's source group
-(``cfcd.selection.SOURCE_GROUPS``) and its set's hard or moderate group. A shape's cell is the
-mean over its seeds of the cell's mAP.
+query's AP is counted in the **cells** it belongs to: its set pooled, its set's hard or
+moderate group, and its group of one kind of photo: instances-dev's source groups
+(``cfcd.selection.SOURCE_GROUPS``), and for instances-hard, whose 47 repository sources hold 2
+to 28 photos each, the kind of change its README gives each hard identity (``HARD_KINDS``;
+"moderate" for the others). A shape's cell is the mean over its seeds of the cell's mAP.
 
 **The rule** (``judge``): a candidate is accepted only if, against the baseline (today's safe
 setting), it loses no more than ``TOLERANCE`` (0.5 mAP points) in any cell of any shape
@@ -41,6 +43,19 @@ from .metrics import compute_map, rank
 TOLERANCE = 0.005  # mAP (0-1) a candidate may lose in a cell
 MIN_QUERIES = 10  # queries (summed over seeds) a cell needs to be judged
 HARD_SOURCE_GROUPS = ("evd", "phototourism", "ukbench/holidays")  # instances-dev's hard groups
+# instances-hard's hard identities by kind of change (its README, "What counts as hard").
+HARD_KINDS = {
+    **dict.fromkeys(("oxford_street_a", "oxford_street_b", "oxford_street_c", "aachen_street_corner", "aachen_bookshop",
+                     "berlin_gendarmenmarkt_dome", "brussels_grand_place"), "night/day"),
+    **dict.fromkeys(("amsterdam_colonnade", "snowy_mountains_dusk", "big_ben", "church_on_spilled_blood",
+                     "astorga_episcopal_palace", "gatech_klaus_research_wing", "maupertuis_chateau", "mount_rushmore"),
+                    "season/light/era"),
+    **dict.fromkeys(("nle_tower", "fox_trophy", "lego_bulldozer", "azoty_stadium_drone", "toronto_university_college",
+                     "grand_central_terminal", "tnt_barn", "arc_de_triomphe", "berliner_dom", "churchill_poster",
+                     "framed_print_on_brick"), "extreme viewpoint"),
+    **dict.fromkeys(("ace_ventura_dvd", "st_peters_basilica", "british_museum", "eth3d_playground_slide",
+                     "ferrari_f1_75", "bastoncini_box"), "another camera/clutter"),
+}
 
 
 @dataclass(frozen=True)
@@ -69,7 +84,8 @@ class PhotoPool:
 
 def load_pool(roots: Sequence[str | Path]) -> PhotoPool:
     """The sets at ``roots`` (``cfcd.data.instances`` layout), named by their folders. A set
-    without ``identities.csv`` counts its hard source groups' identities as hard."""
+    with ``identities.csv`` is grouped by kind of change (``HARD_KINDS``, else "moderate"); one
+    without it by source group, its hard source groups' identities counting as hard."""
     from ..selection import group_of
 
     paths, sets, identities, groups, hard = [], [], [], [], []
@@ -77,12 +93,18 @@ def load_pool(roots: Sequence[str | Path]) -> PhotoPool:
         data = load_instances(root)
         name = Path(data.root).name
         for path, identity, source in zip(data.paths, data.identities, data.sources):
-            group = group_of(source)
+            is_hard = identity in data.hard if data.hard else group_of(source) in HARD_SOURCE_GROUPS
+            if not data.hard:
+                group = group_of(source)
+            elif identity == DISTRACTOR:
+                group = "distractors"
+            else:
+                group = HARD_KINDS.get(identity, "hard, other") if is_hard else "moderate"
             paths.append(Path(path))
             sets.append(name)
             identities.append(DISTRACTOR if identity == DISTRACTOR else f"{name}/{identity}")
             groups.append(group)
-            hard.append(identity in data.hard if data.hard else group in HARD_SOURCE_GROUPS)
+            hard.append(is_hard)
     return PhotoPool(paths, np.array(sets), np.array(identities), np.array(groups), np.array(hard))
 
 
