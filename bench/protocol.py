@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from cfcd.evaluate import shapes
-from cfcd.selection import Candidate, DescriptorCache
+from cfcd.selection import Candidate, DescriptorCache, select_on_shapes
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 SETS = (SHARED / "instances-dev", SHARED / "instances-hard")
@@ -197,16 +197,16 @@ def main(argv=None) -> int:
         rules = [tuple(float(v) if i else int(v) for i, v in enumerate(r.split(","))) for r in args.rules] if args.rules else RULES
         candidates = {NONE: lambda index: x[index], **{rule_name(r): rule_candidate(x, r) for r in rules}}
         baseline = NONE
-    elif args.part == "decode":
+    if args.part == "decode":
         paths = upscaled(pool.paths, args.upscale) if args.upscale else pool.paths
         candidates = {name: (lambda index, m=m: m[index]) for name, m in decoded(paths).items()}
         baseline = next(iter(candidates))
+    if args.part == "model":  # as `cfcd eval --select ... --shapes` chooses
+        specs = [Candidate.parse(c) for c in args.candidates or [BASELINE_MODEL, *[c for c in MODEL_CANDIDATES if c != BASELINE_MODEL]]]
+        scores = select_on_shapes(args.sets, specs)[0]
+        candidates, baseline = [c.name for c in specs], specs[0].name
     else:
-        specs = args.candidates or [BASELINE_MODEL, *[c for c in MODEL_CANDIDATES if c != BASELINE_MODEL]]
-        matrices = {spec: descriptors(pool, spec, cache) for spec in specs}
-        candidates = {spec: (lambda index, m=m: m[index]) for spec, m in matrices.items()}
-        baseline = specs[0]
-    scores = shapes.score(pool, candidates)
+        scores = shapes.score(pool, candidates)
     out = report(scores, baseline, pool, f"{args.part}: candidates against `{baseline}`")
     if args.cells:
         print(format_cells(scores, list(candidates)))

@@ -143,3 +143,29 @@ def test_run_selection_and_cli(sourced_set, tmp_path, capsys):
     assert json.loads(out_json.read_text())["chosen"] == sel.chosen
     assert main(["eval", "--dataset", "roxford5k", "--select", cands[0].name]) == 2
     assert "--select goes with --images" in capsys.readouterr().err
+
+
+def test_select_on_shapes_judges_candidates_on_collections_of_both_sets(sourced_set, tmp_path, capsys):
+    from cfcd.evaluate import Descriptors, run
+
+    root, weights, cache_dir = sourced_set
+    other = tmp_path / "other"
+    rows = [("path", "identity", "source")]
+    for i in range(8):
+        ident = f"o{i // 2}" if i < 6 else ""  # two distractors
+        path = make_image(other / "images" / (ident or "_distractors") / f"{i}.jpg", size=(56, 44 + 2 * i), seed=50 + i)
+        rows.append((str(path.relative_to(other)), ident, "elsewhere"))
+    with open(other / "manifest.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    cands = [Candidate.parse(f"{weights}@48:1"), Candidate.parse(f"{weights}@48:0.7071,1")]
+    out_json = tmp_path / "shapes.json"
+    assert main(["eval", "--images", str(root), "--select", *(c.name for c in cands), "--shapes", str(other),
+                 "--cache-dir", str(cache_dir), "--json", str(out_json)]) == 0
+    printed = capsys.readouterr().out
+    assert "| candidate | pooled mean |" in printed and f"`{cands[0].name}` (baseline)" in printed
+    saved = json.loads(out_json.read_text())
+    assert saved["chosen"] in {c.name for c in cands} and set(saved["held_out"]) == {"set", "other"}
+    # the whole-set cell is the set's own leave-one-out mAP with the cached descriptors
+    cache = DescriptorCache(load_instances(root).paths, cache_dir, progress=False)
+    expected = run(Descriptors(cache.descriptors(cands[1])[0]), open_benchmark("folder", root)).result.summary()["mAP"]
+    assert saved["scores"][cands[1].name]["whole"]["set"]["mAP"] == pytest.approx(expected)

@@ -344,3 +344,20 @@ def run_selection(
         desc, seconds[c.name] = cache.descriptors(c)
         results[c.name] = run(Descriptors(desc), benchmark).result
     return leave_one_source_out(results, groups, metric, eligible=eligible), seconds
+
+
+def select_on_shapes(roots: Sequence[str | Path], candidates: Sequence[Candidate], cache_root: str | Path | None = None):
+    """The shapes protocol (``cfcd.evaluate.shapes``) over the labelled sets at ``roots``: every
+    candidate's descriptors (cached as ``DescriptorCache`` caches them) scored on collections of
+    every shape, judged against the first candidate (the baseline). Returns the scores, the
+    verdicts, the chosen candidate's name and the leave-one-set-out choices."""
+    from .evaluate import shapes
+
+    pool = shapes.load_pool(roots)
+    cache = DescriptorCache(pool.paths, cache_root)
+    matrices = {c.name: cache.descriptors(c)[0] for c in candidates}
+    scores = shapes.score(pool, {name: (lambda index, m=m: m[index]) for name, m in matrices.items()})
+    baseline = candidates[0].name
+    verdicts = shapes.judge(scores, baseline)
+    held = shapes.leave_one_set_out(scores, baseline, pool.set_names) if len(pool.set_names) > 1 else {}
+    return scores, verdicts, shapes.choose(verdicts, baseline), held

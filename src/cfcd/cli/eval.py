@@ -49,6 +49,11 @@ def register(p) -> None:
         help="with --images: choose among candidates MODEL[+MODEL][@MAX_SIDE][:S1,S2,...] by leave-one-source-out "
         "(docs/evaluation.md); single-scale descriptors are cached in --cache-dir (default ~/.cache/cfcd/descriptors)",
     )
+    p.add_argument(
+        "--shapes", nargs="*", metavar="DIR", default=None,
+        help="with --select: judge the candidates on collections of several shapes drawn from --images and these "
+        "other labelled sets, against the first candidate; one is accepted only if it loses nowhere (docs/evaluation.md)",
+    )
     p.set_defaults(func=run)
 
 
@@ -111,11 +116,29 @@ def _select(args) -> None:
         raise ConfigError("--select goes with --images (a set whose manifest.csv names each image's source)")
     from ..evaluate import open_benchmark
 
-    benchmark = open_benchmark(FOLDER, args.images)
     candidates = [Candidate.parse(c) for c in args.select]
+    if args.shapes is not None:
+        return _select_on_shapes(args, candidates)
+    benchmark = open_benchmark(FOLDER, args.images)
     selection, seconds = run_selection(benchmark, candidates, DescriptorCache(benchmark.images, args.cache_dir))
     print(f"cfcd eval: {benchmark.name}, leave-one-source-out over {len(selection.groups)} source groups")
     print(format_selection(selection, seconds))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({**selection.to_dict(), "seconds_per_image": seconds}, indent=1))
+
+
+def _select_on_shapes(args, candidates) -> None:
+    from ..evaluate.shapes import format_verdicts
+    from ..selection import select_on_shapes
+
+    scores, verdicts, chosen, held = select_on_shapes([args.images, *args.shapes], candidates, args.cache_dir)
+    print(f"cfcd eval: {len(candidates)} candidates on collections of {len(scores.shapes)} shapes, "
+          f"against {candidates[0].name}")
+    print(format_verdicts(scores, verdicts, candidates[0].name))
+    print(f"\nChosen: {chosen}" + "".join(f"\nchosen without {s}: {h['chosen']} ({100 * h['gain']:+.2f} there, worst cell "
+                                         f"{100 * h['worst']:+.2f})" for s, h in held.items()))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"chosen": chosen, "held_out": held, "verdicts": [v.__dict__ for v in verdicts],
+                                               "scores": scores.table}, indent=1))
