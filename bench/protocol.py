@@ -26,7 +26,9 @@ decode      baseline: every JPEG decoded at full size. Candidates: the ``cfcd`` 
             at least twice it (margin 2: today's), default model and settings. The sets'
             photos are at most 1024 px, so margin 2 decodes them at full size; ``--upscale L``
             scores copies of every photo upscaled (bicubic) to an L px long side, JPEG quality
-            90, written once to a cache folder, where both margins decode at a reduced size.
+            90, written once to a cache folder, where both margins decode at a reduced size,
+            against the original photos (the copies' full decode is then the noise floor of
+            the resampling itself).
 
 Single-scale descriptors are cached (``cfcd.selection.DescriptorCache``, ~/.cache/cfcd) and
 multi-scale ones are their L2-normalised sums, as ``cfcd.extract`` makes them.
@@ -198,8 +200,16 @@ def main(argv=None) -> int:
         candidates = {NONE: lambda index: x[index], **{rule_name(r): rule_candidate(x, r) for r in rules}}
         baseline = NONE
     if args.part == "decode":
-        paths = upscaled(pool.paths, args.upscale) if args.upscale else pool.paths
-        candidates = {name: (lambda index, m=m: m[index]) for name, m in decoded(paths).items()}
+        matrices = decoded(upscaled(pool.paths, args.upscale) if args.upscale else pool.paths)
+        if args.upscale:  # the copies' decodes against the photos they were made from
+            full = matrices["full decode"]
+            for name, m in matrices.items():
+                cos = (m.astype(np.float64) * full).sum(axis=1)
+                print(f"{name}: cosine to the full decode of the copies: min {cos.min():.5f}, mean {cos.mean():.6f}")
+            print()
+            matrices = {"the original photos": descriptors(pool, BASELINE_MODEL, cache),
+                        **{f"{args.upscale} px copies, {name}": m for name, m in matrices.items()}}
+        candidates = {name: (lambda index, m=m: m[index]) for name, m in matrices.items()}
         baseline = next(iter(candidates))
     if args.part == "model":  # as `cfcd eval --select ... --shapes` chooses
         specs = [Candidate.parse(c) for c in args.candidates or [BASELINE_MODEL, *[c for c in MODEL_CANDIDATES if c != BASELINE_MODEL]]]

@@ -1,4 +1,10 @@
-"""Does training help? Identity folds of ../shared/data/instances-dev, per source and pooled.
+"""Does training help? Identity folds of labelled photo sets, per source group and pooled.
+
+``--data`` names the sets (default ../shared/data/instances-dev; issue 29 runs it on
+instances-dev and instances-hard together). Identities are named by their set, each photo's
+group is its set's kind of photo (``cfcd.evaluate.shapes``: instances-dev's source groups,
+instances-hard's kinds of change), and distractors (manifest rows with no identity) are never
+trained on nor queried: they are in every fold's database.
 
 The identities are split into ``--folds`` folds (``cfcd.train.holdout.identity_folds``: each
 source's identities shuffled with the seed and dealt round-robin). For each fold, the recipe
@@ -55,6 +61,7 @@ from cfcd.train.supervised import SUPERVISED_POWERS, SUPERVISED_SHRINKAGES, choo
 from cfcd.whiten import gem_vectors, labelled_vectors
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "instances-dev"
+DISTRACTOR = ""
 START = "mobilenet_v2-imagenet"
 # as cfcd whiten and stage1.head_init=whiten learn their head (cfcd.whiten.learn_head's defaults)
 REGIONS, WHITEN_POWER, WHITEN_SHRINKAGE = (2, 3), 0.5, 1.0
@@ -68,6 +75,21 @@ TITLES = {"start": "ImageNet MobileNetV2 GeM 1280-d (no training)",
 def read_manifest(data: Path) -> list[dict]:
     with open(data / "manifest.csv", newline="") as f:
         return [{**r, "path": str(data / r["path"])} for r in csv.DictReader(f)]
+
+
+def read_sets(roots: list[Path]) -> list[dict]:
+    """Rows of every set, in manifest order: identity named ``set/identity`` when there are
+    several sets, ``source`` the set's kind of photo (``set: group``), ``hard`` its flag."""
+    from cfcd.evaluate import shapes
+
+    pool = shapes.load_pool(roots)
+    rows = [r for root in roots for r in read_manifest(root)]
+    several = len(roots) > 1
+    for r, identity, group, hard, set_name in zip(rows, pool.identities, pool.groups, pool.hard, pool.sets):
+        r["identity"] = str(identity) if several or identity == DISTRACTOR else r["identity"]
+        r["source"] = f"{set_name}: {group}" if several else r["source"]
+        r["hard"] = bool(hard)
+    return rows
 
 
 def start_vectors(rows: list[dict], cache: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -119,6 +141,7 @@ def pooled(results: list[InstanceResult]) -> InstanceResult:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", nargs="+", type=Path, default=[DATA], help="labelled sets (default instances-dev)")
     parser.add_argument("--config", default="finetune-small", help="the recipe to train (default finetune-small)")
     parser.add_argument("--out", default="runs/bench-train-cpu")
     parser.add_argument("--folds", type=int, default=2)
@@ -136,13 +159,16 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     out = Path(args.out)
-    rows = read_manifest(DATA)
+    rows = read_sets(args.data)
     glob, reg = start_vectors(rows, Path("runs") / "bench-train-cpu-gem.npz")
     identities, sources = [r["identity"] for r in rows], [r["source"] for r in rows]
+    people = [n for n, i in enumerate(identities) if i != DISTRACTOR]
+    distractors = [n for n, i in enumerate(identities) if i == DISTRACTOR]
+    ids_of, sources_of = [identities[n] for n in people], [sources[n] for n in people]
     if args.split == "sources":
-        named = source_folds(identities, sources)
+        named = source_folds(ids_of, sources_of)
     else:
-        named = [(f"fold {f}", *pair) for f, pair in enumerate(identity_folds(identities, args.folds, args.seed, sources), 1)]
+        named = [(f"fold {f}", *pair) for f, pair in enumerate(identity_folds(ids_of, args.folds, args.seed, sources_of), 1)]
     results: dict[str, list[InstanceResult]] = {k: [] for k in ROWS}
     per_fold: list[tuple[str, dict[str, float]]] = []
     chosen_per_fold: list[tuple[str, dict]] = []
@@ -153,8 +179,8 @@ def main() -> int:
             continue
         train = [n for n, r in enumerate(rows) if r["identity"] in set(train_ids)]
         test = [n for n, r in enumerate(rows) if r["identity"] in set(test_ids)]
-        # the database: the fold's own photos, or every photo (leave-one-source-out)
-        base = list(range(len(rows))) if args.split == "sources" else test
+        # the database: the fold's own photos and the distractors, or every photo (leave-one-source-out)
+        base = list(range(len(rows))) if args.split == "sources" else test + distractors
         test_rows = [rows[n] for n in base]
         queries = np.isin(base, test)
         folder = out / f"fold{f}"
@@ -200,7 +226,7 @@ def main() -> int:
     keys = [k for k in ROWS if results[k] and len(results[k]) == len(per_fold)]
     table = {k: pooled(results[k]) for k in keys}
     split = "leave-one-source-out (database: all photos)" if args.split == "sources" else f"{args.folds} identity folds"
-    print(f"\ninstances-dev, {split}, leave-one-out on the held-out fold, "
+    print(f"\n{', '.join(d.name for d in args.data)}, {split}, leave-one-out on the held-out fold, "
           f"scales {list(REFERENCE_SETTINGS.scales)} at {REFERENCE_SETTINGS.max_side} px; mAP %")
     for k in keys:
         print(f"  {k}: {TITLES[k]}")
