@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import struct
 import zlib
@@ -14,6 +15,7 @@ from PIL import Image
 INSTANCES_DEV = Path(
     os.environ.get("CFCD_INSTANCES_DEV", Path(__file__).resolve().parents[1].parent / "shared" / "data" / "instances-dev")
 )
+BENCH = Path(__file__).resolve().parents[1] / "bench"
 INSTANCES_HARD = Path(
     os.environ.get("CFCD_INSTANCES_HARD", Path(__file__).resolve().parents[1].parent / "shared" / "data" / "instances-hard")
 )
@@ -40,3 +42,11 @@ def png_canvas(width: int, height: int, bit_depth: int = 8, color_type: int = 2,
     ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
     data = zlib.compress(rows if rows is not None else bytes(64))
     return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", data) + png_chunk(b"IEND", b"")
+
+
+def bench_script(name: str):
+    """The module of bench/NAME.py (the benches are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

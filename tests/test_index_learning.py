@@ -5,23 +5,18 @@ through it (it is opt-in: issue 29's protocol found it losing on some collection
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from cfcd.cli import main
 from cfcd.index import projection as learning
+from samples import bench_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "index_learning.py"
 
 
 def bench_module():
-    spec = importlib.util.spec_from_file_location("index_learning_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_script("index_learning")
 
 
 @pytest.mark.slow

@@ -10,14 +10,13 @@ more than 0.5."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
 import pytest
+from samples import bench_script
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "bench" / "index_learning.py"
 TOLERANCE = 0.5  # mAP points
 
 
@@ -29,10 +28,7 @@ def stated(name: str, group: str) -> float:
 
 
 def bench_module():
-    spec = importlib.util.spec_from_file_location("index_learning_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_script("index_learning")
 
 
 @pytest.mark.slow

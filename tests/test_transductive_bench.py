@@ -3,23 +3,18 @@ the projection of ``learn_whitening`` itself."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cfcd.model.whitening import learn_whitening
+from samples import bench_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "transductive.py"
 
 
 @pytest.fixture(scope="module")
 def bench_module():
-    spec = importlib.util.spec_from_file_location("transductive_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_script("transductive")
 
 
 def test_grid_projections_equal_learn_whitening(bench_module):

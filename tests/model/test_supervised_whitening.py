@@ -5,8 +5,6 @@ alone (``cfcd.train.supervised.choose_supervised_whitening``), and the bench row
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,8 +17,8 @@ from cfcd.model.whitening import (descriptors_from_vectors, learn_supervised_whi
 from cfcd.train import supervised as supervised_module
 from cfcd.train.supervised import choose_supervised_whitening
 from cfcd.whiten import gem_vectors, learn_supervised_head
+from samples import bench_script
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "train_cpu.py"
 
 
 def _nuisance_set(identities=30, photos=4, c=32, noise_dirs=3, seed=0):
@@ -147,10 +145,7 @@ def test_the_choice_never_scores_on_identities_it_learned_from(monkeypatch):
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("train_cpu_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_script("train_cpu")
 
 
 def test_the_bench_row_reads_the_training_photos_only(bench):
