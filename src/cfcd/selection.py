@@ -32,28 +32,16 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from .data.instances import SOURCE_GROUPS, group_of  # noqa: F401 (cfcd.selection's names too)
 from .errors import ConfigError, InputError, MismatchError
 from .evaluate.benchmarks.folder import FolderBenchmark, InstanceResult
 from .settings import DEFAULT_MAX_WORKING_SIDE, ExtractionSettings, parse_scales
 
-# Sources of instances-dev that are one kind of photo; any other source is its own group.
-SOURCE_GROUPS = {
-    "phototourism-sacre-coeur": "phototourism",
-    "phototourism-samples": "phototourism",
-    "ukbench-samples": "ukbench/holidays",
-    "holidays-samples": "ukbench/holidays",
-    "opensfm-lund": "opensfm",
-    "opensfm-berlin": "opensfm",
-}
 HARD_GROUPS = ("evd", "phototourism", "ukbench/holidays")
 METRICS = ("mAP", "R@1")
 # Bump when the way single-scale descriptors are made changes, so stale caches are not reused
 # (2: JPEGs decoded reduced only down to twice the largest view, issue 29).
 CACHE_VERSION = 2
-
-
-def group_of(source: str, groups: Mapping[str, str] = SOURCE_GROUPS) -> str:
-    return groups.get(source, source)
 
 
 # candidates ------------------------------------------------------------------------------------

@@ -104,3 +104,12 @@ def test_the_rule_rejects_a_loss_in_one_cell_despite_a_pooled_gain(pool):
     assert held["b"]["chosen"] == "better"  # on a's cells the two tie: the first listed wins
     only_bad = [verdicts["base"], verdicts["worse in b"]]
     assert shapes.choose(only_bad, "base") == "base"  # nothing passes: the safe setting stays
+
+
+def test_a_bad_identities_file_is_a_clear_error(tmp_path):
+    from cfcd.errors import InputError
+
+    root = write_set(tmp_path / "s", {"x": ("src", 2)})
+    (root / "identities.csv").write_text("identity,difficult\nx,1\n")
+    with pytest.raises(InputError, match=r"identities\.csv: expected the columns identity, hard"):
+        shapes.load_pool([root])

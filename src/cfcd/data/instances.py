@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 from ..errors import InputError, NotFound
 from .images import list_images
@@ -23,6 +24,16 @@ MANIFEST = "manifest.csv"
 NO_SOURCE = "all"
 # Identity of a distractor.
 DISTRACTOR = ""
+# Sources of instances-dev that are one kind of photo (held out together when choosing a
+# default: cfcd.selection); any other source is its own group.
+SOURCE_GROUPS = {
+    "phototourism-sacre-coeur": "phototourism",
+    "phototourism-samples": "phototourism",
+    "ukbench-samples": "ukbench/holidays",
+    "holidays-samples": "ukbench/holidays",
+    "opensfm-lund": "opensfm",
+    "opensfm-berlin": "opensfm",
+}
 IDENTITIES = "identities.csv"
 
 
@@ -39,6 +50,10 @@ class InstanceSet:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+
+def group_of(source: str, groups: Mapping[str, str] = SOURCE_GROUPS) -> str:
+    return groups.get(source, source)
 
 
 def _find_manifest(folder: Path) -> Path | None:

@@ -16,7 +16,7 @@ Each collection is scored leave-one-out within itself (``cfcd.evaluate.benchmark
 every photo of an identity a query once, distractors in the database only), and every
 query's AP is counted in the **cells** it belongs to: its set pooled, its set's hard or
 moderate group, and its group of one kind of photo: instances-dev's source groups
-(``cfcd.selection.SOURCE_GROUPS``), and for instances-hard, whose 47 repository sources hold 2
+(``cfcd.data.instances.SOURCE_GROUPS``), and for instances-hard, whose 47 repository sources hold 2
 to 28 photos each, the kind of change its README gives each hard identity (``HARD_KINDS``;
 "moderate" for the others). A shape's cell is the mean over its seeds of the cell's mAP.
 
@@ -36,7 +36,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..data.instances import DISTRACTOR, load_instances
+from ..data.instances import DISTRACTOR, group_of, load_instances
 from .benchmarks.folder import leave_one_out_gnd
 from .metrics import compute_map, rank
 
@@ -86,8 +86,6 @@ def load_pool(roots: Sequence[str | Path]) -> PhotoPool:
     """The sets at ``roots`` (``cfcd.data.instances`` layout), named by their folders. A set
     with ``identities.csv`` is grouped by kind of change (``HARD_KINDS``, else "moderate"); one
     without it by source group, its hard source groups' identities counting as hard."""
-    from ..selection import group_of
-
     paths, sets, identities, groups, hard = [], [], [], [], []
     for root in roots:
         data = load_instances(root)
