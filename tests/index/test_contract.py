@@ -157,7 +157,7 @@ def test_the_lock_admits_one_writer_at_a_time(where):
 def test_an_index_behaves_the_same_on_every_engine(where):
     """``Index`` over the engine: add, dedupe, remove, a learned projection, reload."""
     x = rows(140)
-    index = Index(DIM, model=MODEL, location=where)
+    index = Index(DIM, model=MODEL, location=where, learn=True)
     assert index.add(x[:120], [f"a{i}.jpg" for i in range(120)]).added == list(range(120))
     index.save()
     with Index.edit(where) as edit:
