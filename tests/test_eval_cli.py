@@ -225,7 +225,7 @@ def test_1m_extraction_needs_a_cache(revisitop_root, tiny_checkpoint, capsys):
     # the set's reference point: ImageNet MobileNetV2, GeM p=3, long side 512, three scales
     (["--model", "mobilenet_v2-imagenet", "--scales", "0.7071,1,1.4142", "--max-side", "512"], (85.79, 85.89)),
     # the default model and settings, the protocol's choice (docs/results.md, "Model selection")
-    (["--model", "default"], (87.54, 87.55)),  # 87.58 before the reduced JPEG decode (issue 20)
+    (["--model", "default"], (87.58, 87.55)),  # the full decode's: photos <= 1024 px are decoded whole (issue 29)
 ])
 def test_instances_dev_reference(instances_dev, tmp_path, capsys, options, expected):
     out_json = tmp_path / "res.json"

@@ -33,7 +33,7 @@ def png_bytes(w, h, color=(200, 30, 30)) -> bytes:
 def test_health_and_openapi(server):
     health = httpx.get(f"{server}/health").json()
     assert health["status"] == "ok" and health["images"] == 12 and health["api_key_required"] is False
-    assert health["projection"] is None and health["learn"] is True  # 12 images: too few to learn from
+    assert health["projection"] is None and health["learn"] is False  # learning is opt-in (issue 29)
     schema = httpx.get(f"{server}/openapi.json").json()
     assert {"/search", "/images/{image_id}", "/thumbnails/{image_id}", "/health"} <= set(schema["paths"])
 
