@@ -1,5 +1,8 @@
 """A projection learned by the index from its own photos (issue 18): measurement only.
 
+Its rule no longer decides the default: issue 29 judges projections on both photo sets and on
+collections of several shapes (``bench/protocol.py --part projection``, ``cfcd.evaluate.shapes``).
+
 The index learns PCA-whitening from the collection's own UNLABELLED descriptors (the final
 per-image descriptors X (n, D) of ``cfcd.extract``) and applies it to database and queries:
 
