@@ -141,7 +141,8 @@ def pooled(results: list[InstanceResult]) -> InstanceResult:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", nargs="+", type=Path, default=[DATA], help="labelled sets (default instances-dev)")
+    parser.add_argument("--data", nargs="+", type=lambda p: Path(p).resolve(), default=[DATA],
+                        help="labelled sets (default instances-dev)")
     parser.add_argument("--config", default="finetune-small", help="the recipe to train (default finetune-small)")
     parser.add_argument("--out", default="runs/bench-train-cpu")
     parser.add_argument("--folds", type=int, default=2)
