@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cfcd.index import Index
-from cfcd.index.duplicates import DEFAULT_THRESHOLD, UnionFind, near_duplicates, same_group_pairs
+from cfcd.index.duplicates import DEFAULT_THRESHOLD, near_duplicates, same_group_pairs
 from cfcd.index.neighbours import UnknownImage, neighbour_blocks, similar
 
 # Three scenes of 4, 3 and 2 photos (a base vector plus small noise) and 11 unrelated photos.
@@ -60,13 +60,6 @@ def test_bad_threshold_or_neighbours(collection):
         near_duplicates(index, threshold=1.5)
     with pytest.raises(ValueError, match="neighbours 0"):
         near_duplicates(index, k=0)
-
-
-def test_union_find():
-    sets = UnionFind(6)
-    for a, b in ((0, 1), (4, 5), (1, 2), (2, 0)):
-        sets.union(a, b)
-    assert [g.tolist() for g in sets.groups()] == [[0, 1, 2], [4, 5]]
 
 
 def test_similar_leaves_the_image_out_and_searches_like_a_query(collection):
