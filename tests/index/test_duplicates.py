@@ -1,12 +1,15 @@
-"""Near-duplicate groups and "more like this" from stored descriptors: the library (blocks of any
-size give the same groups) and the commands (`cfcd duplicates`, `cfcd search --id`)."""
+"""Duplicate groups and "more like this" from stored descriptors: the library (blocks of any
+size give the same groups; no chaining; tiers from real files' pixels) and the commands
+(`cfcd duplicates`, `cfcd search --id`)."""
 
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
+from PIL import Image, ImageDraw, ImageEnhance
 
 from cfcd.index import Index
 from cfcd.index.duplicates import DEFAULT_THRESHOLD, near_duplicates, same_group_pairs
@@ -54,6 +57,80 @@ def test_groups_are_the_scenes_whatever_the_block(collection):
     assert len(same_group_pairs(near_duplicates(index, threshold=0.8))) == 6 + 3 + 1
 
 
+def test_groups_do_not_chain():
+    # A-B at 0.82, B-C at 0.8, A-C at 0.31: single linkage made one group of the three; a photo
+    # now joins only a group it is close to as a whole.
+    plane = np.array([[np.cos(t), np.sin(t)] for t in (0, np.arccos(0.82), np.arccos(0.82) + np.arccos(0.8))])
+    rows = np.zeros((13, 64))
+    rows[:3, :2] = plane
+    rows[3:, 2:] = np.random.default_rng(1).normal(size=(10, 62))
+    index = Index.build(unit(rows), [f"{n}.jpg" for n in range(13)])
+    groups = near_duplicates(index, threshold=0.75)
+    assert [(g.ids, g.tier) for g in groups] == [([0, 1], "similar")]
+    assert groups[0].pairs == [(0, 1, "similar", pytest.approx(0.82, abs=1e-5))]
+
+
+def scene(seed: int, size=(400, 300)) -> Image.Image:
+    """A smooth random texture: a photo's stand-in whose pixels align only with its own copies."""
+    coarse = np.random.default_rng(seed).integers(0, 256, (size[1] // 10, size[0] // 10, 3), dtype=np.uint8)
+    return Image.fromarray(coarse).resize(size, Image.Resampling.BICUBIC)
+
+
+@pytest.fixture(scope="module")
+def copies(tmp_path_factory):
+    """Real files: a photo, its exact copies (a PNG re-save, a PNG stored rotated with an EXIF
+    orientation tag), its near copies (resized, cropped, brighter), another shot of the same
+    scene (moved along and with a passer-by) and an unrelated photo. Descriptors are made up:
+    the first seven nearly equal (the model cannot tell them apart), so the pixels must."""
+    folder = tmp_path_factory.mktemp("copies")
+    view = scene(0)
+    photo = view.crop((0, 0, 320, 240))
+    photo.save(folder / "photo.jpg", quality=92)
+    upright = Image.open(folder / "photo.jpg").convert("RGB")
+    upright.save(folder / "copy.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    upright.transpose(Image.Transpose.ROTATE_90).save(folder / "rotated.png", exif=exif)
+    os.utime(folder / "rotated.png", (os.stat(folder / "copy.png").st_mtime + 60,) * 2)
+    upright.resize((192, 144), Image.Resampling.LANCZOS).save(folder / "small.jpg", quality=80)
+    upright.crop((10, 8, 302, 226)).save(folder / "cropped.jpg", quality=90)
+    ImageEnhance.Brightness(upright).enhance(1.2).save(folder / "brighter.jpg", quality=90)
+    other_shot = view.crop((80, 50, 400, 290))
+    ImageDraw.Draw(other_shot).rectangle((100, 60, 160, 200), fill=(240, 230, 20))
+    other_shot.save(folder / "other-shot.jpg", quality=92)
+    scene(1).crop((0, 0, 320, 240)).save(folder / "unrelated.jpg", quality=92)
+    names = ["photo.jpg", "copy.png", "rotated.png", "small.jpg", "cropped.jpg", "brighter.jpg", "other-shot.jpg",
+             "unrelated.jpg"]
+    rng = np.random.default_rng(2)
+    base = rng.normal(size=64)
+    rows = [base + 0.005 * np.linalg.norm(base) * unit(rng.normal(size=64)) for _ in range(7)] + [rng.normal(size=64)]
+    index = Index.build(unit(np.array(rows)), [str(folder / n) for n in names])
+    return folder, index
+
+
+def test_tiers_come_from_the_pixels(copies):
+    folder, index = copies
+    name = {i: r.path.rsplit("/", 1)[-1] for i, r in index.records(index.ids()).items()}
+    (group,) = near_duplicates(index)
+    assert group.tier == "similar" and [name[i] for i in group.ids] == [
+        "photo.jpg", "copy.png", "rotated.png", "small.jpg", "cropped.jpg", "brighter.jpg", "other-shot.jpg"]
+    tiers = {frozenset((name[a], name[b])): tier for a, b, tier, _ in group.pairs}
+    exact = {"photo.jpg", "copy.png", "rotated.png"}
+    shot = exact | {"small.jpg", "cropped.jpg", "brighter.jpg"}
+    for pair, tier in tiers.items():
+        want = "similar" if "other-shot.jpg" in pair else "exact" if pair <= exact else "near"
+        assert tier == want, (sorted(pair), tier)
+    assert (folder / "photo.jpg").read_bytes() != (folder / "copy.png").read_bytes()
+    # Groups are built up to the loosest tier asked for, and only those tiers are shown.
+    (near,) = near_duplicates(index, tiers="exact,near")
+    assert near.tier == "near" and {name[i] for i in near.ids} == shot
+    (only,) = near_duplicates(index, tiers=["exact"])
+    assert only.tier == "exact" and {name[i] for i in only.ids} == exact
+    assert near_duplicates(index, tiers="near") == [near]
+    with pytest.raises(ValueError, match="tier 'nearby': use one or more of exact,near,similar"):
+        near_duplicates(index, tiers="exact,nearby")
+
+
 def test_bad_threshold_or_neighbours(collection):
     _, index = collection
     with pytest.raises(ValueError, match="threshold 1.5: a cosine similarity"):
@@ -98,8 +175,8 @@ def test_commands(collection, tmp_path, capsys):
     assert body["images"] == 20 and [len(g["ids"]) for g in body["groups"]] == [4, 3, 2]
     assert body["groups"][0]["paths"] == [f"scene0/{n}.jpg" for n in range(4)]
     code, out, _ = cfcd(capsys, "duplicates", root, "--threshold", "0.8", "--html", tmp_path / "page")
-    assert code == 0 and "3 groups of near-duplicates (9 of 20 images)" in out
-    assert "Group 1: 4 images" in (tmp_path / "page" / "index.html").read_text()
+    assert code == 0 and "3 groups of duplicates (9 of 20 images): exact 0, near 0, similar 3" in out
+    assert "Group 1: similar, 4 images" in (tmp_path / "page" / "index.html").read_text()
     code, _, err = cfcd(capsys, "duplicates", root, "--threshold", "2")
     assert code == 2 and "threshold 2.0" in err
     code, out, err = cfcd(capsys, "search", root, "--id", "0", "-k", "3", "--json")
@@ -110,6 +187,35 @@ def test_commands(collection, tmp_path, capsys):
     assert code == 2 and "no image with id 99" in err
     code, _, err = cfcd(capsys, "search", root)
     assert code == 2 and "--id N" in err
+
+
+def test_command_on_real_files_tiers_keep_and_prefer(copies, tmp_path, capsys):
+    folder, index = copies
+    root = tmp_path / "idx"
+    index.save(root)
+    code, out, err = cfcd(capsys, "duplicates", root, "--tiers", "exact,near", "--json")
+    assert code == 0, err
+    body = json.loads(out)
+    (group,) = body["groups"]
+    assert body["tiers"] == ["exact", "near"] and group["tier"] == "near" and len(group["ids"]) == 6
+    # The PNG re-save: as many pixels as the photo, a better format than the JPEG, older than the rotated PNG.
+    members = {m["path"].rsplit("/", 1)[-1]: m for m in group["members"]}
+    assert group["keep"] == members["copy.png"]["id"] and group["why"] == (
+        "largest pixel count, then better format (PNG over JPEG), then older file")
+    assert (members["rotated.png"]["width"], members["rotated.png"]["height"]) == (320, 240)  # upright
+    assert members["small.jpg"]["format"] == "JPEG" and members["small.jpg"]["width"] == 192
+    to_keep = {p["b"] if p["a"] == group["keep"] else p["a"]: p["score"] for p in group["pairs"] if group["keep"] in (p["a"], p["b"])}
+    assert members["copy.png"]["score"] == 1.0 and members["small.jpg"]["score"] == to_keep[members["small.jpg"]["id"]]
+    assert {"file_size", "date", "path"} <= set(members["small.jpg"])
+    code, out, err = cfcd(capsys, "duplicates", root, "--tiers", "exact", "--prefer", "older", "--prefer", "format")
+    assert code == 0, err
+    assert "1 groups of duplicates (3 of 8 images): exact 1; similar from" in out
+    assert "# group 1: exact, 3 images" in out and "keep" in out
+    code, _, err = cfcd(capsys, "duplicates", root, "--tiers", "near,all")
+    assert code == 2 and err.splitlines() == [
+        "cfcd duplicates: error: tier 'all': use one or more of exact,near,similar, separated by commas"]
+    code, _, err = cfcd(capsys, "duplicates", root, "--prefer", "biggest")
+    assert code == 2 and "keep rule 'biggest': use one of pixels, format, metadata, older or folder:NAME" in err
 
 
 def test_bad_id_or_threshold_is_one_line(collection, capsys):

@@ -1,7 +1,7 @@
 """Which photo of a duplicate group to keep, by rules a person can check.
 
-The default rules, in order; the first that tells the best photo from the runner-up decides,
-and is the reason given:
+The default rules, in order, each keeping the photos best by it until one is left (the reason
+given names the rules that left photos out):
 
 1. ``pixels``: the larger upright pixel count;
 2. ``format``: the better format: lossless or camera formats (HEIF/HEIC, PNG, TIFF, BMP) over
@@ -58,13 +58,39 @@ def rules_order(prefer: Sequence[str] = ()) -> list[str]:
 
 
 def choose(ids: Sequence[int], facts: Sequence[PhotoFacts], rules: Sequence[str]) -> tuple[int, str]:
-    """(id to keep, why) among ``ids`` whose files are described by ``facts``."""
-    keys = [_rule(name) for name in rules]
-    ranked = sorted(zip(ids, facts), key=lambda m: (*[v for key, _ in keys for v in key(m[1])], m[0]))
-    (best, best_facts), (_, runner_up) = ranked[0], ranked[1]
-    for key, why in keys:
-        if key(best_facts) != key(runner_up):
-            if why == "better format":
-                why = f"better format ({best_facts.format} over {runner_up.format or 'unreadable'})"
-            return best, why
-    return best, "lowest id (no rule tells them apart)"
+    """(id to keep, why) among ``ids`` whose files are described by ``facts``: each rule in
+    turn keeps the photos best by it; the reasons are the rules that left some out."""
+    left = list(zip(ids, facts))
+    reasons = []
+    for name in rules:
+        key, why = _rule(name)
+        best = min(key(f) for _, f in left)
+        kept = [(i, f) for i, f in left if key(f) == best]
+        if len(kept) < len(left):
+            if name == "format":
+                dropped = sorted({f.format or "unreadable" for _, f in left if key(f) != best})
+                why = f"better format ({kept[0][1].format} over {', '.join(dropped)})"
+            reasons.append(why)
+            left = kept
+        if len(left) == 1:
+            break
+    else:
+        reasons.append("lowest id")
+    return min(i for i, _ in left), ", then ".join(reasons)
+
+
+def suggest(groups, paths: dict[int, str], prefer: Sequence[str] = ()) -> list[dict]:
+    """Each group of ``cfcd.index.duplicates.near_duplicates`` as a dict: its fields, the id
+    to ``keep`` and ``why``, and ``members``: each image's id, path, file facts and ``score``
+    (its searched similarity to the kept one). ``paths`` maps ids to files."""
+    from .photo_facts import read_facts
+
+    rules = rules_order(prefer)
+    out = []
+    for g in groups:
+        facts = [read_facts(paths[i]) for i in g.ids]
+        keep, why = choose(g.ids, facts, rules)
+        to_keep = {b if a == keep else a: s for a, b, _, s in g.pairs if keep in (a, b)}
+        members = [{"id": i, **f.to_dict(), "score": round(to_keep.get(i, 1.0), 4)} for i, f in zip(g.ids, facts)]
+        out.append({**g.to_dict(), "keep": keep, "why": why, "members": members})
+    return out
