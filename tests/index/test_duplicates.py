@@ -80,8 +80,9 @@ def scene(seed: int, size=(400, 300)) -> Image.Image:
 def copies(tmp_path_factory):
     """Real files: a photo, its exact copies (a PNG re-save, a PNG stored rotated with an EXIF
     orientation tag), its near copies (resized, cropped, brighter), another shot of the same
-    scene (moved along and with a passer-by) and an unrelated photo. Descriptors are made up:
-    the first seven nearly equal (the model cannot tell them apart), so the pixels must."""
+    scene (moved along and with a passer-by), and an unrelated photo with its PNG re-save.
+    Descriptors are made up: the first seven nearly equal (the model cannot tell them apart),
+    so the pixels must; the last two nearly equal too."""
     folder = tmp_path_factory.mktemp("copies")
     view = scene(0)
     photo = view.crop((0, 0, 320, 240))
@@ -99,11 +100,13 @@ def copies(tmp_path_factory):
     ImageDraw.Draw(other_shot).rectangle((100, 60, 160, 200), fill=(240, 230, 20))
     other_shot.save(folder / "other-shot.jpg", quality=92)
     scene(1).crop((0, 0, 320, 240)).save(folder / "unrelated.jpg", quality=92)
+    Image.open(folder / "unrelated.jpg").save(folder / "unrelated.png")
     names = ["photo.jpg", "copy.png", "rotated.png", "small.jpg", "cropped.jpg", "brighter.jpg", "other-shot.jpg",
-             "unrelated.jpg"]
+             "unrelated.jpg", "unrelated.png"]
     rng = np.random.default_rng(2)
-    base = rng.normal(size=64)
-    rows = [base + 0.005 * np.linalg.norm(base) * unit(rng.normal(size=64)) for _ in range(7)] + [rng.normal(size=64)]
+    near = lambda v: v + 0.005 * np.linalg.norm(v) * unit(rng.normal(size=64))  # noqa: E731
+    base, other = rng.normal(size=(2, 64))
+    rows = [near(base) for _ in range(7)] + [near(other) for _ in range(2)]
     index = Index.build(unit(np.array(rows)), [str(folder / n) for n in names])
     return folder, index
 
@@ -111,22 +114,25 @@ def copies(tmp_path_factory):
 def test_tiers_come_from_the_pixels(copies):
     folder, index = copies
     name = {i: r.path.rsplit("/", 1)[-1] for i, r in index.records(index.ids()).items()}
-    (group,) = near_duplicates(index)
+    pair, group = near_duplicates(index)
+    assert pair.tier == "exact" and [name[i] for i in pair.ids] == ["unrelated.jpg", "unrelated.png"]
     assert group.tier == "similar" and [name[i] for i in group.ids] == [
         "photo.jpg", "copy.png", "rotated.png", "small.jpg", "cropped.jpg", "brighter.jpg", "other-shot.jpg"]
     tiers = {frozenset((name[a], name[b])): tier for a, b, tier, _ in group.pairs}
     exact = {"photo.jpg", "copy.png", "rotated.png"}
     shot = exact | {"small.jpg", "cropped.jpg", "brighter.jpg"}
-    for pair, tier in tiers.items():
-        want = "similar" if "other-shot.jpg" in pair else "exact" if pair <= exact else "near"
-        assert tier == want, (sorted(pair), tier)
+    for names, tier in tiers.items():
+        want = "similar" if "other-shot.jpg" in names else "exact" if names <= exact else "near"
+        assert tier == want, (sorted(names), tier)
     assert (folder / "photo.jpg").read_bytes() != (folder / "copy.png").read_bytes()
     # Groups are built up to the loosest tier asked for, and only those tiers are shown.
-    (near,) = near_duplicates(index, tiers="exact,near")
-    assert near.tier == "near" and {name[i] for i in near.ids} == shot
-    (only,) = near_duplicates(index, tiers=["exact"])
-    assert only.tier == "exact" and {name[i] for i in only.ids} == exact
+    assert near_duplicates(index, tiers="exact,similar") == [pair, group]
+    pair_again, near = near_duplicates(index, tiers="exact,near")
+    assert pair_again == pair and near.tier == "near" and {name[i] for i in near.ids} == shot
     assert near_duplicates(index, tiers="near") == [near]
+    assert near_duplicates(index, tiers="similar") == [group]
+    (only, _) = near_duplicates(index, tiers=["exact"])
+    assert only.tier == "exact" and {name[i] for i in only.ids} == exact
     with pytest.raises(ValueError, match="tier 'nearby': use one or more of exact,near,similar"):
         near_duplicates(index, tiers="exact,nearby")
 
@@ -196,7 +202,7 @@ def test_command_on_real_files_tiers_keep_and_prefer(copies, tmp_path, capsys):
     code, out, err = cfcd(capsys, "duplicates", root, "--tiers", "exact,near", "--json")
     assert code == 0, err
     body = json.loads(out)
-    (group,) = body["groups"]
+    _, group = body["groups"]
     assert body["tiers"] == ["exact", "near"] and group["tier"] == "near" and len(group["ids"]) == 6
     # The PNG re-save: as many pixels as the photo, a better format than the JPEG, older than the rotated PNG.
     members = {m["path"].rsplit("/", 1)[-1]: m for m in group["members"]}
@@ -209,8 +215,8 @@ def test_command_on_real_files_tiers_keep_and_prefer(copies, tmp_path, capsys):
     assert {"file_size", "date", "path"} <= set(members["small.jpg"])
     code, out, err = cfcd(capsys, "duplicates", root, "--tiers", "exact", "--prefer", "older", "--prefer", "format")
     assert code == 0, err
-    assert "1 groups of duplicates (3 of 8 images): exact 1; similar from" in out
-    assert "# group 1: exact, 3 images" in out and "keep" in out
+    assert "2 groups of duplicates (5 of 9 images): exact 2; similar from" in out
+    assert "# group 1: exact, 3 images" in out and "# group 2: exact, 2 images" in out
     code, _, err = cfcd(capsys, "duplicates", root, "--tiers", "near,all")
     assert code == 2 and err.splitlines() == [
         "cfcd duplicates: error: tier 'all': use one or more of exact,near,similar, separated by commas"]
