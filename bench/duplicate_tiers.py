@@ -44,8 +44,8 @@ from PIL import Image, ImageEnhance
 from cfcd.cli import main as cfcd
 from cfcd.data.decoding import load_image
 from cfcd.index import Index
-from cfcd.index.duplicates import NEAR_SCORE, TIERS, near_duplicates
-from cfcd.index.same_shot import NEAR_PIXELS, aligned_similarity, grey
+from cfcd.index.duplicates import DEFAULT_THRESHOLD, NEAR_SCORE, TIERS, near_duplicates
+from cfcd.index.same_shot import NEAR_PIXELS, PixelChecks, aligned_similarity, grey
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 DEFAULT_SETS = [SHARED / "instances-dev", SHARED / "instances-hard"]
@@ -56,6 +56,7 @@ STORED_ROTATED = {6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
 # oxford-affine series shot from one place: ubc is one image JPEG-compressed step by step, bikes
 # and trees one viewpoint blurred, leuven one viewpoint under less and less light.
 FIXED_CAMERA = {"affine_ubc", "affine_bikes", "affine_trees", "affine_leuven"}
+SIMILAR_THRESHOLDS = (0.70, 0.725, 0.75, 0.775, 0.80, 0.825, 0.85)
 
 
 def plant(src: Path, dest: Path, kind: str, rng: random.Random) -> Path:
@@ -134,14 +135,26 @@ def measure(index: Index, truth: list[dict]) -> dict:
     recs = index.records(ids)
     by_path = {t["path"]: t for t in truth}
     row = {i: by_path[recs[i].path] for i in ids}
-    groups = near_duplicates(index)
-    predicted = {(a, b): tier for g in groups for a, b, tier, _ in g.pairs}
     positives = {}
     for a, b in combinations(sorted(ids), 2):
         tier = true_tier(row[a], row[b])
         if tier:
             positives[(a, b)] = tier
-    out = {"images": len(ids), "groups": len(groups), "tiers": {}}
+    pixels = PixelChecks(lambda i: recs[i].path)  # shared by every grouping: each pair is compared once
+    out = {"similar_sweep": {}}
+    for threshold in SIMILAR_THRESHOLDS:
+        found = near_duplicates(index, threshold, pixels=pixels)
+        scores = tier_scores(found, positives, row)
+        out["similar_sweep"][threshold] = {**scores["tiers"]["similar"], "groups_mixing_places": scores["groups_mixing_places"]}
+    out.update(tier_scores(near_duplicates(index, pixels=pixels), positives, row), images=len(ids))
+    out["sweep"] = sweep(index, ids, row)
+    return out
+
+
+def tier_scores(groups: list, positives: dict, row: dict) -> dict:
+    """Precision and recall per tier of ``groups`` against the true tiers ``positives``."""
+    predicted = {(a, b): tier for g in groups for a, b, tier, _ in g.pairs}
+    out = {"groups": len(groups), "tiers": {}}
     scored = {p: t for p, t in predicted.items() if positives.get(p) != "fixed camera"}
     for tier in TIERS:
         pos = {p for p, t in positives.items() if t == tier}
@@ -158,7 +171,6 @@ def measure(index: Index, truth: list[dict]) -> dict:
     out["same_shot_missed"] = dict(Counter(
         "-".join(sorted((row[a]["kind"], row[b]["kind"]))) for (a, b), t in positives.items()
         if t in ("exact", "near") and predicted.get((a, b)) != t))
-    out["sweep"] = sweep(index, ids, row)
     return out
 
 
@@ -215,6 +227,13 @@ def markdown(results: dict) -> str:
                  for out in results.values()]
         mark = " (default)" if abs(t - NEAR_PIXELS) < 1e-6 else ""
         lines.append(f"| {t:.2f}{mark} | " + " | ".join(cells) + " |")
+    lines += ["", "| similar threshold | " + " | ".join(f"{n}: precision | recall | groups mixing places" for n in results)
+              + " |", "|---:|" + "---:|---:|---:|" * len(results)]
+    for t in SIMILAR_THRESHOLDS:
+        cells = [f"{pct(s['precision'])} | {pct(s['recall'])} | {s['groups_mixing_places']}"
+                 for s in (out["similar_sweep"][t] for out in results.values())]
+        mark = " (default)" if abs(t - DEFAULT_THRESHOLD) < 1e-6 else ""
+        lines.append(f"| {t:.3f}{mark} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

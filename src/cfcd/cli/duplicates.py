@@ -15,7 +15,7 @@ def register(p) -> None:
     p.add_argument("index", help="index (from `cfcd index build`): a directory, NAME.db or milvus://HOST:PORT/COLLECTION")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
                    help=f"similarity from which two images count as the same scene, the similar tier (default "
-                        f"{DEFAULT_THRESHOLD}, chosen on instances-dev: docs/results.md; higher: stricter groups)")
+                        f"{DEFAULT_THRESHOLD}, measured on two photo sets: docs/results.md; higher: stricter groups)")
     p.add_argument("--neighbours", type=int, default=DEFAULT_NEIGHBOURS,
                    help=f"nearest neighbours looked at per image (default {DEFAULT_NEIGHBOURS})")
     p.add_argument("--tiers", default=",".join(TIERS),

@@ -34,8 +34,9 @@ NEAR_PIXELS = 0.97
 THUMB, COARSE, BLUR = 160, 64, 1.0
 # The smallest scale searched: crops of up to 15 % of a side (the near tier's "small crop").
 MIN_SCALE, STEP, FINE_STEP = 0.85, 0.0125, 0.0025
-# Grey photos kept in memory while a grouping runs (2 x THUMB on the long side: about 80 kB each).
-CACHED = 4096
+# Grey photos kept in memory while a grouping runs (2 x THUMB on the long side: about 80 kB
+# each, 80 MB in all).
+CACHED = 1024
 
 
 def _scaled(size: tuple[int, int], side: int) -> tuple[int, int]:
