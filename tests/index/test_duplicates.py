@@ -106,13 +106,13 @@ def copies(tmp_path_factory):
     rng = np.random.default_rng(2)
     near = lambda v: v + 0.005 * np.linalg.norm(v) * unit(rng.normal(size=64))  # noqa: E731
     base, other = rng.normal(size=(2, 64))
-    rows = [near(base) for _ in range(7)] + [near(other) for _ in range(2)]
-    index = Index.build(unit(np.array(rows)), [str(folder / n) for n in names])
-    return folder, index
+    rows = unit(np.array([near(base) for _ in range(7)] + [near(other) for _ in range(2)]))
+    index = Index.build(rows, [str(folder / n) for n in names])
+    return folder, index, rows
 
 
 def test_tiers_come_from_the_pixels(copies):
-    folder, index = copies
+    folder, index, _ = copies
     name = {i: r.path.rsplit("/", 1)[-1] for i, r in index.records(index.ids()).items()}
     pair, group = near_duplicates(index)
     assert pair.tier == "exact" and [name[i] for i in pair.ids] == ["unrelated.jpg", "unrelated.png"]
@@ -195,8 +195,18 @@ def test_commands(collection, tmp_path, capsys):
     assert code == 2 and "--id N" in err
 
 
+def test_same_tiers_on_milvus_lite(copies, tmp_path):
+    _, index, rows = copies
+    where = str(tmp_path / "copies.db")
+    milvus = Index(rows.shape[1], location=where, learn=False)
+    milvus.add(rows, [index.records([i])[i].path for i in index.ids()])
+    milvus.save(where)
+    shape = lambda groups: [(g.ids, g.tier, [p[:3] for p in g.pairs]) for g in groups]  # noqa: E731
+    assert shape(near_duplicates(Index.load(where))) == shape(near_duplicates(index))
+
+
 def test_command_on_real_files_tiers_keep_and_prefer(copies, tmp_path, capsys):
-    folder, index = copies
+    _, index, _ = copies
     root = tmp_path / "idx"
     index.save(root)
     code, out, err = cfcd(capsys, "duplicates", root, "--tiers", "exact,near", "--json")
