@@ -42,6 +42,16 @@ def test_facts_from_the_header(tmp_path):
     assert pixel_hash(str(tmp_path / "gone.jpg")) is None
 
 
+def test_heic_is_read_and_kept_over_its_jpeg(tmp_path):
+    pillow_heif = pytest.importorskip("pillow_heif", reason="HEIC needs the heif extra: pip install -e .[heif]")
+    img = Image.new("RGB", (160, 120), (90, 140, 200))
+    pillow_heif.from_pillow(img).save(tmp_path / "phone.heic", quality=90)
+    jpeg = photo(tmp_path / "phone.jpg", (160, 120), mtime=1)  # older: only the format tells them apart
+    facts = read_facts(str(tmp_path / "phone.heic"))
+    assert (facts.width, facts.height, facts.format) == (160, 120, "HEIF")
+    assert keep([jpeg, str(tmp_path / "phone.heic")]) == ("phone.heic", "better format (HEIF over JPEG)")
+
+
 def test_rules_in_order(tmp_path):
     big = photo(tmp_path / "big.jpg", (160, 120), mtime=2_000)
     small = photo(tmp_path / "small.png", (80, 60), mtime=1_000)

@@ -56,6 +56,20 @@ def _exif_date(value) -> str | None:
         return None
 
 
+def _open(path: str) -> Image.Image:
+    """``Image.open``, retried with pillow-heif's opener (when installed) for a HEIC/HEIF photo:
+    the format the keep rules favour must not go unread."""
+    try:
+        return Image.open(path)
+    except Image.UnidentifiedImageError:
+        try:
+            import pillow_heif
+        except ImportError:
+            raise
+        pillow_heif.register_heif_opener()
+        return Image.open(path)
+
+
 def read_facts(path: str) -> PhotoFacts:
     """The facts of the image file at ``path``; only what could be read (a missing or
     unreadable file gives its path and no more)."""
@@ -65,7 +79,7 @@ def read_facts(path: str) -> PhotoFacts:
         return PhotoFacts(path)
     modified = datetime.fromtimestamp(st.st_mtime, timezone.utc).isoformat(timespec="seconds")
     try:
-        with Image.open(path) as img:  # reads the header only
+        with _open(path) as img:  # reads the header only
             exif = img.getexif()
             w, h = img.size
             fmt = img.format
