@@ -62,10 +62,8 @@ def _open(path: str) -> Image.Image:
     try:
         return Image.open(path)
     except Image.UnidentifiedImageError:
-        try:
-            import pillow_heif
-        except ImportError:
-            raise
+        import pillow_heif  # not installed: read_facts leaves the size unknown
+
         pillow_heif.register_heif_opener()
         return Image.open(path)
 
