@@ -40,15 +40,12 @@ def run(args) -> None:
     tiers = parse_tiers(args.tiers)
     rules_order(args.prefer)  # a bad rule is refused before the grouping runs
     index = Index.load(args.index)
-    groups = near_duplicates(index, args.threshold, args.neighbours, tiers=tiers)
-    records = index.records([i for g in groups for i in g.ids])
-    paths = {i: r.path for i, r in records.items()}
-    decided = suggest(groups, paths, args.prefer)
+    decided = suggest(index, near_duplicates(index, args.threshold, args.neighbours, tiers=tiers), args.prefer)
     if args.html:
         print(f"wrote {write_page(Path(args.html), decided, args)}")
     if args.json:
         body = {"threshold": args.threshold, "tiers": list(tiers), "prefer": args.prefer, "images": len(index),
-                "groups": [{**g, "paths": [paths[i] for i in g["ids"]]} for g in decided]}
+                "groups": [{**g, "paths": [m["path"] for m in g["members"]]} for g in decided]}
         print(json.dumps(body, indent=1))
         return
     grouped = sum(len(g["ids"]) for g in decided)

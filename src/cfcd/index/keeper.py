@@ -79,16 +79,17 @@ def choose(ids: Sequence[int], facts: Sequence[PhotoFacts], rules: Sequence[str]
     return min(i for i, _ in left), ", then ".join(reasons)
 
 
-def suggest(groups, paths: dict[int, str], prefer: Sequence[str] = ()) -> list[dict]:
-    """Each group of ``cfcd.index.duplicates.near_duplicates`` as a dict: its fields, the id
-    to ``keep`` and ``why``, and ``members``: each image's id, path, file facts and ``score``
-    (its searched similarity to the kept one). ``paths`` maps ids to files."""
+def suggest(index, groups, prefer: Sequence[str] = ()) -> list[dict]:
+    """Each group of ``index`` from ``cfcd.index.duplicates.near_duplicates`` as a dict: its
+    fields, the id to ``keep`` and ``why``, and ``members``: each image's id, path, file facts
+    and ``score`` (its searched similarity to the kept one)."""
     from .photo_facts import read_facts
 
     rules = rules_order(prefer)
+    records = index.records([i for g in groups for i in g.ids])
     out = []
     for g in groups:
-        facts = [read_facts(paths[i]) for i in g.ids]
+        facts = [read_facts(records[i].path) for i in g.ids]
         keep, why = choose(g.ids, facts, rules)
         to_keep = {b if a == keep else a: s for a, b, _, s in g.pairs if keep in (a, b)}
         members = [{"id": i, **f.to_dict(), "score": round(to_keep.get(i, 1.0), 4)} for i, f in zip(g.ids, facts)]

@@ -17,9 +17,7 @@ router = APIRouter()
 
 def groups(state: ServerState, threshold: float, neighbours: int, tiers: tuple[str, ...], prefer: tuple[str, ...]) -> dict:
     def make(index) -> dict:
-        found = near_duplicates(index, threshold, neighbours, tiers=tiers)
-        records = index.records([i for g in found for i in g.ids])
-        decided = suggest(found, {i: r.path for i, r in records.items()}, prefer)
+        decided = suggest(index, near_duplicates(index, threshold, neighbours, tiers=tiers), prefer)
         for group in decided:
             for member in group["members"]:
                 member.update(image_url=f"/images/{member['id']}", thumbnail_url=f"/thumbnails/{member['id']}")
