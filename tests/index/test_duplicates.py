@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw, ImageEnhance
 from cfcd.index import Index
 from cfcd.index.duplicates import DEFAULT_THRESHOLD, near_duplicates, same_group_pairs
 from cfcd.index.neighbours import UnknownImage, neighbour_blocks, similar
+from samples import scene
 
 # Three scenes of 4, 3 and 2 photos (a base vector plus small noise) and 11 unrelated photos.
 SCENES = (4, 3, 2)
@@ -68,12 +69,6 @@ def test_groups_do_not_chain():
     groups = near_duplicates(index, threshold=0.75)
     assert [(g.ids, g.tier) for g in groups] == [([0, 1], "similar")]
     assert groups[0].pairs == [(0, 1, "similar", pytest.approx(0.82, abs=1e-5))]
-
-
-def scene(seed: int, size=(400, 300)) -> Image.Image:
-    """A smooth random texture: a photo's stand-in whose pixels align only with its own copies."""
-    coarse = np.random.default_rng(seed).integers(0, 256, (size[1] // 10, size[0] // 10, 3), dtype=np.uint8)
-    return Image.fromarray(coarse).resize(size, Image.Resampling.BICUBIC)
 
 
 @pytest.fixture(scope="module")
