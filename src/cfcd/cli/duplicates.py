@@ -50,8 +50,8 @@ def run(args) -> None:
         return
     grouped = sum(len(g["ids"]) for g in decided)
     counts = ", ".join(f"{t} {sum(g['tier'] == t for g in decided)}" for t in tiers)
-    print(f"{len(decided)} groups of duplicates ({grouped} of {len(index)} images): {counts}; "
-          f"similar from {args.threshold}")
+    similar = f"; similar from {args.threshold}" if "similar" in tiers else ""
+    print(f"{len(decided)} groups of duplicates ({grouped} of {len(index)} images): {counts}{similar}")
     for n, group in enumerate(decided, start=1):
         print(f"# group {n}: {group['tier']}, {len(group['ids'])} images, lowest similarity {group['min_score']:.3f}; "
               f"keep {group['keep']} ({group['why']})")
