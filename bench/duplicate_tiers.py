@@ -16,14 +16,16 @@ default model and settings (the index learns its projection, as a user's would),
 
 Truth for a pair of images: ``exact`` when both show the same pixels (a photo and its exact copy),
 ``near`` when both come from one shot otherwise (one shot: the same file bytes, so byte-identical
-files of the set count as one shot), ``similar`` for two shots of one identity, none otherwise.
-Two shots of the fixed-camera series of oxford-affine (``FIXED_CAMERA``: one image JPEG-compressed
-step by step, or one viewpoint under blur or light changes) are left out of the scores: they are
-edits of one shot as much as other shots, and are counted apart. A pair is predicted with the tier ``near_duplicates`` gives it when both images
-share a group, none otherwise. Precision and recall per tier and per set; "other shots in exact
-or near" counts pairs of two shots predicted exact or near (must be 0); "groups mixing places"
-counts groups holding two identities (or a distractor with anything). The sweep of the near
-and pixel thresholds (pairs of one identity, no grouping) shows where they were chosen. ``--json`` writes the numbers.
+files of the set count as one shot), ``similar`` for two shots of one identity, none otherwise. Two
+shots of the fixed-camera series of oxford-affine (``FIXED_CAMERA``: one image JPEG-compressed step
+by step, or one viewpoint under blur or light changes) are left out of the scores: they are edits
+of one shot as much as other shots, and are counted apart. A pair is predicted with the tier
+``near_duplicates`` gives it when both images share a group, none otherwise. Precision and recall
+per tier and per set; "other shots in exact or near" counts pairs of two shots predicted exact or
+near (must be 0); "groups mixing places" counts groups holding two identities (or a distractor with
+anything). The sweeps show where the thresholds were chosen: same-shot pairs below the descriptor
+floor, the pixel threshold (pairs of one identity, no grouping) and the similar threshold (grouped
+again at each, pixel checks shared). ``--json`` writes the numbers.
 """
 
 from __future__ import annotations
@@ -145,7 +147,8 @@ def measure(index: Index, truth: list[dict]) -> dict:
     for threshold in SIMILAR_THRESHOLDS:
         found = near_duplicates(index, threshold, pixels=pixels)
         scores = tier_scores(found, positives, row)
-        out["similar_sweep"][threshold] = {**scores["tiers"]["similar"], "groups_mixing_places": scores["groups_mixing_places"]}
+        out["similar_sweep"][threshold] = {**scores["tiers"]["similar"],
+                                           "groups_mixing_places": scores["groups_mixing_places"]}
     out.update(tier_scores(near_duplicates(index, pixels=pixels), positives, row), images=len(ids))
     out["sweep"] = sweep(index, ids, row)
     return out

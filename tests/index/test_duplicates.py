@@ -215,7 +215,8 @@ def test_command_on_real_files_tiers_keep_and_prefer(copies, tmp_path, capsys):
         "largest pixel count, then better format (PNG over JPEG), then older file")
     assert (members["rotated.png"]["width"], members["rotated.png"]["height"]) == (320, 240)  # upright
     assert members["small.jpg"]["format"] == "JPEG" and members["small.jpg"]["width"] == 192
-    to_keep = {p["b"] if p["a"] == group["keep"] else p["a"]: p["score"] for p in group["pairs"] if group["keep"] in (p["a"], p["b"])}
+    keep = group["keep"]
+    to_keep = {p["b"] if p["a"] == keep else p["a"]: p["score"] for p in group["pairs"] if keep in (p["a"], p["b"])}
     assert members["copy.png"]["score"] == 1.0 and members["small.jpg"]["score"] == to_keep[members["small.jpg"]["id"]]
     assert {"file_size", "date", "path"} <= set(members["small.jpg"])
     code, out, err = cfcd(capsys, "duplicates", root, "--tiers", "exact", "--prefer", "older", "--prefer", "format")
