@@ -8,8 +8,9 @@ A pair of images is positive when both show the same identity (same scene or obj
 predicted when both fall in one group. Precision and recall of those pairs are given per source
 group (pairs touching the group) and pooled. The threshold of each row "held out" is chosen on
 the other groups only (best F1 of their pairs) and scored on the held-out one, so no group
-grades a threshold it helped to choose; the last row is the threshold chosen on all groups (the
-default). Prints markdown tables; ``--json`` writes the numbers.
+grades a threshold it helped to choose; the last row is the threshold chosen on all groups
+(issue 21's default for single linkage; the tiers of issue 30 group by complete linkage and chose
+theirs with bench/duplicate_tiers.py). Prints markdown tables; ``--json`` writes the numbers.
 """
 
 from __future__ import annotations

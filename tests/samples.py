@@ -31,6 +31,12 @@ def make_image(path: Path, size=(64, 48), seed: int = 0, mode: str = "RGB") -> P
     return path
 
 
+def scene(seed: int, size=(400, 300)) -> Image.Image:
+    """A smooth random texture: a photo's stand-in whose pixels align only with its own copies."""
+    coarse = np.random.default_rng(seed).integers(0, 256, (size[1] // 10, size[0] // 10, 3), dtype=np.uint8)
+    return Image.fromarray(coarse).resize(size, Image.Resampling.BICUBIC)
+
+
 def png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 

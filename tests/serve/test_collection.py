@@ -67,9 +67,27 @@ def test_duplicate_groups(server):
     body = httpx.get(f"{server}/duplicates", params={"threshold": -1}, timeout=60).json()
     # At the lowest threshold every image joins one group (each is some image's neighbour).
     assert body["images"] == 12 and len(body["groups"]) == 1 and len(body["groups"][0]["ids"]) == 12
-    assert body["groups"][0]["items"][0]["thumbnail_url"].startswith("/thumbnails/")
+    group = body["groups"][0]
+    assert group["tier"] == "similar" and body["tiers"] == ["exact", "near", "similar"]
+    # Each member with what a person decides on, and the suggested keeper with its reason.
+    item = group["items"][0]
+    assert item["thumbnail_url"].startswith("/thumbnails/") and item["image_url"] == f"/images/{item['id']}"
+    assert item["format"] == "PNG" and item["width"] > 0 and item["file_size"] > 0 and item["date"]
+    assert group["keep"] in group["ids"] and group["why"]
+    assert {m["id"]: m["score"] for m in group["items"]}[group["keep"]] == 1.0
+    assert len(group["pairs"]) == 12 * 11 // 2 and {p["tier"] for p in group["pairs"]} == {"similar"}
+    # Twelve different generated images: no exact or near copies among them.
+    assert httpx.get(f"{server}/duplicates", params={"threshold": -1, "tiers": "exact,near"}, timeout=60).json()["groups"] == []
+    kept = httpx.get(f"{server}/duplicates", params={"threshold": -1, "prefer": ["folder:nowhere", "older"]}, timeout=60).json()
+    # No photo in a folder "nowhere": the rule leaves none out, and the keeper is the default one.
+    assert kept["prefer"] == ["folder:nowhere", "older"] and kept["groups"][0]["keep"] == group["keep"]
+    assert "nowhere" not in kept["groups"][0]["why"]
     assert httpx.get(f"{server}/duplicates", params={"threshold": 1}, timeout=60).json()["groups"] == []
     assert httpx.get(f"{server}/duplicates", params={"threshold": 1.5}).status_code == 422
+    res = httpx.get(f"{server}/duplicates", params={"tiers": "exact,same"})
+    assert res.status_code == 400 and res.json()["detail"].startswith("tier 'same': use one or more of exact,near,similar")
+    res = httpx.get(f"{server}/duplicates", params={"prefer": "biggest"})
+    assert res.status_code == 400 and "keep rule 'biggest'" in res.json()["detail"]
 
 
 def test_writes_refused_on_a_read_only_server(server, photos):
@@ -102,7 +120,7 @@ def test_every_route_in_the_schema_with_its_statuses(server):
         ("/images/{image_id}", "delete"): {"200", "401", "403", "404", "422"},
         ("/images/{image_id}/similar", "get"): {"200", "401", "404", "422"},
         ("/folders", "get"): {"200", "401"},
-        ("/duplicates", "get"): {"200", "401", "422"},
+        ("/duplicates", "get"): {"200", "400", "401", "422"},
     }
     for (path, method), statuses in want.items():
         assert statuses <= set(paths[path][method]["responses"]), (path, method, paths[path][method]["responses"])

@@ -247,7 +247,7 @@ def test_similar_collection_upload_and_duplicates(browser, page_index, start_ser
 
         # Near-duplicate groups: the API's groups, in its order, each a row of thumbnails.
         browser.find_element(By.CSS_SELECTOR, "#tabs a[data-view=duplicates]").click()
-        wait.until(EC.text_to_be_present_in_element((By.ID, "dup-summary"), "groups of near-duplicates"))
+        wait.until(EC.text_to_be_present_in_element((By.ID, "dup-summary"), "groups of duplicates"))
         groups = api("/duplicates")["groups"]
         shown = [[int(li.get_attribute("data-id")) for li in g.find_elements(By.CSS_SELECTOR, "li")]
                  for g in browser.find_elements(By.CSS_SELECTOR, "#groups .group")]

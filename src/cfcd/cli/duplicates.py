@@ -1,4 +1,5 @@
-"""cfcd duplicates: groups of near-duplicate images (or photos of the same scene) in an index."""
+"""cfcd duplicates: groups of duplicate images in an index, in tiers (exact, near, similar), each
+with a suggested photo to keep."""
 
 from __future__ import annotations
 
@@ -8,70 +9,95 @@ from pathlib import Path
 
 
 def register(p) -> None:
-    from ..index.duplicates import DEFAULT_NEIGHBOURS, DEFAULT_THRESHOLD
+    from ..index.duplicates import DEFAULT_NEIGHBOURS, DEFAULT_THRESHOLD, TIERS
+    from ..index.keeper import DEFAULT_RULES
 
     p.add_argument("index", help="index (from `cfcd index build`): a directory, NAME.db or milvus://HOST:PORT/COLLECTION")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                   help=f"similarity from which two images are grouped (default {DEFAULT_THRESHOLD}, chosen on "
-                        "instances-dev: docs/results.md; higher: stricter groups)")
+                   help=f"similarity from which two images count as the same scene, the similar tier (default "
+                        f"{DEFAULT_THRESHOLD}, measured on two photo sets: docs/results.md; higher: stricter groups)")
     p.add_argument("--neighbours", type=int, default=DEFAULT_NEIGHBOURS,
                    help=f"nearest neighbours looked at per image (default {DEFAULT_NEIGHBOURS})")
-    p.add_argument("--json", action="store_true", help="print JSON: {threshold, images, groups: [{ids, paths, min_score}]}")
+    p.add_argument("--tiers", default=",".join(TIERS),
+                   help="tiers to show, comma-separated: exact (same pixels), near (one shot: resized, re-encoded, "
+                        "lightly edited or cropped), similar (same scene, another shot); default all. Groups are built "
+                        "up to the loosest tier named: with exact,near no near group is merged into a similar one")
+    p.add_argument("--prefer", action="append", default=[], metavar="RULE",
+                   help=f"a rule to put first when choosing the photo to keep (repeatable): {', '.join(DEFAULT_RULES)} "
+                        "or folder:NAME (for example folder:Originals); default order: " + ", ".join(DEFAULT_RULES))
+    p.add_argument("--json", action="store_true",
+                   help="print JSON: {threshold, tiers, images, groups: [{ids, tier, min_score, pairs, paths, keep, why, "
+                        "members}]}")
     p.add_argument("--html", metavar="DIR", help="also write DIR/index.html with a thumbnail of every grouped image")
     p.set_defaults(func=run)
 
 
 def run(args) -> None:
     from ..index import Index
-    from ..index.duplicates import near_duplicates
+    from ..index.duplicates import near_duplicates, parse_tiers
+    from ..index.keeper import rules_order, suggest
 
+    tiers = parse_tiers(args.tiers)
+    rules_order(args.prefer)  # a bad rule is refused before the grouping runs
     index = Index.load(args.index)
-    groups = near_duplicates(index, args.threshold, args.neighbours)
-    records = index.records([i for g in groups for i in g.ids])
-    paths = [[records[i].path for i in g.ids] for g in groups]
+    decided = suggest(index, near_duplicates(index, args.threshold, args.neighbours, tiers=tiers), args.prefer)
     if args.html:
-        print(f"wrote {write_page(Path(args.html), groups, paths, args)}")
+        print(f"wrote {write_page(Path(args.html), decided, args)}")
     if args.json:
-        body = {"threshold": args.threshold, "images": len(index),
-                "groups": [{**g.to_dict(), "paths": p} for g, p in zip(groups, paths)]}
+        body = {"threshold": args.threshold, "tiers": list(tiers), "prefer": args.prefer, "images": len(index),
+                "groups": [{**g, "paths": [m["path"] for m in g["members"]]} for g in decided]}
         print(json.dumps(body, indent=1))
         return
-    grouped = sum(len(g.ids) for g in groups)
-    print(f"{len(groups)} groups of near-duplicates ({grouped} of {len(index)} images) at threshold {args.threshold}")
-    for n, (group, names) in enumerate(zip(groups, paths), start=1):
-        print(f"# group {n}: {len(group.ids)} images, weakest link {group.min_score:.3f}")
-        for image_id, path in zip(group.ids, names):
-            print(f"{image_id:8d}  {path}")
+    grouped = sum(len(g["ids"]) for g in decided)
+    counts = ", ".join(f"{t} {sum(g['tier'] == t for g in decided)}" for t in tiers)
+    similar = f"; similar from {args.threshold}" if "similar" in tiers else ""
+    print(f"{len(decided)} groups of duplicates ({grouped} of {len(index)} images): {counts}{similar}")
+    for n, group in enumerate(decided, start=1):
+        print(f"# group {n}: {group['tier']}, {len(group['ids'])} images, lowest similarity {group['min_score']:.3f}; "
+              f"keep {group['keep']} ({group['why']})")
+        for m in group["members"]:
+            mark = "keep" if m["id"] == group["keep"] else ""
+            print(f"{mark:4s} {m['id']:8d}  {describe(m)}  {m['path']}")
 
 
-def write_page(out: Path, groups, paths, args) -> Path:
-    """``out/index.html``: one row of thumbnails (``out/thumbs``) per group."""
+def describe(member: dict) -> str:
+    """Pixel size, file size, format, date and score of a group member, in one column set."""
+    size = f"{member['width']}x{member['height']}" if member["width"] else "?"
+    kb = f"{member['file_size'] / 1000:.0f} kB" if member["file_size"] is not None else "?"
+    return f"{size:>11s} {kb:>9s} {member['format'] or '?':5s} {(member['date'] or '?')[:19]:19s} {member['score']:.3f}"
+
+
+def write_page(out: Path, groups: list[dict], args) -> Path:
+    """``out/index.html``: one row of thumbnails (``out/thumbs``) per group, the kept one first."""
     from ..data.decoding import ImageError
     from ..serve.thumbnails import thumbnail_jpeg
 
     thumbs = out / "thumbs"
     thumbs.mkdir(parents=True, exist_ok=True)
     rows = []
-    for n, (group, names) in enumerate(zip(groups, paths), start=1):
+    for n, group in enumerate(groups, start=1):
         figures = []
-        for image_id, path in zip(group.ids, names):
+        for member in sorted(group["members"], key=lambda m: m["id"] != group["keep"]):
+            image_id, path = member["id"], member["path"]
             try:
                 (thumbs / f"{image_id}.jpg").write_bytes(thumbnail_jpeg(path, 160))
                 img = f'<img src="thumbs/{image_id}.jpg" alt="">'
             except (ImageError, OSError):  # moved or unreadable since it was indexed
                 img = "<span>(not readable)</span>"
-            figures.append(f'<figure>{img}<figcaption title="{html.escape(path)}">{image_id} · '
-                           f'{html.escape(Path(path).name)}</figcaption></figure>')
-        rows.append(f"<section><h2>Group {n}: {len(group.ids)} images, weakest link {group.min_score:.3f}</h2>"
+            keep = "keep · " if image_id == group["keep"] else ""
+            figures.append(f'<figure>{img}<figcaption title="{html.escape(path)}">{keep}{image_id} · '
+                           f'{html.escape(Path(path).name)}<br>{html.escape(describe(member))}</figcaption></figure>')
+        rows.append(f"<section><h2>Group {n}: {group['tier']}, {len(group['ids'])} images, lowest similarity "
+                    f"{group['min_score']:.3f}; keep {group['keep']} ({html.escape(group['why'])})</h2>"
                     f"{''.join(figures)}</section>")
     page = out / "index.html"
     page.write_text(f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>Near-duplicates in {html.escape(str(args.index))}</title>
+<html><head><meta charset="utf-8"><title>Duplicates in {html.escape(str(args.index))}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:1.5rem}} figure{{display:inline-block;margin:0 .5rem .5rem 0;width:160px}}
 img{{max-width:160px;max-height:160px}} figcaption{{font-size:.75rem;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}}</style>
-</head><body><h1>{len(groups)} groups of near-duplicates</h1>
-<p>{html.escape(str(args.index))}, threshold {args.threshold}, {args.neighbours} neighbours per image</p>
-{''.join(rows) or '<p>No near-duplicates at this threshold.</p>'}
+</head><body><h1>{len(groups)} groups of duplicates</h1>
+<p>{html.escape(str(args.index))}, tiers {html.escape(args.tiers)}, similar from {args.threshold}, {args.neighbours} neighbours per image</p>
+{''.join(rows) or '<p>No duplicates at this threshold.</p>'}
 </body></html>
 """)
     return page

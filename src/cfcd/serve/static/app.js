@@ -323,22 +323,39 @@ async function upload(files) {
 
 // ---- near-duplicates ---------------------------------------------------------------------
 
+// A group member's card with what a person decides on: pixel size, file size, format, date and
+// its similarity to the kept photo; the kept one marked.
+function dupCard(item, kept) {
+  const li = card(item);
+  const facts = document.createElement("div");
+  facts.className = "facts";
+  const size = item.width ? `${item.width}×${item.height}` : "?";
+  const kb = item.file_size == null ? "?" : `${Math.round(item.file_size / 1000)} kB`;
+  facts.textContent = `${kept ? "Keep · " : ""}${size} · ${kb} · ${item.format || "?"} · `
+    + `${(item.date || "?").slice(0, 10)} · ${item.score.toFixed(3)}`;
+  li.append(facts);
+  if (kept) li.classList.add("keep");
+  return li;
+}
+
 async function loadDuplicates() {
   $("dup-summary").textContent = "Grouping…";
   $("groups").replaceChildren();
   try {
     const body = await api("/duplicates");
     const grouped = body.groups.reduce((n, g) => n + g.ids.length, 0);
-    $("dup-summary").textContent = `${body.groups.length} groups of near-duplicates (${grouped} of ${body.images} images), `
-      + `similarity at least ${body.threshold}`;
+    const tiers = body.tiers.map((t) => `${body.groups.filter((g) => g.tier === t).length} ${t}`).join(", ");
+    $("dup-summary").textContent = `${body.groups.length} groups of duplicates (${grouped} of ${body.images} images): `
+      + `${tiers}; similar from ${body.threshold}`;
     body.groups.forEach((g, n) => {
       const section = document.createElement("section");
       section.className = "group";
       const title = document.createElement("h3");
-      title.textContent = `Group ${n + 1}: ${g.ids.length} images · weakest link ${g.min_score.toFixed(3)}`;
+      title.textContent = `Group ${n + 1}: ${g.tier}, ${g.ids.length} images · lowest similarity `
+        + `${g.min_score.toFixed(3)} · keep ${g.keep} (${g.why})`;
       const list = document.createElement("ol");
       list.className = "grid";
-      list.append(...g.items.map((item) => card(item)));
+      list.append(...g.items.map((item) => dupCard(item, item.id === g.keep)));
       section.append(title, list);
       $("groups").append(section);
     });
