@@ -182,16 +182,26 @@ def _weights_version(model: torch.nn.Module) -> tuple:
     return tuple((t.device, t._version) for t in (*model.parameters(), *model.buffers()))
 
 
+def _per_weights(model: torch.nn.Module, attr: str, make):
+    """``make()``, kept on ``model`` under ``attr`` until its weights change. Under one lock:
+    fx tracing patches ``nn.Module.__call__`` globally and export traces too, so neither may
+    run while other threads (a server's queries) run the model, and each runs once."""
+    with _FUSE_LOCK:
+        version = _weights_version(model)
+        cached = model.__dict__.get(attr)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        value = make()
+        model.__dict__[attr] = (version, value)
+        return value
+
+
 def inference_copy(model: torch.nn.Module) -> torch.nn.Module:
     """``model`` with the BatchNorm after each convolution of its backbone folded into the
     convolution (``torch.fx`` fusion; same outputs up to rounding) and channels-last weights,
     as a copy: the caller's model is unchanged. On CPU eager BatchNorm costs about a quarter
     of a ResNet-50's time. A backbone that ``torch.fx`` cannot trace (or a model without one)
-    is used as it is.
-
-    The copy is cached on the model until its weights change: tracing is slow, and fx
-    tracing patches ``nn.Module.__call__`` globally, so it must not run while other threads
-    (a server's queries) run the model; the lock and the cache make it happen once.
+    is used as it is. The copy is cached on the model until its weights change (tracing is slow).
     """
     members = getattr(model, "members", None)
     if isinstance(members, torch.nn.ModuleList) and not model.training:  # a concatenation: each member
@@ -201,11 +211,8 @@ def inference_copy(model: torch.nn.Module) -> torch.nn.Module:
     backbone = getattr(model, "backbone", None)
     if not isinstance(backbone, torch.nn.Module) or model.training:
         return model
-    with _FUSE_LOCK:
-        version = _weights_version(model)
-        cached = model.__dict__.get("_cfcd_inference_copy")
-        if cached is not None and cached[0] == version:
-            return cached[1]
+
+    def make():
         try:
             fused = fuse(backbone).to(memory_format=torch.channels_last)
         except Exception as err:  # e.g. a timm model with data-dependent control flow
@@ -214,8 +221,51 @@ def inference_copy(model: torch.nn.Module) -> torch.nn.Module:
         copy = _copy.copy(model)  # shallow: shares the head, replaces the backbone
         copy._modules = dict(model._modules, backbone=fused or backbone)
         copy.__dict__.pop("_cfcd_inference_copy", None)
-        model.__dict__["_cfcd_inference_copy"] = (version, copy)
+        copy.__dict__.pop("_cfcd_onnx_graph", None)
         return copy
+
+    return _per_weights(model, "_cfcd_inference_copy", make)
+
+
+# Cache keys of refused graphs already reported in this process: one warning per model.
+_WARNED: set[str] = set()
+
+
+def network(model: torch.nn.Module, device: torch.device, rt: Runtime) -> torch.nn.Module:
+    """What runs ``model`` (in eval mode, on ``device``) in ``extract``, as ``rt.engine`` asks:
+    ``torch``: ``inference_copy(model)``; ``onnx``: its graph run by onnxruntime
+    (``cfcd.model.onnx_cache``), CPU only; ``auto``: the graph on a CPU when onnxruntime is
+    installed and ``amp`` is off, else PyTorch, and PyTorch with a one-line warning when the graph
+    is refused. Either way the descriptors are the model's, so what is stored about it is too."""
+    from .model.onnx import OnnxRuntimeModel
+    from .model.onnx_cache import GraphRefused, cached_graph, onnxruntime_available, require_onnxruntime
+
+    if isinstance(model, OnnxRuntimeModel):  # a .onnx file given as the model
+        return model
+    engine = rt.engine
+    if engine == "onnx":
+        if device.type != "cpu" or rt.amp:
+            raise ConfigError(f"--runtime onnx runs on the CPU in float32; drop {'--amp' if rt.amp else '--device ' + str(device)} "
+                              "or use --runtime torch")
+        require_onnxruntime()
+    elif engine == "torch" or device.type != "cpu" or rt.amp or not onnxruntime_available():
+        return inference_copy(model)
+
+    def make():
+        try:
+            return cached_graph(model, threads=torch.get_num_threads())
+        except GraphRefused as err:
+            return err
+
+    graph = _per_weights(model, "_cfcd_onnx_graph", make)
+    if not isinstance(graph, GraphRefused):
+        return graph
+    if engine == "onnx":
+        raise graph
+    if graph.key not in _WARNED:
+        _WARNED.add(graph.key)
+        log.warning("%s: extracting with PyTorch instead", graph)
+    return inference_copy(model)
 
 
 @torch.inference_mode()
@@ -253,7 +303,7 @@ def extract(
     model = model.to(device).eval()
     parts = part_dims(model)
     dim = sum(parts)
-    model = inference_copy(model)
+    model = network(model, device, rt)
     out = np.zeros((len(images), dim), dtype=np.float32)
     loader = DataLoader(
         _Prepared(images, settings, rt.max_pixels or DEFAULT_MAX_PIXELS),
