@@ -227,6 +227,19 @@ def inference_copy(model: torch.nn.Module) -> torch.nn.Module:
     return _per_weights(model, "_cfcd_inference_copy", make)
 
 
+def runtime_device(rt: Runtime) -> torch.device:
+    """``rt.device``, else cuda when available, else the CPU."""
+    return torch.device(rt.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def warm(model: torch.nn.Module, runtime: Runtime | None = None) -> None:
+    """Make now what ``extract(model, ..., runtime=runtime)`` runs (the fused copy, or the ONNX
+    graph: exported, checked and loaded), e.g. before a server's queries arrive."""
+    rt = runtime or Runtime()
+    device = runtime_device(rt)
+    network(model.to(device).eval(), device, rt)
+
+
 # Cache keys of refused graphs already reported in this process: one warning per model.
 _WARNED: set[str] = set()
 
@@ -296,7 +309,7 @@ def extract(
     """
     settings = resolved(settings, model)
     rt = runtime or Runtime()
-    device = torch.device(rt.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = runtime_device(rt)
     on_gpu = device.type == "cuda"
     batch_size = rt.batch_size or (16 if on_gpu else 1)
     num_workers = (min(8, os.cpu_count() or 1) if on_gpu else 0) if rt.num_workers is None else rt.num_workers
