@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import threading
+import weakref
 from collections import defaultdict
 from pathlib import Path
 from typing import Sequence, Union
@@ -182,17 +183,23 @@ def _weights_version(model: torch.nn.Module) -> tuple:
     return tuple((t.device, t._version) for t in (*model.parameters(), *model.buffers()))
 
 
-def _per_weights(model: torch.nn.Module, attr: str, make):
-    """``make()``, kept on ``model`` under ``attr`` until its weights change. Under one lock:
-    fx tracing patches ``nn.Module.__call__`` globally and export traces too, so neither may
-    run while other threads (a server's queries) run the model, and each runs once."""
+# What extraction derives from a model (its fused copy, its ONNX graph), per model: held beside
+# the model rather than on it, so copying or pickling a model never copies an onnxruntime session.
+_DERIVED: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def _per_weights(model: torch.nn.Module, kind: str, make):
+    """``make()``, kept for ``model`` until its weights change. Under one lock: fx tracing
+    patches ``nn.Module.__call__`` globally and export traces too, so neither may run while
+    other threads (a server's queries) run the model, and each runs once."""
     with _FUSE_LOCK:
         version = _weights_version(model)
-        cached = model.__dict__.get(attr)
+        derived = _DERIVED.setdefault(model, {})
+        cached = derived.get(kind)
         if cached is not None and cached[0] == version:
             return cached[1]
         value = make()
-        model.__dict__[attr] = (version, value)
+        derived[kind] = (version, value)
         return value
 
 
@@ -220,11 +227,9 @@ def inference_copy(model: torch.nn.Module) -> torch.nn.Module:
             fused = None
         copy = _copy.copy(model)  # shallow: shares the head, replaces the backbone
         copy._modules = dict(model._modules, backbone=fused or backbone)
-        copy.__dict__.pop("_cfcd_inference_copy", None)
-        copy.__dict__.pop("_cfcd_onnx_graph", None)
         return copy
 
-    return _per_weights(model, "_cfcd_inference_copy", make)
+    return _per_weights(model, "fused", make)
 
 
 def runtime_device(rt: Runtime) -> torch.device:
@@ -270,7 +275,7 @@ def network(model: torch.nn.Module, device: torch.device, rt: Runtime) -> torch.
         except GraphRefused as err:
             return err
 
-    graph = _per_weights(model, "_cfcd_onnx_graph", make)
+    graph = _per_weights(model, "onnx", make)
     if not isinstance(graph, GraphRefused):
         return graph
     if engine == "onnx":
