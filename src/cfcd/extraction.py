@@ -252,15 +252,15 @@ _WARNED: set[str] = set()
 def network(model: torch.nn.Module, device: torch.device, rt: Runtime) -> torch.nn.Module:
     """What runs ``model`` (in eval mode, on ``device``) in ``extract``, as ``rt.engine`` asks:
     ``torch``: ``inference_copy(model)``; ``onnx``: its graph run by onnxruntime
-    (``cfcd.model.onnx_cache``), CPU only; ``auto``: the graph on a CPU when onnxruntime is
+    (``cfcd.onnx_cache``), CPU only; ``auto``: the graph on a CPU when onnxruntime is
     installed and ``amp`` is off, else PyTorch, and PyTorch with a one-line warning when the graph
     is refused. Either way the descriptors are the model's, so what is stored about it is too."""
     from .model.onnx import OnnxRuntimeModel
-    from .model.onnx_cache import GraphRefused, cached_graph, onnxruntime_available, require_onnxruntime
+    from .onnx_cache import GraphRefused, cached_graph, onnxruntime_available, require_onnxruntime
 
     if isinstance(model, OnnxRuntimeModel):  # a .onnx file given as the model
         return model
-    engine = rt.engine
+    engine = rt.chosen_engine()
     if engine == "onnx":
         if device.type != "cpu" or rt.amp:
             raise ConfigError(f"--runtime onnx runs on the CPU in float32; drop {'--amp' if rt.amp else '--device ' + str(device)} "

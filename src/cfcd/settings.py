@@ -215,12 +215,18 @@ class Runtime:
     engine: str | None = None
 
     def __post_init__(self):
-        engine = self.engine or os.environ.get("CFCD_RUNTIME") or "auto"
-        if engine not in ENGINES:
-            source = "" if self.engine else " (from $CFCD_RUNTIME)"
-            raise ConfigError(f"runtime {engine!r}{source}: choose one of {', '.join(ENGINES)}")
-        object.__setattr__(self, "engine", engine)
+        if self.engine is not None and self.engine not in ENGINES:
+            raise ConfigError(f"runtime {self.engine!r}: choose one of {', '.join(ENGINES)}")
         for name in ("batch_size", "num_workers"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < (0 if name == "num_workers" else 1)):
                 raise ConfigError(f"{name} {value!r}: expected a whole number >= {0 if name == 'num_workers' else 1}")
+
+    def chosen_engine(self) -> str:
+        """``engine``, else ``$CFCD_RUNTIME``, else ``auto``: read when an extraction starts."""
+        if self.engine is not None:
+            return self.engine
+        engine = os.environ.get("CFCD_RUNTIME") or "auto"
+        if engine not in ENGINES:
+            raise ConfigError(f"runtime {engine!r} (from $CFCD_RUNTIME): choose one of {', '.join(ENGINES)}")
+        return engine

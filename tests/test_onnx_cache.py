@@ -19,7 +19,7 @@ from cfcd.extraction import extract  # noqa: E402
 from cfcd.model import CFCDNet, ModelConfig  # noqa: E402
 from cfcd.model.concat import ConcatNet  # noqa: E402
 from cfcd.model.onnx import OnnxRuntimeModel  # noqa: E402
-from cfcd.model.onnx_cache import GraphRefused, cached_graph, graph_key, min_cosine  # noqa: E402
+from cfcd.onnx_cache import GraphRefused, cached_graph, graph_key, min_cosine  # noqa: E402
 from cfcd.settings import ExtractionSettings, Runtime  # noqa: E402
 
 ONE_SCALE = ExtractionSettings((1.0,), max_side=None)
@@ -119,7 +119,7 @@ def test_runtime_errors_name_the_value_and_the_remedy(monkeypatch, tiny_model, i
         Runtime(engine="fast")
     monkeypatch.setenv("CFCD_RUNTIME", "gpu")
     with pytest.raises(ConfigError, match=r"'gpu' \(from \$CFCD_RUNTIME\)"):
-        Runtime()
+        extract(tiny_model, paths, ONE_SCALE, Runtime(device="cpu", progress=False))
     monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)  # as if it were not installed
     with pytest.raises(Unavailable, match="onnxruntime is not installed; pip install 'cfcd\\[onnx\\]'"):
         extract(tiny_model, paths, ONE_SCALE, runtime("onnx"))

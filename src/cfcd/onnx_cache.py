@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..atomic import atomic_write
-from ..errors import MismatchError, Unavailable
+from .atomic import atomic_write
+from .errors import MismatchError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def onnxruntime_available() -> bool:
 
 def graph_key(model: torch.nn.Module) -> str:
     """The hex SHA-256 of everything the exported graph depends on (see the module docstring)."""
-    from ..export import DEFAULT_OPSET
+    from .export import DEFAULT_OPSET
 
     h = hashlib.sha256()
     h.update(json.dumps({"format": GRAPH_FORMAT, "opset": DEFAULT_OPSET, "torch": torch.__version__,
@@ -110,8 +110,8 @@ def cached_graph(model: torch.nn.Module, threads: int | None = None, directory: 
     """``model``'s graph from the cache (exported and checked first when it is not there), as an
     ``OnnxRuntimeModel`` with ``threads`` intra-op threads; ``GraphRefused`` when the export
     failed or the graph disagrees with ``model`` (remembered in the cache)."""
-    from ..export import export_onnx
-    from .onnx import OnnxRuntimeModel
+    from .export import export_onnx
+    from .model.onnx import OnnxRuntimeModel
 
     require_onnxruntime()
     model = getattr(model, "module", model).cpu().eval()
