@@ -98,8 +98,12 @@ def test_a_graph_that_disagrees_with_pytorch_is_refused_with_one_warning(tmp_pat
     assert (graphs(root), verdict.stat().st_mtime_ns) == before
     # --runtime onnx asked for onnxruntime: a one-line error, not a silent switch.
     model = copy.deepcopy(tiny_model)
-    with pytest.raises(MismatchError, match="delete it to export again"):
+    with pytest.raises(MismatchError, match="to export again"):
         extract(model, paths, ONE_SCALE, runtime("onnx"))
+    # A file that does not run at all (truncated) is refused too, not a crash.
+    path.write_bytes(path.read_bytes()[:4096])
+    with pytest.raises(GraphRefused, match="does not run"):
+        cached_graph(tiny_model)
 
 
 def test_a_concatenation_runs_as_one_graph(tmp_path, tiny_model):

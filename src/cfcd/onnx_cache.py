@@ -109,7 +109,7 @@ def _sha256(path: Path) -> str:
 def cached_graph(model: torch.nn.Module, threads: int | None = None, directory: str | Path | None = None):
     """``model``'s graph from the cache (exported and checked first when it is not there), as an
     ``OnnxRuntimeModel`` with ``threads`` intra-op threads; ``GraphRefused`` when the export
-    failed or the graph disagrees with ``model`` (remembered in the cache)."""
+    failed, or the graph does not run or disagrees with ``model`` (remembered in the cache)."""
     from .export import export_onnx
     from .model.onnx import OnnxRuntimeModel
 
@@ -120,27 +120,43 @@ def cached_graph(model: torch.nn.Module, threads: int | None = None, directory: 
     path, verdict_path = root / f"{key}.onnx", root / f"{key}.json"
     name = getattr(model, "name", "unnamed")
     verdict = json.loads(verdict_path.read_text()) if verdict_path.is_file() else None
-    if not path.is_file():
-        if verdict is not None and verdict.get("export_error"):
-            raise GraphRefused(f"model {name!r}: its ONNX export failed before ({verdict['export_error']}; "
-                               f"delete {verdict_path} to try again)", key)
+    graph = None
+    if not path.is_file() and not (verdict and "onnx_sha256" not in verdict):  # not a remembered failed export
         log.info("exporting model %r to ONNX for onnxruntime (once per model): %s", name, path)
         try:
             export_onnx(model, path)
+            verdict = None
         except Exception as err:  # an exporter limit (an operator, data-dependent control flow)
-            _write_verdict(verdict_path, {"export_error": f"{type(err).__name__}: {err}".splitlines()[0]})
-            raise GraphRefused(f"model {name!r}: ONNX export failed ({type(err).__name__}: {err})".splitlines()[0], key) from None
-        verdict = None
-    digest = _sha256(path)
-    graph = OnnxRuntimeModel(path, threads=threads)
-    if verdict is None or verdict.get("onnx_sha256") != digest:
-        verdict = {"onnx_sha256": digest, "min_cosine": min_cosine(graph, model), "required": MIN_COSINE}
-        verdict["accepted"] = verdict["min_cosine"] >= MIN_COSINE
-        _write_verdict(verdict_path, verdict)
-    if not verdict.get("accepted"):
-        raise GraphRefused(f"model {name!r}: its ONNX graph {path} disagrees with PyTorch (min cosine "
-                           f"{verdict['min_cosine']:.6f} < {MIN_COSINE}; delete it to export again)", key)
-    return graph
+            verdict = {"accepted": False, "reason": _one_line(f"could not be exported ({type(err).__name__}: {err})")}
+            _write_verdict(verdict_path, verdict)
+    if path.is_file():
+        digest = _sha256(path)
+        if verdict is None or verdict.get("onnx_sha256") != digest:
+            graph, verdict = _check(path, model, threads)
+            _write_verdict(verdict_path, {**verdict, "onnx_sha256": digest})
+    if not verdict["accepted"]:
+        raise GraphRefused(f"model {name!r}: its ONNX graph {path} {verdict['reason']}; delete {path.stem}.* "
+                           f"in {root} to export again", key)
+    return graph or OnnxRuntimeModel(path, threads=threads)
+
+
+def _check(path: Path, model: torch.nn.Module, threads: int | None):
+    """(the graph at ``path``, or None when it does not run; the verdict on it)."""
+    from .model.onnx import OnnxRuntimeModel
+
+    try:
+        graph = OnnxRuntimeModel(path, threads=threads)
+        cosine = min_cosine(graph, model)
+    except Exception as err:  # not a runnable graph of this model: truncated, another model's shapes
+        return None, {"accepted": False, "reason": _one_line(f"does not run ({type(err).__name__}: {err})")}
+    verdict = {"accepted": cosine >= MIN_COSINE, "min_cosine": cosine, "required": MIN_COSINE}
+    if not verdict["accepted"]:
+        verdict["reason"] = f"disagrees with PyTorch (min cosine {cosine:.6f} < {MIN_COSINE})"
+    return graph, verdict
+
+
+def _one_line(text: str) -> str:
+    return text.splitlines()[0] if text else text
 
 
 def _write_verdict(path: Path, verdict: dict) -> None:
