@@ -273,13 +273,13 @@ def network(model: torch.nn.Module, device: torch.device, rt: Runtime) -> torch.
         try:
             return cached_graph(model, threads=torch.get_num_threads())
         except GraphRefused as err:
-            return err
+            return err.with_traceback(None)  # kept: its frames would keep the model alive
 
     graph = _per_weights(model, "onnx", make)
     if not isinstance(graph, GraphRefused):
         return graph
     if engine == "onnx":
-        raise graph
+        raise GraphRefused(str(graph), graph.key)
     if graph.key not in _WARNED:
         _WARNED.add(graph.key)
         log.warning("%s: extracting with PyTorch instead", graph)
