@@ -208,7 +208,7 @@ def inference_copy(model: torch.nn.Module) -> torch.nn.Module:
     convolution (``torch.fx`` fusion; same outputs up to rounding) and channels-last weights,
     as a copy: the caller's model is unchanged. On CPU eager BatchNorm costs about a quarter
     of a ResNet-50's time. A backbone that ``torch.fx`` cannot trace (or a model without one)
-    is used as it is. The copy is cached on the model until its weights change (tracing is slow).
+    is used as it is. The copy is kept for the model until its weights change (tracing is slow).
     """
     members = getattr(model, "members", None)
     if isinstance(members, torch.nn.ModuleList) and not model.training:  # a concatenation: each member
