@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +14,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 
 from samples import INSTANCES_DEV, INSTANCES_HARD, make_image  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_runtime(tmp_path_factory):
+    """Exported ONNX graphs go to a folder of this run, never the user's cache; the suite's many
+    throwaway models run on PyTorch unless a test asks for another runtime (tests/test_runtime.py),
+    or $CFCD_RUNTIME is set to run the whole suite on one."""
+    os.environ["CFCD_CACHE"] = str(tmp_path_factory.mktemp("cfcd-cache"))
+    os.environ.setdefault("CFCD_RUNTIME", "torch")
 
 
 @pytest.fixture(scope="session")

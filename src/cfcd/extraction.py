@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import threading
+import weakref
 from collections import defaultdict
 from pathlib import Path
 from typing import Sequence, Union
@@ -182,16 +183,32 @@ def _weights_version(model: torch.nn.Module) -> tuple:
     return tuple((t.device, t._version) for t in (*model.parameters(), *model.buffers()))
 
 
+# What extraction derives from a model (its fused copy, its ONNX graph), per model: held beside
+# the model rather than on it, so copying or pickling a model never copies an onnxruntime session.
+_DERIVED: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def _per_weights(model: torch.nn.Module, kind: str, make):
+    """``make()``, kept for ``model`` until its weights change. Under one lock: fx tracing
+    patches ``nn.Module.__call__`` globally and export traces too, so neither may run while
+    other threads (a server's queries) run the model, and each runs once."""
+    with _FUSE_LOCK:
+        version = _weights_version(model)
+        derived = _DERIVED.setdefault(model, {})
+        cached = derived.get(kind)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        value = make()
+        derived[kind] = (version, value)
+        return value
+
+
 def inference_copy(model: torch.nn.Module) -> torch.nn.Module:
     """``model`` with the BatchNorm after each convolution of its backbone folded into the
     convolution (``torch.fx`` fusion; same outputs up to rounding) and channels-last weights,
     as a copy: the caller's model is unchanged. On CPU eager BatchNorm costs about a quarter
     of a ResNet-50's time. A backbone that ``torch.fx`` cannot trace (or a model without one)
-    is used as it is.
-
-    The copy is cached on the model until its weights change: tracing is slow, and fx
-    tracing patches ``nn.Module.__call__`` globally, so it must not run while other threads
-    (a server's queries) run the model; the lock and the cache make it happen once.
+    is used as it is. The copy is kept for the model until its weights change (tracing is slow).
     """
     members = getattr(model, "members", None)
     if isinstance(members, torch.nn.ModuleList) and not model.training:  # a concatenation: each member
@@ -201,11 +218,8 @@ def inference_copy(model: torch.nn.Module) -> torch.nn.Module:
     backbone = getattr(model, "backbone", None)
     if not isinstance(backbone, torch.nn.Module) or model.training:
         return model
-    with _FUSE_LOCK:
-        version = _weights_version(model)
-        cached = model.__dict__.get("_cfcd_inference_copy")
-        if cached is not None and cached[0] == version:
-            return cached[1]
+
+    def make():
         try:
             fused = fuse(backbone).to(memory_format=torch.channels_last)
         except Exception as err:  # e.g. a timm model with data-dependent control flow
@@ -213,9 +227,63 @@ def inference_copy(model: torch.nn.Module) -> torch.nn.Module:
             fused = None
         copy = _copy.copy(model)  # shallow: shares the head, replaces the backbone
         copy._modules = dict(model._modules, backbone=fused or backbone)
-        copy.__dict__.pop("_cfcd_inference_copy", None)
-        model.__dict__["_cfcd_inference_copy"] = (version, copy)
         return copy
+
+    return _per_weights(model, "fused", make)
+
+
+def runtime_device(rt: Runtime) -> torch.device:
+    """``rt.device``, else cuda when available, else the CPU."""
+    return torch.device(rt.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def warm(model: torch.nn.Module, runtime: Runtime | None = None) -> None:
+    """Make now what ``extract(model, ..., runtime=runtime)`` runs (the fused copy, or the ONNX
+    graph: exported, checked and loaded), e.g. before a server's queries arrive."""
+    rt = runtime or Runtime()
+    device = runtime_device(rt)
+    network(model.to(device).eval(), device, rt)
+
+
+# Cache keys of refused graphs already reported in this process: one warning per model.
+_WARNED: set[str] = set()
+
+
+def network(model: torch.nn.Module, device: torch.device, rt: Runtime) -> torch.nn.Module:
+    """What runs ``model`` (in eval mode, on ``device``) in ``extract``, as ``rt.engine`` asks:
+    ``torch``: ``inference_copy(model)``; ``onnx``: its graph run by onnxruntime
+    (``cfcd.onnx_cache``), CPU only; ``auto``: the graph on a CPU when onnxruntime is
+    installed and ``amp`` is off, else PyTorch, and PyTorch with a one-line warning when the graph
+    is refused. Either way the descriptors are the model's, so what is stored about it is too."""
+    from .model.onnx import OnnxRuntimeModel
+    from .onnx_cache import GraphRefused, cached_graph, onnxruntime_available, require_onnxruntime
+
+    if isinstance(model, OnnxRuntimeModel):  # a .onnx file given as the model
+        return model
+    engine = rt.chosen_engine()
+    if engine == "onnx":
+        if device.type != "cpu" or rt.amp:
+            raise ConfigError(f"--runtime onnx runs on the CPU in float32; drop {'--amp' if rt.amp else '--device ' + str(device)} "
+                              "or use --runtime torch")
+        require_onnxruntime()
+    elif engine == "torch" or device.type != "cpu" or rt.amp or not onnxruntime_available():
+        return inference_copy(model)
+
+    def make():
+        try:
+            return cached_graph(model, threads=torch.get_num_threads())
+        except GraphRefused as err:
+            return err.with_traceback(None)  # kept: its frames would keep the model alive
+
+    graph = _per_weights(model, "onnx", make)
+    if not isinstance(graph, GraphRefused):
+        return graph
+    if engine == "onnx":
+        raise GraphRefused(str(graph), graph.key)
+    if graph.key not in _WARNED:
+        _WARNED.add(graph.key)
+        log.warning("%s: extracting with PyTorch instead", graph)
+    return inference_copy(model)
 
 
 @torch.inference_mode()
@@ -246,14 +314,14 @@ def extract(
     """
     settings = resolved(settings, model)
     rt = runtime or Runtime()
-    device = torch.device(rt.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = runtime_device(rt)
     on_gpu = device.type == "cuda"
     batch_size = rt.batch_size or (16 if on_gpu else 1)
     num_workers = (min(8, os.cpu_count() or 1) if on_gpu else 0) if rt.num_workers is None else rt.num_workers
     model = model.to(device).eval()
     parts = part_dims(model)
     dim = sum(parts)
-    model = inference_copy(model)
+    model = network(model, device, rt)
     out = np.zeros((len(images), dim), dtype=np.float32)
     loader = DataLoader(
         _Prepared(images, settings, rt.max_pixels or DEFAULT_MAX_PIXELS),

@@ -12,6 +12,7 @@ so command-line parsers can use it cheaply.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Mapping
 
@@ -187,6 +188,10 @@ def resolve(stored=None, overrides=None, model=None) -> ExtractionSettings:
     return settings.for_model(model) if model is not None else settings
 
 
+# What can run the network (``Runtime.engine``, ``--runtime``).
+ENGINES = ("auto", "torch", "onnx")
+
+
 @dataclass(frozen=True)
 class Runtime:
     """How an extraction runs; none of it changes the descriptors.
@@ -195,7 +200,9 @@ class Runtime:
     through the network in one pass, at most ``max_batch_pixels`` pixels per pass); default 1
     on a CPU, 16 on a GPU. ``num_workers``: decoding processes; default 0 on a CPU, up to 8 on
     a GPU (measured in bench/extract_speed.py). ``max_pixels``: the decoding limit (None:
-    ``cfcd.data.decoding.DEFAULT_MAX_PIXELS``).
+    ``cfcd.data.decoding.DEFAULT_MAX_PIXELS``). ``engine``: what runs the network, one of
+    ``ENGINES`` (``cfcd.extraction.network``); None: ``$CFCD_RUNTIME``, else ``auto`` (onnxruntime
+    on a CPU when it is installed, PyTorch otherwise).
     """
 
     device: str | None = None
@@ -205,9 +212,21 @@ class Runtime:
     progress: bool = True
     max_batch_pixels: int = 16 * 1024 * 1024
     max_pixels: int | None = None
+    engine: str | None = None
 
     def __post_init__(self):
+        if self.engine is not None and self.engine not in ENGINES:
+            raise ConfigError(f"runtime {self.engine!r}: choose one of {', '.join(ENGINES)}")
         for name in ("batch_size", "num_workers"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < (0 if name == "num_workers" else 1)):
                 raise ConfigError(f"{name} {value!r}: expected a whole number >= {0 if name == 'num_workers' else 1}")
+
+    def chosen_engine(self) -> str:
+        """``engine``, else ``$CFCD_RUNTIME``, else ``auto``: read when an extraction starts."""
+        if self.engine is not None:
+            return self.engine
+        engine = os.environ.get("CFCD_RUNTIME") or "auto"
+        if engine not in ENGINES:
+            raise ConfigError(f"runtime {engine!r} (from $CFCD_RUNTIME): choose one of {', '.join(ENGINES)}")
+        return engine

@@ -34,6 +34,16 @@ def add_model_arguments(p) -> None:
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: 0 on CPU, up to 8 on GPU)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 on GPU)")
+    add_runtime_argument(p)
+
+
+def add_runtime_argument(p) -> None:
+    from ..settings import ENGINES
+
+    p.add_argument("--runtime", choices=ENGINES, default=None,
+                   help="what runs the network: auto = onnxruntime on a CPU when installed (the model exported once "
+                   "to ~/.cache/cfcd/onnx and checked against PyTorch), else PyTorch; onnx; torch "
+                   "(default: $CFCD_RUNTIME, else auto). Descriptors and indexes are the same either way")
 
 
 def add_settings_arguments(p, scales_help: str | None = None, max_side_help: str | None = None) -> None:
@@ -69,7 +79,8 @@ def runtime(args, progress: bool = True):
     from ..settings import Runtime
 
     return Runtime(device=getattr(args, "device", None), batch_size=getattr(args, "batch_size", None),
-                   num_workers=getattr(args, "workers", None), amp=getattr(args, "amp", False), progress=progress)
+                   num_workers=getattr(args, "workers", None), amp=getattr(args, "amp", False), progress=progress,
+                   engine=getattr(args, "runtime", None))
 
 
 def read_image_list(source: str) -> list[Path]:

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from ..index.rerank import DEFAULT_DBA_ALPHA, DEFAULT_QE_ALPHA
+from .extract import add_runtime_argument, runtime
 
 
 def register(p) -> None:
@@ -24,6 +25,7 @@ def register(p) -> None:
     p.add_argument("--dba-alpha", type=float, default=DEFAULT_DBA_ALPHA)
     p.add_argument("--model", help="model to extract queries with (default: the index's; must match it)")
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if available)")
+    add_runtime_argument(p)
     p.set_defaults(func=run)
 
 
@@ -42,7 +44,6 @@ def run(args) -> None:
     from ..index.neighbours import augmented, similar
     from ..index.searcher import Searcher
     from ..model import load_model
-    from ..settings import Runtime
 
     if bool(args.queries) == bool(args.ids):
         raise ConfigError("give query images, or --id N for images already in the index (not both)")
@@ -59,7 +60,7 @@ def run(args) -> None:
         model = load_model(args.model) if args.model else None  # None: the index's own
         queries = [(q, args.bbox) if args.bbox else q for q in args.queries]
         result = Searcher(index, model).search(queries, k=args.k, qe=args.qe, alpha=args.alpha,
-                                               runtime=Runtime(device=args.device, progress=False))
+                                               runtime=runtime(args, progress=False))
         names = args.queries
     if args.json:
         print(json.dumps([{"query": q, "results": result.hits(i)} for i, q in enumerate(names)], indent=1))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from .extract import add_runtime_argument
+
 
 def register(p) -> None:
     from ..serve.settings import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_QUEUE
@@ -15,6 +17,7 @@ def register(p) -> None:
                    help="require this key in the X-API-Key header (default: $CFCD_API_KEY; none: open)")
     p.add_argument("--model", help="model for queries (default: the index's)")
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if available)")
+    add_runtime_argument(p)
     p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_BYTES / 2**20, help="largest upload accepted")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest image (width x height) accepted")
     p.add_argument("--workers", type=int, default=None,
@@ -43,6 +46,7 @@ def run(args) -> None:
         index=args.index,
         model=args.model,
         device=args.device,
+        runtime=args.runtime,
         api_key=args.api_key or None,
         max_upload_bytes=int(args.max_upload_mb * 2**20),
         max_pixels=args.max_pixels,

@@ -62,6 +62,7 @@ class ServeSettings:
     index: str
     model: str | None = None  # default: the model named in the index
     device: str | None = None
+    runtime: str | None = None  # what runs the network (cfcd.settings.Runtime.engine); None: its default
     api_key: str | None = None
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     max_pixels: int = DEFAULT_MAX_PIXELS

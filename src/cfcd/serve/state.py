@@ -87,7 +87,7 @@ class ServerState:
 
     def start(self) -> None:
         """Load the index and its model (at start-up, before the first request)."""
-        from ..extraction import inference_copy
+        from ..extraction import warm
         from ..index.identity import check_compatible
         from ..index.searcher import load_index_model
         from ..model import load_model
@@ -95,7 +95,7 @@ class ServerState:
         self.holder = IndexHolder(self.settings)
         self.model = load_model(self.settings.model) if self.settings.model else load_index_model(self.holder.index)
         check_compatible(self.holder.index, self.model)
-        inference_copy(self.model)  # trace and fuse once, before queries run the model in threads
+        warm(self.model, self.runtime())  # trace and fuse, or export, once: before queries run the model in threads
         self.limiter = anyio.CapacityLimiter(max(1, self.settings.threads))
 
     @property
@@ -103,7 +103,7 @@ class ServerState:
         return self.holder.get()
 
     def runtime(self) -> Runtime:
-        return Runtime(device=self.settings.device, progress=False)
+        return Runtime(device=self.settings.device, progress=False, engine=self.settings.runtime)
 
     def write(self, change: Callable[[Index], T]) -> T:
         """Run ``change`` on the index through its normal versioned write (``Index.edit``:
