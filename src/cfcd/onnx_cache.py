@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import torch
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 
 from .atomic import atomic_write
 from .errors import MismatchError, Unavailable
+from .settings import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,7 @@ class GraphRefused(MismatchError):
 
 def cache_dir() -> Path:
     """``$CFCD_CACHE/onnx``, else ``$XDG_CACHE_HOME/cfcd/onnx`` (default ``~/.cache/cfcd/onnx``)."""
-    base = os.environ.get("CFCD_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "cfcd")
-    return Path(base) / "onnx"
+    return cache_root() / "onnx"
 
 
 def require_onnxruntime() -> None:

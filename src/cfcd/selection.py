@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import time
 from dataclasses import dataclass, field, replace
@@ -35,7 +34,7 @@ import numpy as np
 from .data.instances import SOURCE_GROUPS, group_of  # noqa: F401 (cfcd.selection's names too)
 from .errors import ConfigError, InputError, MismatchError
 from .evaluate.benchmarks.folder import FolderBenchmark, InstanceResult
-from .settings import DEFAULT_MAX_WORKING_SIDE, ExtractionSettings, parse_scales
+from .settings import DEFAULT_MAX_WORKING_SIDE, ExtractionSettings, cache_root, parse_scales
 
 HARD_GROUPS = ("evd", "phototourism", "ukbench/holidays")
 METRICS = ("mAP", "R@1")
@@ -221,8 +220,7 @@ def _pooled(selection: Selection, name: str) -> dict:
 # descriptors, cached per (model, long side, scale) -----------------------------------------------
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("CFCD_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "cfcd")
-    return Path(base) / "descriptors"
+    return cache_root() / "descriptors"
 
 
 def _model_key(name: str) -> str:
@@ -334,7 +332,7 @@ def run_selection(
     return leave_one_source_out(results, groups, metric, eligible=eligible), seconds
 
 
-def select_on_shapes(roots: Sequence[str | Path], candidates: Sequence[Candidate], cache_root: str | Path | None = None):
+def select_on_shapes(roots: Sequence[str | Path], candidates: Sequence[Candidate], cache_dir: str | Path | None = None):
     """The shapes protocol (``cfcd.evaluate.shapes``) over the labelled sets at ``roots``: every
     candidate's descriptors (cached as ``DescriptorCache`` caches them) scored on collections of
     every shape, judged against the first candidate (the baseline). Returns the scores, the
@@ -342,7 +340,7 @@ def select_on_shapes(roots: Sequence[str | Path], candidates: Sequence[Candidate
     from .evaluate import shapes
 
     pool = shapes.load_pool(roots)
-    cache = DescriptorCache(pool.paths, cache_root)
+    cache = DescriptorCache(pool.paths, cache_dir)
     matrices = {c.name: cache.descriptors(c)[0] for c in candidates}
     scores = shapes.score(pool, {name: (lambda index, m=m: m[index]) for name, m in matrices.items()})
     baseline = candidates[0].name

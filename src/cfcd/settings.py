@@ -18,6 +18,14 @@ from typing import Mapping
 
 from .errors import ConfigError
 
+
+def cache_root():
+    """Where cfcd keeps what it can make again (descriptor caches, exported graphs):
+    ``$CFCD_CACHE``, else ``$XDG_CACHE_HOME/cfcd`` (default ``~/.cache/cfcd``)."""
+    from pathlib import Path
+
+    return Path(os.environ.get("CFCD_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "cfcd"))
+
 # The five scales of the CFCD paper's multi-scale testing (spec section 6).
 CFCD_SCALES = (0.3535, 0.5, 0.7071, 1.0, 1.4142)
 # The defaults, chosen with the default model by the leave-one-source-out protocol among long
