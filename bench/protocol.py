@@ -129,7 +129,7 @@ def decoded(paths) -> dict[str, np.ndarray]:
         for name, margin in DECODES.items():
             prep.decode_margin = margin
             root = default_cache_dir().parent / f"descriptors-decode-{margin}"
-            out[name] = DescriptorCache(paths, root).descriptors(Candidate.parse(BASELINE_MODEL))[0]
+            out[name] = descriptors(BASELINE_MODEL, DescriptorCache(paths, root))
     finally:
         prep.decode_margin = default
     return out
@@ -156,7 +156,7 @@ def upscaled(paths, side: int) -> list[Path]:
     return out
 
 
-def descriptors(pool: shapes.PhotoPool, spec: str, cache: DescriptorCache) -> np.ndarray:
+def descriptors(spec: str, cache: DescriptorCache) -> np.ndarray:
     return cache.descriptors(Candidate.parse(spec))[0]
 
 
@@ -192,7 +192,7 @@ def main(argv=None) -> int:
           f"{len(pool.distractors)} distractors; machine: {platform.machine()}, {os.cpu_count()} cores")
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}\n")
     if args.part == "projection":
-        x = descriptors(pool, BASELINE_MODEL, cache)
+        x = descriptors(BASELINE_MODEL, cache)
         first = shapes.collections(pool)[0][3]
         print(f"check: the script's projection against cfcd.index.projection.learn on {len(first)} images: "
               f"largest similarity difference {check_against_index(x, first):.1e}\n")
@@ -207,7 +207,7 @@ def main(argv=None) -> int:
                 cos = (m.astype(np.float64) * full).sum(axis=1)
                 print(f"{name}: cosine to the full decode of the copies: min {cos.min():.5f}, mean {cos.mean():.6f}")
             print()
-            matrices = {"the original photos": descriptors(pool, BASELINE_MODEL, cache),
+            matrices = {"the original photos": descriptors(BASELINE_MODEL, cache),
                         **{f"{args.upscale} px copies, {name}": m for name, m in matrices.items()}}
         candidates = {name: (lambda index, m=m: m[index]) for name, m in matrices.items()}
         baseline = next(iter(candidates))
