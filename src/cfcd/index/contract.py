@@ -119,6 +119,10 @@ class RawLayer(Protocol):
     def read(self, ids: np.ndarray) -> np.ndarray:
         """The rows of ``ids`` (n, dim) float32, in the order asked; ``KeyError`` for an id not held."""
 
+    def compact(self, keep: np.ndarray) -> int:
+        """Drop the rows of ids not in ``keep`` (removed images' rows a layer kept); returns
+        how many (0 where ``remove`` dropped them already)."""
+
 
 @runtime_checkable
 class Store(Protocol):
@@ -153,6 +157,14 @@ class Store(Protocol):
 
     def publish(self, layers: Any) -> int:
         """Make ``layers`` the next version (the lock is held); returns its generation."""
+
+    def reclaim(self) -> list[str]:
+        """Remove what no reader of the published version needs (the lock is held): earlier
+        versions, what writers that died left; returns what was removed, in words."""
+
+    def footprint(self) -> dict:
+        """What the index takes: ``bytes`` on disk and ``rows`` stored, each None where the
+        store cannot tell."""
 
     def close(self) -> None:
         """Release what is held open; the store is not used afterwards."""

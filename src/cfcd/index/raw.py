@@ -5,7 +5,8 @@ Append-only segments in the version directory: ``raw-<first id>.npy`` (k, D) flo
 ``raw-<first id>.ids.npy`` (k,) int64. A version's catalogue lists its segments (info key
 ``raw``); a new version hard-links the previous version's segments (immutable, so sharing them
 is safe and costs nothing) and writes only the rows added since. Rows of removed images stay
-in their segment and are never read: callers read by the ids the catalogue still holds.
+in their segment and are never read (callers read by the ids the catalogue still holds) until
+``compact`` rewrites the segments that hold some (``cfcd index compact``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,23 @@ class RawSegments:
 
     def remove(self, ids: np.ndarray) -> None:
         pass  # rows of removed ids are never asked for again (see the module docstring)
+
+    def compact(self, keep: np.ndarray) -> int:
+        """Drop the rows of ids not in ``keep``: segments holding some are rewritten, as one new
+        segment, by the next ``write`` (the others stay linked); returns the rows dropped."""
+        segs, _ = self._locate()
+        kept_files, live_ids, live, dropped = [], [], [], 0
+        for n, (ids, vectors) in enumerate(segs):
+            alive = np.isin(ids, keep)
+            dropped += int((~alive).sum())
+            if n < len(self.files) and alive.all():
+                kept_files.append(self.files[n])
+            elif alive.any():
+                live_ids.append(ids[alive])
+                live.append(np.asarray(vectors[alive]))  # a copy: the segment's file goes with the old versions
+        if dropped:
+            self.files, self._pending_ids, self._pending, self._cache = kept_files, live_ids, live, None
+        return dropped
 
     def _locate(self) -> tuple[list, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         if self._cache is None:

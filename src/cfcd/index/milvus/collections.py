@@ -139,8 +139,10 @@ class MilvusVectors:
             out[n] = pvec[pos[i]] if i in pos else found[i]
         return out
 
-
     read = reconstruct  # the raw layer's name for it (``cfcd.index.raw``)
+
+    def compact(self, keep: np.ndarray) -> int:
+        return 0  # a publish deletes removed ids' rows (the raw layer's contract, ``cfcd.index.contract``)
 
 
 class MilvusCatalogue:

@@ -210,7 +210,8 @@ class MilvusStore:
         client = self.client
         searched = info.get("vectors_collection", self.name)
         keeps = [vectors] + ([raw] if raw is not None else [])
-        for name in {searched, self.images, *(v.collection for v in keeps)}:  # invisible rows of a writer that died
+        dead = {searched, self.images, *(v.collection for v in keeps), *([self.projections] if raw is not None else [])}
+        for name in dead:  # invisible rows of a writer that died (a projection's too: its ids are reused)
             client.delete(name, filter=f"version > {base}")
         for layer in keeps:
             ids, vecs = layer.pending()
@@ -253,6 +254,56 @@ class MilvusStore:
             layer.published(gen, count)
         catalogue.published(gen, count)
         return gen
+
+
+    # ---- what no published version needs ---------------------------------------------------
+
+    def _leftovers(self, info: dict) -> list[str]:
+        """Vector collections of this index that the published version does not search: made by a
+        writer that died before publishing, or replaced by a later projection."""
+        searched = info.get("vectors_collection", self.name)
+        prefix = f"{self.name}_s"
+        return sorted(n for n in self.client.list_collections()
+                      if n.startswith(prefix) and n[len(prefix):].isalnum() and n != searched)
+
+    def reclaim(self) -> list[str]:
+        """Drop what the published version does not need (with the lock held): vector collections
+        it does not search, rows above it, earlier projections' rows, and the first vector
+        collection's rows once a projection moved the vectors out (the collection stays: it
+        marks the index). A reader still on an earlier version finds its collection gone and
+        opens the index again."""
+        client, info = self.client, self.info()
+        gen = self.version()
+        removed = []
+        for name in self._leftovers(info):
+            client.drop_collection(name)
+            removed.append(f"collection {name}")
+        if info.get("retired"):
+            self._write_info({**self.info(), "retired": []})
+        failpoint("index.reclaiming")
+        searched = info.get("vectors_collection", self.name)
+        described = info.get("projection")
+        deletions = [(name, f"version > {gen}") for name in (searched, self.images, self.raw, self.projections)]
+        deletions.append((self.projections, f"version != {described['version']}" if described else "id >= 0"))
+        if searched != self.name:
+            deletions.append((self.name, "id >= 0"))
+        for name, expr in deletions:
+            if client.has_collection(name) and self._rows(name, expr):
+                client.delete(name, filter=expr)
+                removed.append(f"rows of {name} where {expr}")
+        return removed
+
+    def _rows(self, name: str, expr: str = "id >= 0") -> int:
+        self._load(name)
+        return self.client.query(name, filter=expr, output_fields=["count(*)"])[0]["count(*)"]
+
+    def footprint(self) -> dict:
+        """Rows in this index's collections, and bytes on disk for Milvus Lite (its data directory)."""
+        from ..store import disk_bytes
+
+        names = [self.name, self.images, self.raw, self.projections, *self._leftovers({})]
+        rows = sum(self._rows(n) for n in dict.fromkeys(names) if self.client.has_collection(n))
+        return {"bytes": disk_bytes(Path(self.uri)) if self.lite else None, "rows": rows}
 
 
 class _Lease:

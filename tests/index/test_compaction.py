@@ -1,0 +1,92 @@
+"""`cfcd index compact` by real processes: what removed images held is given back (bytes on
+disk, rows), search results for what remains are unchanged, and a compaction killed at each
+point of its write leaves the index whole for a rerun to finish."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+from cfcd.index import Index, store
+from test_crash import MODEL, SETTINGS, cfcd, kill, start, unit_rows, wait_stopped
+
+N = 2000
+
+
+def results(location, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    index = Index.load(location)
+    try:
+        found = index.search(queries, k=k)
+        return found.ids, found.scores
+    finally:
+        index.close()
+
+
+def half_removed(location, factory: str | None = None, learn: bool = False) -> np.ndarray:
+    """An index of N images at ``location`` with every other one removed; returns queries."""
+    x = unit_rows(N, 0)
+    Index.build(x, [f"img{i}" for i in range(N)], factory=factory, model=MODEL, settings=SETTINGS,
+                location=location, learn=learn).save(location)
+    with Index.edit(location) as index:
+        index.remove(ids=range(0, N, 2))
+    return unit_rows(50, 9)
+
+
+def run_compact(location) -> dict:
+    out = subprocess.run(cfcd("index", "compact", location, "--json"), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_compact_gives_back_what_removed_images_held(tmp_path):
+    root = tmp_path / "idx"
+    queries = half_removed(root, learn=True)
+    ids, scores = results(root, queries)
+    before = store.disk_bytes(root)
+    report = run_compact(root)
+    after = store.disk_bytes(root)
+    assert report["bytes_before"] == before and report["bytes_after"] == after and report["reclaimed"] == before - after
+    assert report["rows_dropped"] == N // 2
+    assert after <= 0.6 * before, (before, after)  # at least 40 % smaller
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == [store.version_name(report["version"])]
+    new_ids, new_scores = results(root, queries)
+    np.testing.assert_array_equal(new_ids, ids)
+    np.testing.assert_allclose(new_scores, scores, atol=1e-6)
+    index = Index.load(root)
+    np.testing.assert_allclose(index.descriptors([1, N - 1]), unit_rows(N, 0)[[1, N - 1]], atol=1e-6)
+    # Nothing left to give back: a rerun publishes nothing and removes nothing.
+    again = run_compact(root)
+    assert (again["version"], again["rows_dropped"], again["removed"], again["reclaimed"]) == (report["version"], 0, [], 0)
+
+
+def test_compact_rebuilds_vectors_an_index_could_not_remove(tmp_path):
+    root = tmp_path / "idx"
+    half_removed(root, factory="HNSW16")
+    assert Index.load(root).info()["removed_pending"] == N // 2  # HNSW keeps them, filtered at search
+    report = run_compact(root)
+    assert report["rows_dropped"] == N  # the raw rows and the tombstoned vectors
+    index = Index.load(root)
+    assert index.info()["removed_pending"] == 0 and len(index.layers.vectors) == N // 2
+    kept = np.arange(1, N, 2)[:20]
+    assert (index.search(unit_rows(N, 0)[kept], k=1).ids[:, 0] == kept).all()
+
+
+@pytest.mark.parametrize("point", ["index.staged", "index.renamed", "index.published", "index.reclaim"])
+def test_kill_a_compaction(tmp_path, point):
+    root = tmp_path / "idx"
+    queries = half_removed(root)
+    ids, scores = results(root, queries)
+    before = store.disk_bytes(root)
+    proc = start("index", "compact", root, failpoint=point)
+    wait_stopped(proc)
+    kill(proc)
+    new_ids, new_scores = results(root, queries)  # whole, whichever version is current
+    np.testing.assert_array_equal(new_ids, ids)
+    np.testing.assert_allclose(new_scores, scores, atol=1e-6)
+    report = run_compact(root)
+    assert store.disk_bytes(root) <= 0.6 * before
+    assert report["version"] == 3 and sorted(p.name for p in root.iterdir() if p.is_dir()) == ["v00000003"]
+    np.testing.assert_array_equal(results(root, queries)[0], ids)
