@@ -213,3 +213,30 @@ def test_kill_a_relearn(built, point):
     assert (index.generation, index.projection.dim, index.layers.vectors.dim) == (2, 8, 8)
     check_index(root, BASE, 2)
     assert leftovers(root) == []
+
+
+def test_a_writer_learning_a_projection_holds_no_lock(built):
+    # The first add learns the projection its 6000 images are due (stopped right after, as if
+    # learning took minutes); a second add, a real process too, publishes meanwhile without
+    # waiting. The first then publishes on top: both additions land, searched through the
+    # projection it learned (from more images than the second one's).
+    root, more = built
+    first = start("index", "add", root, more, failpoint="index.learned")
+    wait_stopped(first)
+    assert store.current(root)[0] == 1  # learned, nothing published yet
+    second = subprocess.run(cfcd("index", "add", root, features_dir(root.parent / "f2", 700, 4, "other")),
+                            capture_output=True, text=True, timeout=50)  # the lock waits 60 s
+    assert second.returncode == 0, second.stderr
+    assert Index.load(root).projection.learned_from == BASE + 700  # the second learned its own
+    os.kill(first.pid, signal.SIGCONT)
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert f"added {MORE} images" in out and "version 3" in out
+    index = Index.load(root)
+    assert (index.generation, len(index), len(index.layers.vectors)) == (3, BASE + MORE + 700, BASE + MORE + 700)
+    assert index.projection.learned_from == BASE + MORE  # the first's, not learned again
+    paths = {r.id: r.path for r in index.records(index.ids()).values()}
+    assert sum(p.startswith("more") for p in paths.values()) == MORE
+    assert sum(p.startswith("other") for p in paths.values()) == 700
+    probe = np.array(sorted(paths))[::50]
+    assert (index.search(index.descriptors(probe), k=1).ids[:, 0] == probe).all()

@@ -58,9 +58,9 @@ FAILPOINT_ENV = "CFCD_FAILPOINT"
 def failpoint(name: str) -> None:
     """Stop this process (SIGSTOP) at ``name`` if ``$CFCD_FAILPOINT`` names it; a no-op
     otherwise. Points: ``index.commit`` (descriptors ready, lock not taken yet),
-    ``index.staged`` (new version's files written, not yet renamed), ``index.renamed``
+    ``index.learned`` (a due projection learned, lock not taken yet), ``index.staged`` (new version's files written, not yet renamed), ``index.renamed``
     (renamed, ``CURRENT`` not yet switched), ``index.published`` (switched, old versions
-    not yet collected)."""
+    not yet collected); ``cfcd.index.compaction`` and the Milvus store name a few more."""
     if os.environ.get(FAILPOINT_ENV) == name:
         os.kill(os.getpid(), signal.SIGSTOP)
 
