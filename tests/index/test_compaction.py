@@ -35,6 +35,12 @@ def half_removed(location, factory: str | None = None, learn: bool = False) -> n
     return unit_rows(50, 9)
 
 
+def raw_rows(root) -> int:
+    """Rows in the raw descriptor segments of the published version."""
+    vdir = store.current(root)[1]
+    return sum(len(np.load(f, mmap_mode="r")) for f in vdir.glob("raw-*.npy") if not f.name.endswith(".ids.npy"))
+
+
 def run_compact(location) -> dict:
     out = subprocess.run(cfcd("index", "compact", location, "--json"), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -46,8 +52,10 @@ def test_compact_gives_back_what_removed_images_held(tmp_path):
     queries = half_removed(root, learn=True)
     ids, scores = results(root, queries)
     before = store.disk_bytes(root)
+    assert raw_rows(root) == N
     report = run_compact(root)
     after = store.disk_bytes(root)
+    assert raw_rows(root) == N // 2
     assert report["bytes_before"] == before and report["bytes_after"] == after and report["reclaimed"] == before - after
     assert report["rows_dropped"] == N // 2
     assert after <= 0.6 * before, (before, after)  # at least 40 % smaller
