@@ -73,6 +73,10 @@ class VectorLayer(Protocol):
     def reconstruct(self, ids: np.ndarray) -> np.ndarray:
         """The held vectors of ``ids`` (n, dim) (only if ``capabilities.reconstructs``)."""
 
+    def compact(self, keep: np.ndarray) -> int:
+        """Give back the space removed ids' vectors still take (``keep``: the ids held); returns
+        how many rows that was (0 where ``remove`` gave it back already)."""
+
 
 @runtime_checkable
 class CatalogueLayer(Protocol):

@@ -142,7 +142,19 @@ class MilvusVectors:
     read = reconstruct  # the raw layer's name for it (``cfcd.index.raw``)
 
     def compact(self, keep: np.ndarray) -> int:
-        return 0  # a publish deletes removed ids' rows (the raw layer's contract, ``cfcd.index.contract``)
+        """Where removed rows stay on disk (Milvus Lite, ``store.rewrites``): move the rows of
+        ``keep`` to a new collection, published in place of this one; returns the rows left
+        behind. A server compacts its own segments: nothing to do."""
+        dead = self.store.dead_rows() if self.store.rewrites() else 0
+        if not dead:
+            return 0
+        keep = np.asarray(keep, dtype=np.int64)
+        rows = self.reconstruct(keep)
+        raw = self.collection == self.store._raw_collection(self.store.info())
+        fresh = self.store.create_vectors(self.dim, self.factory, "r" if raw else "s")
+        self.collection, self.count, self.removed = fresh.collection, 0, set()
+        self._ids, self._vecs = [keep], [rows]
+        return dead
 
 
 class MilvusCatalogue:
