@@ -240,3 +240,54 @@ def test_a_writer_learning_a_projection_holds_no_lock(built):
     assert sum(p.startswith("other") for p in paths.values()) == 700
     probe = np.array(sorted(paths))[::50]
     assert (index.search(index.descriptors(probe), k=1).ids[:, 0] == probe).all()
+
+
+def test_kill_a_relearn_and_a_compaction_on_milvus(tmp_path):
+    # As test_kill_a_relearn, on a Milvus server shared by real processes: a relearn stopped
+    # after writing the new projection's rows and its new vector collection, then killed,
+    # leaves readers on the old projection; the next relearn publishes cleanly (the dead one's
+    # rows do not double its projection's); a compaction killed half-way leaves the index
+    # whole and its rerun drops what the dead relearn left.
+    pytest.importorskip("pymilvus", reason="the Milvus engine needs pymilvus: pip install 'cfcd[milvus]'")
+    pytest.importorskip("milvus_lite", reason="Milvus Lite needs milvus-lite: pip install 'cfcd[milvus]'")
+    from milvus_server import milvus_server
+
+    with milvus_server(tmp_path / "shared.db") as address:
+        uri = f"milvus://{address}/photos"
+        Index.build(unit_rows(BASE, 0), [f"base{i}" for i in range(BASE)], model=MODEL, settings=SETTINGS,
+                    location=uri, learn=True).save(uri)
+        old = Index.load(uri)
+        assert old.projection.dim == DIM
+        collections = set(old.store.client.list_collections())
+        proc = start("index", "relearn", uri, "--dim", 8, failpoint="index.staged")
+        wait_stopped(proc)
+        dead = set(old.store.client.list_collections()) - collections
+        assert len(dead) == 1 and old.store.client.get_collection_stats(dead.pop())["row_count"] == BASE  # on disk ...
+        kill(proc)
+        index = Index.load(uri)  # ... but not published
+        assert (index.generation, index.projection.dim, index.layers.vectors.dim) == (1, DIM, DIM)
+        np.testing.assert_array_equal(index.projection.matrix, old.projection.matrix)
+        assert index.search(index.descriptors([7]), k=1).ids[0, 0] == 7
+        out = subprocess.run(cfcd("index", "relearn", uri, "--dim", 8), capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        assert "32 -> 8-d" in out.stdout and "version 2" in out.stdout
+        index = Index.load(uri)
+        assert (index.generation, index.projection.dim, index.layers.vectors.dim) == (2, 8, 8)
+        assert index.search(index.descriptors([7]), k=1).ids[0, 0] == 7
+        searched = index.layers.vectors.collection
+
+        proc = start("index", "compact", uri, failpoint="index.reclaiming")
+        wait_stopped(proc)  # the unused vector collections dropped, the rows not yet deleted
+        kill(proc)
+        index = Index.load(uri)
+        assert (index.generation, index.projection.dim) == (2, 8)
+        assert index.search(index.descriptors([7]), k=1).ids[0, 0] == 7
+        out = subprocess.run(cfcd("index", "compact", uri, "--json"), capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["version"] == 2  # nothing removed: no new version
+        left = set(index.store.client.list_collections())
+        assert left == {"photos", "photos_images", "photos_raw", "photos_proj", searched}
+        assert index.store.client.query("photos_proj", filter="id >= 0", output_fields=["count(*)"])[0]["count(*)"] == 9
+        assert index.store.client.query("photos", filter="id >= 0", output_fields=["count(*)"])[0]["count(*)"] == 0
+        index = Index.load(uri)
+        assert index.search(index.descriptors([7]), k=1).ids[0, 0] == 7
