@@ -128,3 +128,17 @@ def test_compact_on_milvus_lite(tmp_path):
     np.testing.assert_allclose(new_scores, scores, atol=1e-5)
     again = run_compact(db)
     assert (again["version"], again["rows_dropped"], again["removed"]) == (report["version"], 0, [])
+
+
+def test_compact_says_what_it_did_and_refuses_what_is_not_an_index(tmp_path):
+    root = tmp_path / "idx"
+    half_removed(root)
+    out = subprocess.run(cfcd("index", "compact", root), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[:2] == ["removed v00000001", "removed v00000002"]
+    assert lines[2].startswith(f"{root}: reclaimed ") and lines[2].endswith(
+        f"{N // 2} rows of removed images dropped, version 3")
+    missing = subprocess.run(cfcd("index", "compact", tmp_path / "nothing"), capture_output=True, text=True, timeout=300)
+    assert missing.returncode != 0 and "not a cfcd index" in missing.stderr and "nothing" in missing.stderr
+    assert not (tmp_path / "nothing").exists()
