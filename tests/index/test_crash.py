@@ -286,8 +286,8 @@ def test_kill_a_relearn_and_a_compaction_on_milvus(tmp_path):
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout)["version"] == 2  # nothing removed: no new version
         left = set(index.store.client.list_collections())
-        assert left == {"photos", "photos_images", "photos_raw", "photos_proj", searched}
+        # The first vector collection too: the projection learned at build moved the vectors out.
+        assert left == {"photos_images", "photos_raw", "photos_proj", searched}
         assert index.store.client.query("photos_proj", filter="id >= 0", output_fields=["count(*)"])[0]["count(*)"] == 9
-        assert index.store.client.query("photos", filter="id >= 0", output_fields=["count(*)"])[0]["count(*)"] == 0
         index = Index.load(uri)
         assert index.search(index.descriptors([7]), k=1).ids[0, 0] == 7

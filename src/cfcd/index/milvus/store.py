@@ -90,7 +90,9 @@ class MilvusStore:
     # ---- settings in the catalogue's properties -------------------------------------------
 
     def _has_collections(self) -> bool:
-        return self.client.has_collection(self.images) and self.client.has_collection(self.name)
+        # The catalogue collection holds the settings; ``NAME`` goes once a projection or a
+        # compaction moved the vectors out of it and a compaction dropped it.
+        return self.client.has_collection(self.images)
 
     def info(self) -> dict:
         if not self._has_collections():
@@ -271,10 +273,10 @@ class MilvusStore:
     # ---- what no published version needs ---------------------------------------------------
 
     def _collections(self) -> list[str]:
-        """The vector and raw collections this index made besides ``NAME``."""
+        """The vector and raw collections this index made (``NAME`` the first)."""
         made = [f"{self.name}_s", f"{self.name}_r"]
         return sorted(n for n in self.client.list_collections()
-                      if n == self.raw or any(n.startswith(p) and n[len(p):].isalnum() for p in made))
+                      if n in (self.name, self.raw) or any(n.startswith(p) and n[len(p):].isalnum() for p in made))
 
     def _leftovers(self, info: dict) -> list[str]:
         """Vector and raw collections the published version does not use: made by a writer
@@ -292,11 +294,10 @@ class MilvusStore:
         return self.info().get("dead_rows", 0)
 
     def reclaim(self) -> list[str]:
-        """Drop what the published version does not need (with the lock held): vector collections
-        it does not search, rows above it, earlier projections' rows, and the first vector
-        collection's rows once a projection moved the vectors out (the collection stays: it
-        marks the index). A reader still on an earlier version finds its collection gone and
-        opens the index again."""
+        """Drop what the published version does not need (with the lock held): vector and raw
+        collections it does not use (``NAME`` too, once a projection or a compaction moved the
+        vectors out), rows above it and earlier projections' rows. A reader still on an
+        earlier version finds its collection gone and opens the index again."""
         client, info = self.client, self.info()
         gen = self.version()
         removed = []
@@ -311,8 +312,6 @@ class MilvusStore:
         deletions = [(name, f"version > {gen}") for name in (searched, self.images, self._raw_collection(info),
                                                               self.projections)]
         deletions.append((self.projections, f"version != {described['version']}" if described else "id >= 0"))
-        if searched != self.name:
-            deletions.append((self.name, "id >= 0"))
         for name, expr in deletions:
             if client.has_collection(name) and self._rows(name, expr):
                 client.delete(name, filter=expr)
@@ -330,7 +329,7 @@ class MilvusStore:
         """Rows in this index's collections, and bytes on disk for Milvus Lite (its data directory)."""
         from ..store import disk_bytes
 
-        names = [self.name, self.images, self.projections, *self._collections()]
+        names = [self.images, self.projections, *self._collections()]
         rows = sum(self._rows(n) for n in dict.fromkeys(names) if self.client.has_collection(n))
         return {"bytes": disk_bytes(Path(self.uri)) if self.lite else None, "rows": rows}
 
