@@ -18,7 +18,8 @@ but never named by ``CURRENT``) is removed by the next writer, under the lock.
 ``DirectoryStore`` puts this behind the interface every engine's store has (``exists``,
 ``version``, ``open``, ``create``, ``create_vectors``, ``lock``, ``publish``, ``reclaim``), for
 ``cfcd.Index``. The raw descriptors' segments (``cfcd.index.raw``) are hard-linked from one
-version to the next, so a version costs only what changed in them.
+version to the next, so a version costs only what changed in them; ``cfcd index compact``
+rewrites those holding removed images' rows and ``reclaim`` removes every earlier version.
 """
 
 from __future__ import annotations
