@@ -8,6 +8,7 @@ asserts the one state the index must be in.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -86,6 +87,21 @@ def add_in_process(root: Path, n: int, seed: int, prefix: str) -> None:
         index.add(unit_rows(n, seed), [f"{prefix}{i}" for i in range(n)], model=MODEL, settings=SETTINGS)
 
 
+@contextlib.contextmanager
+def shared_milvus(tmp_path: Path, learn: bool):
+    """An index of BASE descriptors (version 1) on a `milvus-lite server` that real processes
+    share; yields its location."""
+    pytest.importorskip("pymilvus", reason="the Milvus engine needs pymilvus: pip install 'cfcd[milvus]'")
+    pytest.importorskip("milvus_lite", reason="Milvus Lite needs milvus-lite: pip install 'cfcd[milvus]'")
+    from milvus_server import milvus_server
+
+    with milvus_server(tmp_path / "shared.db") as address:
+        uri = f"milvus://{address}/photos"
+        Index.build(unit_rows(BASE, 0), [f"base{i}" for i in range(BASE)], model=MODEL, settings=SETTINGS,
+                    location=uri, learn=learn).save(uri)
+        yield uri
+
+
 @pytest.fixture
 def built(tmp_path) -> tuple[Path, Path]:
     """An index of BASE descriptors (version 1), and a features directory of MORE others."""
@@ -161,15 +177,8 @@ def test_milvus_readers_never_see_an_unpublished_addition(tmp_path):
     # A real writer stopped after inserting its rows into a Milvus collection (shared through
     # `milvus-lite server`), before publishing them: another process's reader sees the old
     # version only; killed there, its rows stay invisible and the next writer deletes them.
-    pytest.importorskip("pymilvus", reason="the Milvus engine needs pymilvus: pip install 'cfcd[milvus]'")
-    pytest.importorskip("milvus_lite", reason="Milvus Lite needs milvus-lite: pip install 'cfcd[milvus]'")
-    from milvus_server import milvus_server
-
-    with milvus_server(tmp_path / "shared.db") as address:
-        uri = f"milvus://{address}/photos"
-        # No learned projection: it would move the vectors to a new collection (tested below).
-        Index.build(unit_rows(BASE, 0), [f"base{i}" for i in range(BASE)], model=MODEL, settings=SETTINGS,
-                    location=uri, learn=False).save(uri)
+    # No learned projection: it would move the vectors to a new collection (tested below).
+    with shared_milvus(tmp_path, learn=False) as uri:
         more = unit_rows(MORE, 1)
         writer = start("index", "add", uri, features_dir(tmp_path / "f1", MORE, 1, "more"), failpoint="index.staged")
         wait_stopped(writer)
@@ -245,17 +254,9 @@ def test_a_writer_learning_a_projection_holds_no_lock(built):
 def test_kill_a_relearn_and_a_compaction_on_milvus(tmp_path):
     # As test_kill_a_relearn, on a Milvus server shared by real processes: a relearn stopped
     # after writing the new projection's rows and its new vector collection, then killed,
-    # leaves readers on the old projection; the next relearn publishes cleanly (the dead one's
-    # rows do not double its projection's); a compaction killed half-way leaves the index
-    # whole and its rerun drops what the dead relearn left.
-    pytest.importorskip("pymilvus", reason="the Milvus engine needs pymilvus: pip install 'cfcd[milvus]'")
-    pytest.importorskip("milvus_lite", reason="Milvus Lite needs milvus-lite: pip install 'cfcd[milvus]'")
-    from milvus_server import milvus_server
-
-    with milvus_server(tmp_path / "shared.db") as address:
-        uri = f"milvus://{address}/photos"
-        Index.build(unit_rows(BASE, 0), [f"base{i}" for i in range(BASE)], model=MODEL, settings=SETTINGS,
-                    location=uri, learn=True).save(uri)
+    # leaves readers on the old projection; the next relearn publishes cleanly; a compaction
+    # killed half-way leaves the index whole and its rerun drops what the dead relearn left.
+    with shared_milvus(tmp_path, learn=True) as uri:
         old = Index.load(uri)
         assert old.projection.dim == DIM
         collections = set(old.store.client.list_collections())
