@@ -5,6 +5,7 @@ point of its write leaves the index whole for a rerun to finish."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import numpy as np
@@ -142,3 +143,34 @@ def test_compact_says_what_it_did_and_refuses_what_is_not_an_index(tmp_path):
     missing = subprocess.run(cfcd("index", "compact", tmp_path / "nothing"), capture_output=True, text=True, timeout=300)
     assert missing.returncode != 0 and "not a cfcd index" in missing.stderr and "nothing" in missing.stderr
     assert not (tmp_path / "nothing").exists()
+
+
+def test_only_segments_holding_removed_rows_are_rewritten(tmp_path):
+    # Three segments (three versions' additions): all of the second removed, half of the first,
+    # none of the third; plus, in the same edit, rows added and some of them removed again.
+    from cfcd.index.compaction import drop_removed
+
+    root = tmp_path / "idx"
+    x = unit_rows(1000, 3)
+    Index.build(x[:300], [f"a{i}" for i in range(300)], model=MODEL, settings=SETTINGS).save(root)
+    for lo, hi in ((300, 600), (600, 900)):
+        with Index.edit(root) as index:
+            index.add(x[lo:hi], [f"a{i}" for i in range(lo, hi)], model=MODEL, settings=SETTINGS)
+    third = store.current(root)[1] / "raw-000000000600.npy"
+    with Index.edit(root) as index:
+        index.remove(ids=[*range(0, 300, 2), *range(300, 600)])
+        index.add(x[900:], [f"a{i}" for i in range(900, 1000)], model=MODEL, settings=SETTINGS)
+        index.remove(ids=range(900, 950))
+        assert drop_removed(index) == 150 + 300 + 50
+        np.testing.assert_allclose(index.descriptors([1, 601, 999]), x[[1, 601, 999]], atol=1e-6)
+    vdir = store.current(root)[1]
+    assert sorted(f.name for f in vdir.glob("raw-*.npy") if not f.name.endswith(".ids.npy")) == [
+        "raw-000000000001.npy", "raw-000000000600.npy", "raw-000000000950.npy"]
+    assert os.path.samefile(vdir / "raw-000000000600.npy", third)  # linked, not copied
+    assert raw_rows(root) == 150 + 300 + 50
+    index = Index.load(root)
+    kept = np.array(index.ids())
+    assert len(kept) == 500
+    np.testing.assert_allclose(index.descriptors(kept), x[kept], atol=1e-6)
+    with pytest.raises(KeyError):
+        index.descriptors([0])
