@@ -231,4 +231,4 @@ def run_info(args) -> None:
     print(f"model     {model.get('name')} {model.get('config')}")
     print("settings  " + ", ".join(f"{k} {v}" for k, v in settings.items()))
     if info["removed_pending"]:
-        print(f"note      {info['removed_pending']} removed vectors are filtered at search time; rebuild to reclaim them")
+        print(f"note      {info['removed_pending']} removed vectors are filtered at search time; `cfcd index compact` reclaims them")
