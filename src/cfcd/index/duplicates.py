@@ -197,3 +197,36 @@ def near_duplicates(index, threshold: float = DEFAULT_THRESHOLD, k: int = DEFAUL
 def same_group_pairs(groups: list[Group]) -> set[tuple[int, int]]:
     """Every pair (a < b) of ids that share a group: what precision and recall are scored on."""
     return {(a, b) for g in groups for n, a in enumerate(g.ids) for b in g.ids[n + 1:]}
+
+
+def duplicates_of(index, image_id: int, threshold: float = DEFAULT_THRESHOLD, k: int = DEFAULT_NEIGHBOURS,
+                  near: float = NEAR_SCORE, pixels: PixelChecks | None = None) -> list[dict]:
+    """The photos of ``index`` that form a pair of some tier with ``image_id`` (a photo just
+    added, say), by the pair tests of ``near_duplicates``, among its ``k`` nearest neighbours:
+    each {id, path, tier, score (searched similarity)}, closest first. Pairs recorded as not
+    duplicates are left out."""
+    from .neighbours import similar
+
+    threshold = check_threshold(threshold)
+    if pixels is None:
+        pixels = PixelChecks(lambda i: index.records([i])[i].path)
+    result = similar(index, [image_id], k)
+    found = [(int(i), float(s)) for i, s in zip(result.ids[0], result.scores[0]) if i >= 0]
+    if not found:
+        return []
+    cosines = index.descriptors([i for i, _ in found]) @ index.descriptors([image_id])[0]
+    held = decisions.apart(index)
+    out = []
+    for (other, score), cosine in zip(found, cosines.tolist()):
+        if (min(image_id, other), max(image_id, other)) in held:
+            continue
+        if cosine >= EXACT_SCORE and pixels.same_pixels(image_id, other):
+            tier = "exact"
+        elif cosine >= near and pixels.one_shot(image_id, other):
+            tier = "near"
+        elif score >= threshold:
+            tier = "similar"
+        else:
+            continue
+        out.append({"id": other, "path": result.records[other].path, "tier": tier, "score": round(score, 4)})
+    return out
