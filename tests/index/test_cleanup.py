@@ -5,52 +5,24 @@ journal and finished by a rerun; "not duplicates" decisions kept through later w
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 from test_crash import kill, start, wait_stopped
 
 from cfcd.index import Index, projection
-from cfcd.index.cleanup import MANIFEST, read_manifest
+from cfcd.index.cleanup import read_manifest
 from cfcd.index.duplicates import near_duplicates
-from samples import scene
+from samples import duplicate_photos, planted_descriptors, scene
 
 DIM = 64
 
 
-def unit(x):
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
-
-
-def photos(folder: Path) -> list[Path]:
-    """A photo, its PNG re-save in another folder and a half-size copy (one group: the PNG is
-    kept, the largest in the better format), and an unrelated photo with its PNG re-save (kept)."""
-    (folder / "trip").mkdir(parents=True)
-    (folder / "backup" / "old").mkdir(parents=True)
-    scene(0).save(folder / "trip" / "photo.jpg", quality=90)
-    upright = Image.open(folder / "trip" / "photo.jpg").convert("RGB")
-    upright.save(folder / "backup" / "old" / "photo.png")
-    upright.resize((200, 150), Image.Resampling.LANCZOS).save(folder / "trip" / "small.jpg", quality=85)
-    scene(1).save(folder / "trip" / "unrelated.jpg", quality=90)
-    Image.open(folder / "trip" / "unrelated.jpg").save(folder / "trip" / "unrelated.png")
-    return [folder / p for p in ("trip/photo.jpg", "backup/old/photo.png", "trip/small.jpg", "trip/unrelated.jpg",
-                                 "trip/unrelated.png")]
-
-
-def descriptors(n_first: int = 3, n_second: int = 2, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    base, other = rng.normal(size=(2, DIM))
-    near = lambda v: v + 0.005 * np.linalg.norm(v) * unit(rng.normal(size=DIM))  # noqa: E731
-    return unit(np.array([near(base) for _ in range(n_first)] + [near(other) for _ in range(n_second)]))
-
-
 def build(location: str, folder: Path) -> list[Path]:
-    files = photos(folder)
+    files = duplicate_photos(folder)
     index = Index(DIM, location=location, learn=False)
-    index.add(descriptors(), [str(f) for f in files])
+    index.add(planted_descriptors(dim=DIM), [str(f) for f in files])
     index.save(location)
     index.close()
     return files

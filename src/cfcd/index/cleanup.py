@@ -139,17 +139,16 @@ def edit_writer(location) -> Callable:
     return write
 
 
-def plan(index, groups: Sequence[dict], trash: Path) -> list[dict]:
+def plan(index, groups: Sequence[dict], root: str | None = None) -> list[dict]:
     """The manifest entries that move the files ``to_move`` of ``groups`` (``keeper.suggest``
-    groups of ``index``) into ``trash``; files whose content the index does not know (no hash:
-    not a file of this machine when indexed) are left out."""
+    groups of ``index``) into the trash, each at its path relative to ``root`` (default: the
+    folder holding every photo of the groups); files whose content the index does not know (no
+    hash: not a file of this machine when indexed) are left out."""
     moves = [(g, image_id, path) for g in groups for image_id, path in to_move(g)]
     if not moves:
         return []
-    paths = [m["path"] for g in groups for m in g["members"]]
-    root = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
-    if root in paths:  # one path repeated: its folder
-        root = os.path.dirname(root)
+    if not root:
+        root = os.path.commonpath([os.path.dirname(m["path"]) for g in groups for m in g["members"]])
     records = index.records([i for _, i, _ in moves])
     vectors = index.descriptors([i for _, i, _ in moves])
     entries = []
@@ -201,10 +200,11 @@ def _skip(entry: dict, why: str) -> None:
 
 
 def resolve(location, trash: str | Path, groups_of: Callable, dry_run: bool = False,
-            write: Callable | None = None) -> dict:
+            write: Callable | None = None, root: str | None = None) -> dict:
     """Move the files not kept of the groups ``groups_of(index)`` gives (``keeper.suggest``
-    groups) into ``trash`` and out of the index at ``location``, or with ``dry_run`` only say
-    which. A trash holding a resolve that did not finish finishes that one instead.
+    groups) into ``trash`` (at their paths relative to ``root``: see ``plan``) and out of the
+    index at ``location``, or with ``dry_run`` only say which. A trash holding a resolve that
+    did not finish finishes that one instead.
     Returns {trash, resumed, planned: [entry], moved, skipped}; entries without descriptors."""
     from .index import Index
 
@@ -216,7 +216,7 @@ def resolve(location, trash: str | Path, groups_of: Callable, dry_run: bool = Fa
     else:
         index = Index.load(location)
         try:
-            planned = plan(index, groups_of(index), trash)
+            planned = plan(index, groups_of(index), root)
         finally:
             index.close()
         if not dry_run and planned:

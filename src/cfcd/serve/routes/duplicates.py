@@ -14,6 +14,7 @@ from ...errors import CfcdError, ConfigError
 from ...index import cleanup, decisions
 from ...index.duplicates import DEFAULT_NEIGHBOURS, DEFAULT_THRESHOLD, TIERS, near_duplicates, parse_tiers
 from ...index.keeper import DEFAULT_RULES, rules_order, suggest
+from ..listing import Listing
 from ..state import ServerState, get_state, require_key
 from ..uploads import MAX_ID
 
@@ -106,8 +107,10 @@ def trash(state: ServerState, ids: list[int], keep: int) -> dict:
              "members": [{"id": i, "path": records[i].path} for i in ids]}
     with state.cleaning:
         try:
+            # paths in the trash relative to the folder of the whole collection, as the page shows them
+            root = state.view("listing", None, Listing.of).root
             report = cleanup.resolve(state.settings.index, state.settings.trash_dir, lambda index: [group],
-                                     write=state.write)
+                                     write=state.write, root=root)
         except CfcdError as err:
             raise HTTPException(400, str(err)) from None
     return {**{k: report[k] for k in ("trash", "resumed")}, "moved": [e["id"] for e in report["moved"]],
