@@ -114,7 +114,8 @@ def resolve(args, groups_of) -> None:
     for entry in report["skipped"]:
         print(f"skipped {entry['id']}: {entry['skipped']}")
     if report["resumed"]:
-        print(f"finishing the resolve left unfinished in {args.trash} ({len(report['planned'])} files)")
+        print(f"{'would finish' if args.dry_run else 'finishing'} the resolve left unfinished in {args.trash} "
+              f"({len(report['planned'])} files)")
     if args.dry_run:
         print(f"plan: move {len(report['planned'])} files to {args.trash} and remove them from the index "
               "(run without --dry-run to do it)")

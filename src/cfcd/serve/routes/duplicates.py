@@ -28,7 +28,8 @@ WRITE_ERRORS = {401: {"description": "missing or wrong API key"},
 
 
 class Photos(BaseModel):
-    ids: list[int] = Field(..., min_length=2, max_length=1000, description="ids of the photos of a group")
+    # a group's photos: every pair of them is recorded, so not thousands
+    ids: list[int] = Field(..., min_length=2, max_length=200, description="ids of the photos of a group")
 
 
 class Trash(Photos):
