@@ -5,6 +5,8 @@ journal and finished by a rerun; "not duplicates" decisions kept through later w
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ import pytest
 from test_crash import kill, start, wait_stopped
 
 from cfcd.index import Index, projection
-from cfcd.index.cleanup import read_manifest
+from cfcd.index.cleanup import MANIFEST, read_manifest
 from cfcd.index.duplicates import near_duplicates
 from samples import duplicate_photos, planted_descriptors, scene
 
@@ -165,3 +167,39 @@ def test_ignored_photos_stay_apart_after_add_and_relearn(location, tmp_path, cap
     assert code == 2 and "no image with id 99" in err
     code, _, err = cfcd(capsys, "duplicates", location, "--ignore", "3")
     assert code == 2 and "at least two different image ids" in err
+
+
+def test_a_killed_restore_is_finished_by_a_rerun(tmp_path, capsys):
+    location, folder, trash = str(tmp_path / "idx"), tmp_path / "photos", tmp_path / "trash"
+    build(location, folder)
+    before = snapshot(folder)
+    assert cfcd(capsys, "duplicates", location, "--resolve", "--trash", trash)[0] == 0
+    proc = start("duplicates", location, "--restore", "--trash", trash, failpoint="cleanup.restored")
+    wait_stopped(proc)
+    # Files back in place, not yet in the index, still listed.
+    assert snapshot(folder) == before and Index.load(location).ids() == [1, 4]
+    assert len(read_manifest(trash)["entries"]) == 3
+    kill(proc)
+    code, out, err = cfcd(capsys, "duplicates", location, "--restore", "--trash", trash)
+    assert code == 0 and "restored 3 files" in out, (out, err)
+    assert snapshot(folder) == before and Index.load(location).ids() == [0, 1, 2, 3, 4]
+
+
+def test_a_trash_on_another_file_system(tmp_path, capsys):
+    """The files are copied, synced and renamed there, then unlinked here; and back."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second file system (/dev/shm) here")
+    location, folder = str(tmp_path / "idx"), tmp_path / "photos"
+    build(location, folder)
+    before = snapshot(folder)
+    trash = Path(tempfile.mkdtemp(dir=shm, prefix="cfcd-trash-"))
+    try:
+        assert cfcd(capsys, "duplicates", location, "--resolve", "--trash", trash)[0] == 0
+        assert sorted(p.name for p in trash.rglob("*") if p.is_file()) == [MANIFEST, "photo.jpg", "small.jpg",
+                                                                            "unrelated.jpg"]
+        assert sorted(snapshot(folder)) == ["backup/old/photo.png", "trip/unrelated.png"]
+        assert cfcd(capsys, "duplicates", location, "--restore", "--trash", trash)[0] == 0
+        assert snapshot(folder) == before and Index.load(location).ids() == [0, 1, 2, 3, 4]
+    finally:
+        shutil.rmtree(trash)
