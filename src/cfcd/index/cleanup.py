@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..atomic import atomic_write
+from ..atomic import atomic_write, fsync_path
 from ..errors import InputError, NotFound
 from .records import ImageRecord, sha256_file
 from .store import failpoint
@@ -90,14 +90,6 @@ def _same_file(path: Path, entry: dict) -> bool:
         return False
 
 
-def _sync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def move_file(src: Path, dst: Path) -> None:
     """Move ``src`` to ``dst`` (absent): a rename, or across file systems a copy synced and
     renamed into place before ``src`` is unlinked, so a kill leaves ``dst`` whole or absent."""
@@ -112,10 +104,10 @@ def move_file(src: Path, dst: Path) -> None:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, dst)
-        _sync_dir(dst.parent)
+        fsync_path(dst.parent)
         src.unlink()
-    _sync_dir(dst.parent)
-    _sync_dir(src.parent)
+    fsync_path(dst.parent)
+    fsync_path(src.parent)
 
 
 def _prune(trash: Path) -> None:
