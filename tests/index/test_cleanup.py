@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_crash import kill, start, wait_stopped
 
 from cfcd.index import Index, projection
+from failpoints import kill, start, wait_stopped
 from cfcd.index.cleanup import MANIFEST, read_manifest
 from cfcd.index.duplicates import near_duplicates
 from samples import duplicate_photos, planted_descriptors, scene

@@ -139,3 +139,53 @@ def test_page_review_actions(browser, review_index, start_server, tmp_path):
         wait.until(EC.text_to_be_present_in_element((By.ID, "dup-summary"), "0 groups of duplicates"))
         assert not files[3].exists() and (trash / "trip" / "unrelated.jpg").is_file()
         assert grouped(url) == [] and httpx.get(url + "/health").json()["images"] == 4
+
+
+def test_resolve_killed_then_finished_and_restored_on_a_milvus_server(served_index, start_server, tmp_path):
+    """A Milvus collection behind `milvus-lite server`: a `cfcd duplicates --resolve` killed with
+    its files moved and the index not yet written, finished by a rerun; a served page's "move the
+    others to trash" on it; a restore that leaves folder and index as before."""
+    pytest.importorskip("pymilvus", reason="the Milvus engine needs pymilvus: pip install 'cfcd[milvus]'")
+    pytest.importorskip("milvus_lite", reason="Milvus Lite needs milvus-lite: pip install 'cfcd[milvus]'")
+    from milvus_server import milvus_server
+    from failpoints import kill, start, wait_stopped
+
+    from cfcd.index import Index
+    from cfcd.index.cleanup import read_manifest
+    from cfcd.model import load_model
+
+    model = load_model(served_index.parent / "tiny.pt")
+    files = duplicate_photos(tmp_path / "photos")
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in files}
+    trash = tmp_path / "trash"
+    with milvus_server(tmp_path / "shared.db") as address:
+        uri = f"milvus://{address}/photos"
+        index = Index(model.output_dim, model=model, location=uri, learn=False)
+        index.add(planted_descriptors(dim=model.output_dim), [str(f) for f in files])
+        index.save(uri)
+        vectors = index.descriptors([0, 1, 2, 3, 4])
+
+        proc = start("duplicates", uri, "--resolve", "--trash", trash, "--tiers", "near", failpoint="cleanup.moved")
+        wait_stopped(proc)
+        assert not files[0].exists() and not files[2].exists() and Index.load(uri).ids() == [0, 1, 2, 3, 4]
+        assert {e["id"] for e in read_manifest(trash)["entries"]} == {0, 2}
+        kill(proc)
+        again = subprocess.run([sys.executable, "-m", "cfcd", "duplicates", uri, "--resolve", "--trash", str(trash)],
+                               capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0 and "finishing the resolve" in again.stdout, again.stderr
+        assert Index.load(uri).ids() == [1, 3, 4]
+
+        with start_server(uri, "--model", str(served_index.parent / "tiny.pt"), "--api-key", KEY, "--upload-dir",
+                          str(tmp_path / "up"), "--trash", str(trash)) as url:
+            answer = post(url, "/duplicates/trash", {"ids": [3, 4], "keep": 4})
+            assert answer.status_code == 200 and answer.json()["moved"] == [3], answer.text
+        assert Index.load(uri).ids() == [1, 4] and not files[3].exists()
+
+        done = subprocess.run([sys.executable, "-m", "cfcd", "duplicates", uri, "--restore", "--trash", str(trash)],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0 and "restored 3 files" in done.stdout, done.stderr
+        restored = Index.load(uri)
+        assert restored.ids() == [0, 1, 2, 3, 4]
+        assert (restored.descriptors([0, 1, 2, 3, 4]) == vectors).all()
+        assert all(i in row for i, row in zip(range(5), restored.search(vectors, k=3).ids.tolist()))
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in files} == before
