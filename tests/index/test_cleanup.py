@@ -105,6 +105,12 @@ def test_changed_files_are_skipped_with_a_message(tmp_path, capsys):
     assert code == 2 and "no trash manifest there" in err
     code, _, err = cfcd(capsys, "duplicates", location, "--resolve")
     assert code == 2 and "--trash DIR goes with --resolve" in err
+    other = str(tmp_path / "other")
+    Index.load(location).save(other)
+    code, _, err = cfcd(capsys, "duplicates", other, "--restore", "--trash", trash)
+    assert code == 2 and f"lists photos of the index {location}, not {other}" in err
+    code, _, err = cfcd(capsys, "duplicates", location, "--resolve", "--trash", files[1])
+    assert code == 2 and "a file, not a folder" in err
 
 
 @pytest.mark.parametrize("point", ["cleanup.planned", "cleanup.moving", "cleanup.moved", "index.staged",

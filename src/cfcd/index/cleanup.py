@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..atomic import atomic_write, fsync_path
-from ..errors import InputError, NotFound
+from ..errors import ConfigError, InputError, NotFound
 from .records import ImageRecord, sha256_file
 from .store import failpoint
 
@@ -50,6 +50,20 @@ def to_move(group: dict) -> list[tuple[int, str]]:
 
 
 # ---- the manifest -------------------------------------------------------------------------
+
+
+def _where(location) -> str:
+    """``location`` as the manifest records it (a directory or file absolute; a URI as given)."""
+    return str(location) if "://" in str(location) else str(Path(location).resolve())
+
+
+def _check_trash(trash: Path, location) -> None:
+    if trash.exists() and not trash.is_dir():
+        raise ConfigError(f"--trash {trash}: a file, not a folder; give a folder (it is created if missing)")
+    held = read_manifest(trash).get("index")
+    if held and held != _where(location):
+        raise ConfigError(f"{trash / MANIFEST}: lists photos of the index {held}, not {_where(location)}; give that "
+                          "index, or another --trash folder")
 
 
 def read_manifest(trash: Path) -> dict:
@@ -201,6 +215,7 @@ def resolve(location, trash: str | Path, groups_of: Callable, dry_run: bool = Fa
     from .index import Index
 
     trash = Path(trash)
+    _check_trash(trash, location)
     manifest = read_manifest(trash)
     resumed = any(e["status"] == "planned" for e in manifest["entries"])
     if resumed:
@@ -214,7 +229,7 @@ def resolve(location, trash: str | Path, groups_of: Callable, dry_run: bool = Fa
         if not dry_run and planned:
             again = {p["id"] for p in planned}  # skipped by an earlier resolve, planned anew
             manifest["entries"] = [e for e in manifest["entries"] if e["id"] not in again] + planned
-            manifest["index"] = str(location)
+            manifest["index"] = _where(location)
             trash.mkdir(parents=True, exist_ok=True)
             write_manifest(trash, manifest)
             failpoint("cleanup.planned")
@@ -232,6 +247,7 @@ def restore(location, trash: str | Path, write: Callable | None = None) -> dict:
     trash = Path(trash)
     if not (trash / MANIFEST).is_file():
         raise NotFound(f"{trash / MANIFEST}: no trash manifest there; give the --trash folder of a resolve")
+    _check_trash(trash, location)
     manifest = read_manifest(trash)
     back, skipped = [], []
     for entry in manifest["entries"]:
