@@ -386,10 +386,11 @@ function groupSection(g, n) {
   list.append(...g.items.map((item) => dupCard(item, item.id === g.keep)));
   const actions = document.createElement("div");
   actions.className = "group-actions";
-  if (state.writable) actions.append(actionButton("Not duplicates", "ignore", () => decide("/duplicates/ignore",
-    { ids: g.ids }, `Group ${n}: recorded as not duplicates`)));
-  if (state.trash) actions.append(actionButton("Move the others to trash", "trash", () => decide("/duplicates/trash",
-    { ids: g.ids, keep: g.keep }, `Group ${n}: moved ${g.ids.length - 1} photos to the trash, kept ${g.keep}`)));
+  if (state.writable) actions.append(actionButton("Not duplicates", "ignore", () => decide(`Group ${n}`,
+    "/duplicates/ignore", { ids: g.ids }, () => "recorded as not duplicates")));
+  if (state.trash) actions.append(actionButton("Move the others to trash", "trash", () => decide(`Group ${n}`,
+    "/duplicates/trash", { ids: g.ids, keep: g.keep },
+    (a) => `moved ${a.moved.length} photos to the trash, kept ${g.keep}`)));
   section.append(title, actions, list);
   return section;
 }
@@ -403,15 +404,17 @@ function actionButton(text, cls, onClick) {
   return b;
 }
 
-async function decide(url, body, done) {
+// A decision on a group (``what``), then the groups again: the server answers from the new
+// index version. ``said(answer)`` tells what was done; skipped files are listed with the reason.
+async function decide(what, url, body, said) {
   try {
     const answer = await api(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
     const skipped = (answer.skipped || []).map((s) => s.why).join("; ");
-    setMessage(skipped ? `${done}; skipped: ${skipped}` : done);
+    setMessage(`${what}: ${said(answer)}${skipped ? `; skipped: ${skipped}` : ""}`);
     await loadHealth();
     await loadDuplicates();
   } catch (err) {
-    setMessage(`${done.split(":")[0]} failed: ${err.message}`);
+    setMessage(`${what} failed: ${err.message}`);
   }
 }
 
