@@ -30,6 +30,7 @@ import signal
 import tempfile
 from pathlib import Path
 
+from ..atomic import fsync_path
 from ..errors import AlreadyExists, InputError, MismatchError, NotFound
 from .catalogue import Catalogue
 from .catalogue import Error as CatalogueError
@@ -90,14 +91,6 @@ def _versions(root: Path) -> list[int]:
     return sorted(int(m.group(1)) for p in root.iterdir() if (m := _VERSION.match(p.name)))
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def new_staging(root: str | Path) -> Path:
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -111,8 +104,8 @@ def publish(root: str | Path, staging: Path) -> int:
     """
     root = Path(root)
     for f in staging.iterdir():
-        _fsync_path(f)
-    _fsync_path(staging)
+        fsync_path(f)
+    fsync_path(staging)
     failpoint("index.staged")
     base = current(root)[0] if is_index(root) else 0
     _remove_orphans(root, base)
@@ -126,7 +119,7 @@ def publish(root: str | Path, staging: Path) -> int:
         f.flush()
         os.fsync(f.fileno())
     os.replace(pointer, root / CURRENT)
-    _fsync_path(root)
+    fsync_path(root)
     failpoint("index.published")
     collect_garbage(root)
     return gen
