@@ -28,11 +28,14 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_IMAGES = HERE.parent.parent / "shared" / "data" / "instances-hard" / "images"
 
 
-def build(images: Path, out: Path, runtime: str, env: dict) -> dict:
-    """One ``cfcd index build`` in a child process: wall s, CPU s, peak RSS MiB."""
-    argv = [sys.executable, "-m", "cfcd", "index", "build", str(out), str(images), "--runtime", runtime]
+def build(images: Path, out: Path, runtime: str, env: dict, extra: tuple = (), cores: list[int] | None = None) -> dict:
+    """One ``cfcd index build`` (with ``extra`` options) in a child process, on ``cores`` when
+    given (its affinity: what it sees as its cores): wall s, CPU s, peak RSS MiB (of the child, or
+    of a decoding process it waited for, whichever is larger)."""
+    argv = [sys.executable, "-m", "cfcd", "index", "build", str(out), str(images), "--runtime", runtime, *extra]
     start = time.perf_counter()
-    child = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    pin = (lambda: os.sched_setaffinity(0, cores)) if cores else None
+    child = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=pin)
     _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - start
     err = child.stderr.read().decode()

@@ -58,10 +58,16 @@ class Recorded(Sequence):
         return item
 
 
-@pytest.mark.parametrize("threads,batch", [(1, 1), (3, 1), (2, 4)])
-def test_descriptors_are_bit_identical_with_and_without_decode_threads(tiny_model, photos, threads, batch):
-    serial = cfcd.extract(tiny_model, photos, SETTINGS, quiet(decode_threads=0, batch_size=batch))
-    overlapped = cfcd.extract(tiny_model, photos, SETTINGS, quiet(decode_threads=threads, batch_size=batch))
+@pytest.mark.parametrize("threads,batch,network_threads", [(1, 1, 1), (3, 1, 1), (2, 4, 1), (2, 1, 2)])
+def test_descriptors_are_bit_identical_with_and_without_decode_threads(tiny_model, photos, threads, batch, network_threads):
+    """Also with the network on two threads while each decode thread keeps to one."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(network_threads)
+    try:
+        serial = cfcd.extract(tiny_model, photos, SETTINGS, quiet(decode_threads=0, batch_size=batch))
+        overlapped = cfcd.extract(tiny_model, photos, SETTINGS, quiet(decode_threads=threads, batch_size=batch))
+    finally:
+        torch.set_num_threads(previous)
     assert len({r.tobytes() for r in serial}) == len(photos)  # distinct rows: a swapped order would show
     assert np.array_equal(serial, overlapped)
 

@@ -181,7 +181,10 @@ def _prepared_batches(images: Sequence[ImageInput], settings: ExtractionSettings
         yield from DataLoader(_Prepared(images, settings, max_pixels), batch_size=batch_size, num_workers=num_workers,
                               collate_fn=_collate, persistent_workers=False, pin_memory=pin_memory)
         return
-    with closing(in_order(partial(_prepared, settings=settings, max_pixels=max_pixels), images, threads)) as prepared:
+    # One intra-op thread each (torch's count is per thread): the tensor conversions of a decode
+    # thread would otherwise start an OpenMP team of their own beside the network's.
+    fn = partial(_prepared, settings=settings, max_pixels=max_pixels)
+    with closing(in_order(fn, images, threads, initializer=partial(torch.set_num_threads, 1))) as prepared:
         batch = []
         for row, views in enumerate(prepared):
             batch.append((row, views))

@@ -50,17 +50,18 @@ def ahead(threads: int) -> int:
     return 2 * threads
 
 
-def in_order(fn: Callable[[T], R], items: Iterable[T], threads: int) -> Iterator[R]:
+def in_order(fn: Callable[[T], R], items: Iterable[T], threads: int, initializer: Callable[[], None] | None = None) -> Iterator[R]:
     """``fn(item)`` for each of ``items``, in their order; ``threads`` 0: in this thread, in turn
     with the consumer. An exception ``fn`` raises is raised here, at its item. Items are taken
     from ``items`` here, in the consumer's thread, only when there is room
     (at most ``ahead(threads)`` taken and not yet consumed). Closing the iterator (or an
-    exception in the consumer) cancels what has not started and waits for what has."""
+    exception in the consumer) cancels what has not started and waits for what has. Each thread
+    runs ``initializer()`` first."""
     if threads <= 0:
         yield from map(fn, items)
         return
     limit = ahead(threads)
-    pool = ThreadPoolExecutor(threads, thread_name_prefix="cfcd-decode")
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="cfcd-decode", initializer=initializer)
     pending: deque = deque()
     try:
         for item in items:
