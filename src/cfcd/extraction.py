@@ -344,7 +344,7 @@ def extract(
     device: on a CPU one image at a time, decoded and resized by a few threads of this process
     (``cfcd.data.prefetch.decode_threads``) while the network runs (a worker process or larger
     batches were slower in bench/extract_speed.py); on a GPU, 16 images per step fed by
-    decoding processes. Neither changes a descriptor, nor the order of rows.
+    decoding processes. None of them changes a descriptor or the order of the rows.
     """
     settings = resolved(settings, model)
     rt = runtime or Runtime()

@@ -36,10 +36,10 @@ def usable_cores() -> int:
 
 def decode_threads(cores: int | None = None) -> int:
     """Decode threads beside the network on a CPU: 1 + cores // 8, at most ``MAX_DECODE_THREADS``
-    (2 to 7 cores: 1; 8 to 15: 2; 16: 3). With the reduced JPEG decode, decoding and resizing a
-    photo costs a tenth to a fifth of the network's CPU time (docs/results.md, "Decoding phone
-    photos"), so one thread keeps up with a network spread over several cores; more threads
-    would take cores from the network. ``bench/decode_pipeline.py`` measures the choice."""
+    (2 to 7 cores: 1; 8 to 15: 2; 16: 3). Decoding and resizing phone photos took 3 % of an
+    extraction's CPU time with the reduced JPEG decode and 18 % at full size (docs/results.md,
+    "Decoding phone photos"), so one thread keeps up with a network spread over several cores, and
+    more would take cores from the network. ``bench/index_build_speed.py`` measures the choice."""
     cores = usable_cores() if cores is None else cores
     return max(1, min(MAX_DECODE_THREADS, 1 + cores // 8))
 
