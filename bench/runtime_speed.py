@@ -65,8 +65,8 @@ def compare(a_dir: Path, b_dir: Path, k: int = 10) -> dict:
     found = own_a.ids >= 0  # fewer than k images: the rest of a row is padding (score -inf)
     return {"queries": len(ids_a), "cosine_min": float((da * db).sum(1).min()),
             "same_top": sum(x == y for x, y in zip(ra, rb)), "same_top_cross": sum(x == y for x, y in zip(ra, rc)),
-            "score_diff": float(np.abs(own_a.scores - own_b.scores)[found].max()),
-            "score_diff_cross": float(np.abs(own_a.scores - cross.scores)[found].max())}
+            "score_diff": float(np.abs(own_a.scores[found] - own_b.scores[found]).max()),
+            "score_diff_cross": float(np.abs(own_a.scores[found] - cross.scores[found]).max())}
 
 
 def main() -> int:

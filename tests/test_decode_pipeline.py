@@ -160,3 +160,19 @@ def test_the_thread_count_rule_and_bad_values():
     assert [decode_threads(c) for c in (1, 2, 4, 7, 8, 16, 64)] == [1, 1, 1, 1, 2, 3, 4]
     with pytest.raises(ConfigError, match="decode_threads -1"):
         Runtime(decode_threads=-1)
+
+
+def test_the_command_line_option(tiny_model, photos, tmp_path, capsys):
+    from cfcd.cli import main
+    from cfcd.extraction import load_features
+    from cfcd.model import save_checkpoint
+
+    ckpt = tmp_path / "tiny.pt"
+    save_checkpoint(ckpt, tiny_model)
+    folder = photos[0].parent
+    common = ["extract", str(folder), "--model", str(ckpt), "--scales", "1", "--max-side", "64"]
+    for threads in ("0", "2"):
+        assert main([*common, "-o", str(tmp_path / f"t{threads}"), "--decode-threads", threads]) == 0
+    assert np.array_equal(load_features(tmp_path / "t0")[1], load_features(tmp_path / "t2")[1])
+    assert main([*common, "-o", str(tmp_path / "bad"), "--decode-threads", "-1"]) != 0
+    assert "decode_threads -1: expected a whole number >= 0" in capsys.readouterr().err
