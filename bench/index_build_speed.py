@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]  # its sibling scripts, tests/servers.py
 from runtime_speed import DEFAULT_IMAGES, build, compare  # noqa: E402
 
 CONFIGS = {
