@@ -176,3 +176,42 @@ def test_the_command_line_option(tiny_model, photos, tmp_path, capsys):
     assert np.array_equal(load_features(tmp_path / "t0")[1], load_features(tmp_path / "t2")[1])
     assert main([*common, "-o", str(tmp_path / "bad"), "--decode-threads", "-1"]) != 0
     assert "decode_threads -1: expected a whole number >= 0" in capsys.readouterr().err
+
+
+def test_a_killed_extraction_resumes_to_the_same_descriptors(tiny_model, photos, tmp_path):
+    """A real `cfcd extract` (decode threads on, as by default) SIGKILLed after its first shard:
+    the rerun keeps that shard and ends with the uninterrupted run's descriptors."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from cfcd.extraction import load_features
+    from cfcd.failpoints import FAILPOINT_ENV
+    from cfcd.model import save_checkpoint
+
+    ckpt = tmp_path / "tiny.pt"
+    save_checkpoint(ckpt, tiny_model)
+    out = tmp_path / "killed"
+    argv = [sys.executable, "-m", "cfcd", "extract", str(photos[0].parent), "-o", str(out), "--model", str(ckpt),
+            "--scales", "0.7071,1", "--max-side", "64", "--shard-size", "4", "--decode-threads", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(argv, env={**env, FAILPOINT_ENV: "extract.shard"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while Path(f"/proc/{proc.pid}/stat").read_text().split(") ")[1][0] != "T":  # stopped at the failpoint
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "cfcd extract never reached its failpoint"
+        time.sleep(0.02)
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json.partial", "shard-00000.npy"]
+    first = (out / "shard-00000.npy").stat().st_mtime_ns
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    subprocess.run(argv, env=env, check=True, capture_output=True)
+    assert (out / "shard-00000.npy").stat().st_mtime_ns == first  # kept, not extracted again
+    subprocess.run([*argv[:6], str(tmp_path / "whole"), *argv[7:]], env=env, check=True, capture_output=True)
+    ids, resumed, _ = load_features(out)
+    assert ids == [str(p) for p in photos] and np.array_equal(resumed, load_features(tmp_path / "whole")[1])

@@ -44,6 +44,7 @@ from .data.decoding import DEFAULT_MAX_PIXELS, Decoded, ImageError, decode_image
 from .data.images import get_preparation
 from .data.prefetch import decode_threads, in_order
 from .errors import ConfigError, InputError, MismatchError, NotFound
+from .failpoints import failpoint
 from .model.concat import normalize_parts, part_dims
 from .settings import CFCD_SCALES, ExtractionSettings, Runtime, resolve
 from .sharded import ShardedArray
@@ -501,6 +502,7 @@ def extract_to_dir(
         for r in failed_rows(desc):
             reasons[shard["start"] + int(r)] = errors.get(int(r), f"{ids[shard['start'] + int(r)]}: not a readable image")
         _write_npy(path, desc.astype(dtype))
+        failpoint("extract.shard")
     if world > 1:
         gathered = [None] * world
         torch.distributed.all_gather_object(gathered, reasons)

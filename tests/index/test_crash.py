@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cfcd.failpoints import FAILPOINT_ENV
 from cfcd.index import Index, store
 
 DIM = 32
@@ -48,7 +49,7 @@ def cfcd(*args) -> list[str]:
 
 
 def start(*args, failpoint: str | None = None) -> subprocess.Popen:
-    env = {**os.environ, store.FAILPOINT_ENV: failpoint} if failpoint else None
+    env = {**os.environ, FAILPOINT_ENV: failpoint} if failpoint else None
     return subprocess.Popen(cfcd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
