@@ -1,5 +1,5 @@
 """Real `cfcd` processes stopped at a named point of a write (``CFCD_FAILPOINT``: the process
-SIGSTOPs itself there, ``cfcd.index.store.failpoint``), checked, then killed (SIGKILL)."""
+SIGSTOPs itself there, ``cfcd.failpoints.failpoint``), checked, then killed (SIGKILL)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from cfcd.index import store
+from cfcd.failpoints import FAILPOINT_ENV
 
 
 def cfcd(*args) -> list[str]:
@@ -18,7 +18,7 @@ def cfcd(*args) -> list[str]:
 
 
 def start(*args, failpoint: str | None = None) -> subprocess.Popen:
-    env = {**os.environ, store.FAILPOINT_ENV: failpoint} if failpoint else None
+    env = {**os.environ, FAILPOINT_ENV: failpoint} if failpoint else None
     return subprocess.Popen(cfcd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cfcd.failpoints import FAILPOINT_ENV
 from cfcd.index import Index, store
 from failpoints import cfcd, kill, start, wait_stopped
 

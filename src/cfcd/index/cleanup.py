@@ -35,7 +35,7 @@ import numpy as np
 from ..atomic import atomic_write, fsync_path
 from ..errors import ConfigError, InputError, NotFound
 from .records import ImageRecord, sha256_file
-from .store import failpoint
+from ..failpoints import failpoint
 
 MANIFEST = "manifest.json"
 FORMAT = "cfcd-trash"

@@ -26,12 +26,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import tempfile
 from pathlib import Path
 
 from ..atomic import fsync_path
 from ..errors import AlreadyExists, InputError, MismatchError, NotFound
+from ..failpoints import failpoint
 from .catalogue import Catalogue
 from .catalogue import Error as CatalogueError
 from .layers import Layers
@@ -49,21 +49,6 @@ STAGING_PREFIX = ".staging-"
 # a swap still finds its files.
 KEEP_PREVIOUS = 2
 _VERSION = re.compile(r"^v(\d{8})$")
-
-
-# Crash tests stop a real writer at a named point of a write (SIGSTOP to itself), check what
-# is on disk, then kill it: CFCD_FAILPOINT=index.staged (see failpoint()).
-FAILPOINT_ENV = "CFCD_FAILPOINT"
-
-
-def failpoint(name: str) -> None:
-    """Stop this process (SIGSTOP) at ``name`` if ``$CFCD_FAILPOINT`` names it; a no-op
-    otherwise. Points: ``index.commit`` (descriptors ready, lock not taken yet),
-    ``index.staged`` (new version's files written, not yet renamed), ``index.renamed``
-    (renamed, ``CURRENT`` not yet switched), ``index.published`` (switched, old versions
-    not yet collected)."""
-    if os.environ.get(FAILPOINT_ENV) == name:
-        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def version_name(generation: int) -> str:
