@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from cfcd.index import Index, store
-from test_crash import MODEL, SETTINGS, cfcd, kill, start, unit_rows, wait_stopped
+from failpoints import cfcd, kill, start, wait_stopped
+from test_crash import MODEL, SETTINGS, unit_rows
 
 N = 2000
 
@@ -147,8 +148,10 @@ def test_compact_says_what_it_did_and_refuses_what_is_not_an_index(tmp_path):
 
 def test_only_segments_holding_removed_rows_are_rewritten(tmp_path):
     # Three segments (three versions' additions): all of the second removed, half of the first,
-    # none of the third; plus, in the same edit, rows added and some of them removed again.
+    # none of the third; plus, in the same edit, rows added and some of them removed again; and
+    # an image removed and put back (``Index.put_back``), whose id then has two rows.
     from cfcd.index.compaction import drop_removed
+    from cfcd.index.records import ImageRecord
 
     root = tmp_path / "idx"
     x = unit_rows(1000, 3)
@@ -156,17 +159,22 @@ def test_only_segments_holding_removed_rows_are_rewritten(tmp_path):
     for lo, hi in ((300, 600), (600, 900)):
         with Index.edit(root) as index:
             index.add(x[lo:hi], [f"a{i}" for i in range(lo, hi)], model=MODEL, settings=SETTINGS)
-    third = store.current(root)[1] / "raw-000000000600.npy"
+    third = os.stat(store.current(root)[1] / "raw-000000000600.npy").st_ino
+    with Index.edit(root) as index:
+        index.remove(ids=[3])
+    with Index.edit(root) as index:
+        assert index.put_back(x[[3]], [ImageRecord("a3", id=3)]) == [3]
+    assert (store.current(root)[1] / "raw-000000000003.npy").is_file()
     with Index.edit(root) as index:
         index.remove(ids=[*range(0, 300, 2), *range(300, 600)])
         index.add(x[900:], [f"a{i}" for i in range(900, 1000)], model=MODEL, settings=SETTINGS)
         index.remove(ids=range(900, 950))
-        assert drop_removed(index) == 150 + 300 + 50
+        assert drop_removed(index) == 150 + 300 + 50 + 1  # and the second row of id 3
         np.testing.assert_allclose(index.descriptors([1, 601, 999]), x[[1, 601, 999]], atol=1e-6)
     vdir = store.current(root)[1]
     assert sorted(f.name for f in vdir.glob("raw-*.npy") if not f.name.endswith(".ids.npy")) == [
         "raw-000000000001.npy", "raw-000000000600.npy", "raw-000000000950.npy"]
-    assert os.path.samefile(vdir / "raw-000000000600.npy", third)  # linked, not copied
+    assert os.stat(vdir / "raw-000000000600.npy").st_ino == third  # linked, not copied
     assert raw_rows(root) == 150 + 300 + 50
     index = Index.load(root)
     kept = np.array(index.ids())

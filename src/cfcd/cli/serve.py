@@ -29,6 +29,9 @@ def register(p) -> None:
     p.add_argument("--upload-dir", default=None,
                    help="accept POST /images (uploads, stored here) and DELETE /images/ID; without an --api-key only "
                         "on a loopback --host (default: none, read-only)")
+    p.add_argument("--trash", default=None, metavar="DIR",
+                   help="the trash folder of the page's \"move the others to trash\" on duplicate groups (needs "
+                        "--api-key and a writable server; undo with `cfcd duplicates INDEX --restore --trash DIR`)")
     p.add_argument("--read-only", action="store_true", help="refuse uploads and deletions even with --upload-dir")
     p.set_defaults(func=run)
 
@@ -56,6 +59,7 @@ def run(args) -> None:
         host=args.host,
         upload_dir=args.upload_dir,
         read_only=args.read_only,
+        trash_dir=args.trash,
     )
     app = create_app(settings)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info")  # configures uvicorn's loggers

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import projection as learning
-from .store import failpoint
+from ..failpoints import failpoint
 
 
 def drop_removed(index) -> int:

@@ -1,8 +1,8 @@
 """The raw descriptors of a FAISS-engine index, kept so that a projection can be learned
 again without the images (``cfcd.index.projection``).
 
-Append-only segments in the version directory: ``raw-<first id>.npy`` (k, D) float32 and
-``raw-<first id>.ids.npy`` (k,) int64. A version's catalogue lists its segments (info key
+Append-only segments in the version directory: ``raw-<first id>[-<n>].npy`` (k, D) float32 and
+``raw-<first id>[-<n>].ids.npy`` (k,) int64. A version's catalogue lists its segments (info key
 ``raw``); a new version hard-links the previous version's segments (immutable, so sharing them
 is safe and costs nothing) and writes only the rows added since. Rows of removed images stay
 in their segment and are never read (callers read by the ids the catalogue still holds) until
@@ -25,6 +25,17 @@ _COPY_BLOCK = 8192
 
 def _ids_file(name: str) -> str:
     return name[:-len(".npy")] + ".ids.npy"
+
+
+def _new_name(ids: np.ndarray, taken: set[str]) -> str:
+    """A new segment's name, by its first id, added to ``taken``: ids put back after a removal
+    (``Index.put_back``) may start a segment at an id an older one starts at, so a suffix keeps
+    it from ever writing through the older one's hard link."""
+    name, copy = f"raw-{int(ids.min()):012d}.npy", 1
+    while name in taken:
+        name, copy = f"raw-{int(ids.min()):012d}-{copy}.npy", copy + 1
+    taken.add(name)
+    return name
 
 
 class RawSegments:
@@ -57,10 +68,16 @@ class RawSegments:
         """Drop the rows of ids not in ``keep``: the next ``write`` copies the rows kept of a
         segment that holds others into a new one, block by block (the other segments stay
         linked); returns the rows dropped."""
-        segs, _ = self._locate()
+        segs, (sorted_ids, seg, at) = self._locate()
+        # The row ``read`` returns of each id kept: an id put back after a removal
+        # (``Index.put_back``) also has its removed row in an older segment.
+        first = np.ones(len(sorted_ids), bool)
+        first[1:] = sorted_ids[1:] != sorted_ids[:-1]
+        wanted = first & np.isin(sorted_ids, keep)
         dropped = 0
         for n, (ids, _, rows) in enumerate(segs):
-            alive = np.isin(ids, keep)
+            alive = np.zeros(len(ids), bool)
+            alive[at[wanted & (seg == n)]] = True
             if alive.all():
                 continue
             dropped += int((~alive).sum())
@@ -107,10 +124,10 @@ class RawSegments:
         rows ``compact`` kept, a new file for the pending rows); returns their names, for the
         catalogue."""
         segs, _ = self._locate()
-        files = []
+        files, taken = [], set(self.files)
         for f, (ids, vectors, rows) in zip(self.files, segs):
             if rows is not None:
-                files.append(self._copy_rows(staging, ids, vectors, rows))
+                files.append(self._copy_rows(staging, _new_name(ids, taken), vectors, rows, ids))
                 continue
             for name in (f, _ids_file(f)):
                 try:
@@ -120,17 +137,16 @@ class RawSegments:
             files.append(f)
         if self._pending:
             ids = np.concatenate(self._pending_ids)
-            name = f"raw-{int(ids.min()):012d}.npy"
+            name = _new_name(ids, taken)
             np.save(staging / name, np.concatenate(self._pending))
             np.save(staging / _ids_file(name), ids)
             files.append(name)
         return files
 
     @staticmethod
-    def _copy_rows(staging: Path, ids: np.ndarray, vectors: np.ndarray, rows: np.ndarray) -> str:
-        """A new segment of ``vectors[rows]`` (ids ``ids``), copied in blocks: a segment can
-        be larger than memory. Named by its first id, which no other segment holds."""
-        name = f"raw-{int(ids.min()):012d}.npy"
+    def _copy_rows(staging: Path, name: str, vectors: np.ndarray, rows: np.ndarray, ids: np.ndarray) -> str:
+        """A new segment ``name`` of ``vectors[rows]`` (ids ``ids``), copied in blocks: a
+        segment can be larger than memory."""
         out = np.lib.format.open_memmap(staging / name, mode="w+", dtype=np.float32, shape=(len(rows), vectors.shape[1]))
         for start in range(0, len(rows), _COPY_BLOCK):
             out[start:start + _COPY_BLOCK] = vectors[rows[start:start + _COPY_BLOCK]]
