@@ -250,7 +250,7 @@ class Index:
             raise InputError(f"ids {[r.id for r in records][:5]}: only images removed from this index can be put back")
         if self._tombstones:
             raise InputError(f"{self.path}: this index keeps the vectors of removed images ({self.factory} cannot delete "
-                             "them), so they cannot be put back; rebuild it first (`cfcd index build`)")
+                             "them), so they cannot be put back; give them back first (`cfcd index compact`)")
         present = self.records([r.id for r in records])
         held = self.layers.catalogue.ids_by_hash(r.sha256 for r in records)
         keep = [n for n, r in enumerate(records) if r.id not in present and (not r.sha256 or r.sha256 not in held)]
