@@ -11,7 +11,9 @@ import subprocess
 import numpy as np
 import pytest
 
+from cfcd.errors import InputError
 from cfcd.index import Index, store
+from cfcd.index.records import ImageRecord
 from failpoints import cfcd, kill, start, wait_stopped
 from test_crash import MODEL, SETTINGS, unit_rows
 
@@ -79,12 +81,18 @@ def test_compact_rebuilds_vectors_an_index_could_not_remove(tmp_path):
     root = tmp_path / "idx"
     half_removed(root, factory="HNSW16")
     assert Index.load(root).info()["removed_pending"] == N // 2  # HNSW keeps them, filtered at search
+    with pytest.raises(InputError, match="cfcd index compact"):
+        Index.load(root).put_back(unit_rows(N, 0)[[4]], [ImageRecord("img4", id=4)])
     report = run_compact(root)
     assert report["rows_dropped"] == N  # the raw rows and the tombstoned vectors
     index = Index.load(root)
     assert index.info()["removed_pending"] == 0 and len(index.layers.vectors) == N // 2
     kept = np.arange(1, N, 2)[:20]
     assert (index.search(unit_rows(N, 0)[kept], k=1).ids[:, 0] == kept).all()
+    # A removed image can be put back now (with tombstones it could not: ``Index.put_back``).
+    with Index.edit(root) as index:
+        assert index.put_back(unit_rows(N, 0)[[4]], [ImageRecord("img4", id=4)]) == [4]
+    assert Index.load(root).search(unit_rows(N, 0)[[4]], k=1).ids[0, 0] == 4
 
 
 @pytest.mark.parametrize("engine,point", [("faiss", "index.staged"), ("faiss", "index.renamed"),
@@ -151,7 +159,6 @@ def test_only_segments_holding_removed_rows_are_rewritten(tmp_path):
     # none of the third; plus, in the same edit, rows added and some of them removed again; and
     # an image removed and put back (``Index.put_back``), whose id then has two rows.
     from cfcd.index.compaction import drop_removed
-    from cfcd.index.records import ImageRecord
 
     root = tmp_path / "idx"
     x = unit_rows(1000, 3)
