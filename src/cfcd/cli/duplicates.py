@@ -75,7 +75,7 @@ def run(args) -> None:
         print(f"wrote {write_page(Path(args.html), decided, args)}")
     if args.json:
         body = {"threshold": args.threshold, "tiers": list(tiers), "prefer": args.prefer, "images": len(index),
-                "groups": [{**g, "paths": [m["path"] for m in g["members"]]} for g in decided]}
+                "groups": [{**g, "paths": [p for m in g["members"] for p in m["paths"]]} for g in decided]}
         print(json.dumps(body, indent=1))
         return
     grouped = sum(len(g["ids"]) for g in decided)
@@ -88,6 +88,8 @@ def run(args) -> None:
         for m in group["members"]:
             mark = "keep" if m["id"] == group["keep"] else ""
             print(f"{mark:4s} {m['id']:8d}  {describe(m)}  {m['path']}")
+            for other in m["paths"][1:]:  # the same bytes at another path
+                print(f"{'':4s} {'':8s}  same file at {other}")
 
 
 def decide(args) -> None:

@@ -81,17 +81,18 @@ def choose(ids: Sequence[int], facts: Sequence[PhotoFacts], rules: Sequence[str]
 
 def suggest(index, groups, prefer: Sequence[str] = ()) -> list[dict]:
     """Each group of ``index`` from ``cfcd.index.duplicates.near_duplicates`` as a dict: its
-    fields, the id to ``keep`` and ``why``, and ``members``: each image's id, path, file facts
-    and ``score`` (its searched similarity to the kept one)."""
+    fields, the id to ``keep`` and ``why``, and ``members``: each image's id, path, every path
+    (``paths``: byte copies at several paths), file facts and ``score`` (its searched similarity to the kept one)."""
     from .photo_facts import read_facts
 
     rules = rules_order(prefer)
-    records = index.records([i for g in groups for i in g.ids])
+    paths = index.paths([i for g in groups for i in g.ids])
     out = []
     for g in groups:
-        facts = [read_facts(records[i].path) for i in g.ids]
-        keep, why = choose(g.ids, facts, rules)
+        facts = [read_facts(paths[i][0]) for i in g.ids]
+        keep, why = choose(g.ids, facts, rules) if len(g.ids) > 1 else (g.ids[0], "one image at several paths")
         to_keep = {b if a == keep else a: s for a, b, _, s in g.pairs if keep in (a, b)}
-        members = [{"id": i, **f.to_dict(), "score": round(to_keep.get(i, 1.0), 4)} for i, f in zip(g.ids, facts)]
+        members = [{"id": i, **f.to_dict(), "paths": paths[i], "score": round(to_keep.get(i, 1.0), 4)}
+                   for i, f in zip(g.ids, facts)]
         out.append({**g.to_dict(), "keep": keep, "why": why, "members": members})
     return out
