@@ -209,7 +209,7 @@ def duplicates_of(index, image_id: int, threshold: float = DEFAULT_THRESHOLD, k:
                   near: float = NEAR_SCORE, pixels: PixelChecks | None = None) -> list[dict]:
     """The photos of ``index`` that form a pair of some tier with ``image_id`` (a photo just
     added, say), by the pair tests of ``near_duplicates``, among its ``k`` nearest neighbours:
-    each {id, path, tier, score (searched similarity)}, closest first. Pairs recorded as not
+    each {id, path, paths (every path: byte copies), tier, score (searched similarity)}, closest first. Pairs recorded as not
     duplicates are left out."""
     from .neighbours import similar
 
@@ -234,5 +234,6 @@ def duplicates_of(index, image_id: int, threshold: float = DEFAULT_THRESHOLD, k:
             tier = "similar"
         else:
             continue
-        out.append({"id": other, "path": result.records[other].path, "tier": tier, "score": round(score, 4)})
+        out.append({"id": other, "path": result.records[other].path, "paths": result.paths(other), "tier": tier,
+                    "score": round(score, 4)})
     return out
