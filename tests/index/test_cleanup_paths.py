@@ -71,6 +71,9 @@ def test_a_byte_copy_and_a_resave_go_to_the_trash_and_come_back(location, tmp_pa
     (group,) = json.loads(out)["groups"]
     assert (group["ids"], group["keep"], group["keep_path"], group["why"]) == (
         [0, 1], 0, str(files["original"]), "in folder Originals")
+    code, out, err = cfcd(capsys, "duplicates", location, "--tiers", "exact", "--prefer", "folder:Originals")
+    marked = [line.split()[-1] for line in out.splitlines() if line.startswith("keep")]
+    assert marked == [str(files["original"])] and f"same file at {files['original']}" in out, out
 
     code, out, err = cfcd(capsys, "duplicates", location, "--resolve", "--trash", trash, "--prefer", "folder:Originals")
     assert code == 0 and out.startswith("moved 2 files to"), (out, err)
