@@ -189,6 +189,8 @@ def test_one_content_at_several_paths_keeps_every_path(where):
     with Index.edit(where) as edit:
         report = edit.add(x[[0, 0, 2]], [rec("/q/a-copy.jpg", 0), rec("/r/a-again.jpg", 0), rec("/p/c.jpg", 2)])
         assert report.added == [2] and report.paths == {0: 0, 1: 0}
+        # the writer finds the paths it recorded before they are published
+        assert edit.layers.catalogue.ids_by_path(["/q/a-copy.jpg", "/p/c.jpg"]) == {"/q/a-copy.jpg": 0, "/p/c.jpg": 2}
     loaded = Index.load(where)
     assert len(loaded) == 3 and loaded.paths([0, 1]) == {0: ["/p/a.jpg", "/q/a-copy.jpg", "/r/a-again.jpg"],
                                                          1: ["/p/b.jpg"]}

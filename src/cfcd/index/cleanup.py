@@ -300,7 +300,8 @@ def restore(location, trash: str | Path, write: Callable | None = None) -> dict:
 def put_back(index, entries: Sequence[dict]) -> None:
     """Re-index the files of trash ``entries``: an image no longer indexed is put back under
     its id with its stored descriptor (its primary path first), and every other file becomes
-    again a path of the image holding its content (``Index.add_paths``)."""
+    again a path of the image holding its content (``Index.add_paths``), its own path again
+    when it was."""
     held = index.records({e["id"] for e in entries})
     whole: dict[int, dict] = {}
     for e in sorted(entries, key=lambda e: not e.get("primary", True)):
@@ -312,6 +313,8 @@ def put_back(index, entries: Sequence[dict]) -> None:
               if firsts else [])
     index.add_paths([ImageRecord(e["path"], e["size"], e["mtime"], e["sha256"]) for e in entries
                      if not (e["id"] in put and whole[e["id"]] is e)])
+    # a kept image whose own path was moved (another of its paths kept) gets it back first
+    index.put_first([e["path"] for e in entries if e.get("primary") and e["id"] in held])
 
 
 def _without_descriptors(report: dict) -> dict:

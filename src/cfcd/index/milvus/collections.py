@@ -217,6 +217,8 @@ class MilvusCatalogue:
         """path -> id, for the paths held, primary or other."""
         paths = list(paths)
         out = {r.path: r.id for part in chunks(sorted(set(paths))) for r in self._query_paths(f"path in {literals(part)}")}
+        wanted = set(paths)  # and this writer's, not yet published
+        out.update({p: r.id for p, r in self.pending_paths.items() if p in wanted})
         out.update(self._ids_by("path", paths))
         return out
 
