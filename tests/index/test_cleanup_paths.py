@@ -106,6 +106,8 @@ def test_a_killed_path_only_resolve_is_finished_by_a_rerun(point, tmp_path, caps
     build(location, files)
     assert cfcd(capsys, "duplicates", location, "--ignore", "0,1")[0] == 0  # the PNG apart: image 0 alone
     before = snapshot(folder)
+    code, out, err = cfcd(capsys, "duplicates", location, "--resolve", "--trash", trash, "--dry-run")
+    assert code == 0 and f"kept at {files['copy']}, {files['original']} -> Originals/a.jpg" in out, (out, err)
     proc = start("duplicates", location, "--resolve", "--trash", trash, failpoint=point)
     wait_stopped(proc)
     (entry,) = read_manifest(trash)["entries"]

@@ -123,7 +123,9 @@ def resolve(args, groups_of) -> None:
         print(f"plan: move {len(report['planned'])} files to {args.trash} and remove them from the index "
               "(run without --dry-run to do it)")
         for entry in report["planned"]:
-            print(f"{entry['id']:8d} {entry['tier']:7s} keep {entry['keep']:<8d} {entry['path']} -> {entry['trash']}")
+            # a byte copy of the kept photo: its path leaves the index, the photo stays
+            kept = f"keep {entry['keep']:<8d}" if entry["id"] != entry["keep"] else f"kept at {entry.get('keep_path')},"
+            print(f"{entry['id']:8d} {entry['tier']:7s} {kept} {entry['path']} -> {entry['trash']}")
         return
     print(f"moved {len(report['moved'])} files to {args.trash} and removed them from the index; undo with "
           f"`cfcd duplicates {args.index} --restore --trash {args.trash}`")
@@ -166,7 +168,8 @@ def write_page(out: Path, groups: list[dict], args) -> Path:
             except (ImageError, OSError):  # moved or unreadable since it was indexed
                 img = "<span>(not readable)</span>"
             keep = "keep · " if image_id == group["keep"] else ""
-            figures.append(f'<figure>{img}<figcaption title="{html.escape(path)}">{keep}{image_id} · '
+            every = html.escape("\n".join(member["paths"]))  # byte copies at other paths too
+            figures.append(f'<figure>{img}<figcaption title="{every}">{keep}{image_id} · '
                            f'{html.escape(Path(path).name)}<br>{html.escape(describe(member))}</figcaption></figure>')
         rows.append(f"<section><h2>Group {n}: {group['tier']}, {len(group['ids'])} images, lowest similarity "
                     f"{group['min_score']:.3f}; keep {group['keep']} ({html.escape(group['why'])})</h2>"
