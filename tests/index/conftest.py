@@ -18,3 +18,11 @@ def location(request, tmp_path) -> str:
         pytest.importorskip("milvus_lite", reason="Milvus Lite needs milvus-lite: pip install 'cfcd[milvus]'")
         return str(tmp_path / "photos.db")
     return str(tmp_path / "photos.idx")
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory) -> Path:
+    """A tiny model's checkpoint whose descriptors tell pictures apart (``samples.tiny_checkpoint``)."""
+    from samples import tiny_checkpoint
+
+    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt")

@@ -87,6 +87,7 @@ class MemoryCatalogue:
     def __init__(self):
         self.by_id: dict = {}
         self._info: dict = {}
+        self.other: dict = {}  # path -> record of another path of an image's content
 
     def info(self) -> dict:
         return dict(self._info)
@@ -101,8 +102,24 @@ class MemoryCatalogue:
             self.by_id[r.id] = r
 
     def delete(self, ids) -> None:
-        for i in ids:
-            self.by_id.pop(int(i), None)
+        gone = {int(i) for i in ids}
+        for i in gone:
+            self.by_id.pop(i, None)
+        self.other = {p: r for p, r in self.other.items() if r.id not in gone}
+
+    def insert_paths(self, records) -> None:
+        self.other.update({r.path: r for r in records})
+
+    def delete_paths(self, paths) -> None:
+        for p in paths:
+            self.other.pop(p, None)
+
+    def other_paths(self, ids) -> dict:
+        wanted, out = {int(i) for i in ids}, {}
+        for p in sorted(self.other):
+            if self.other[p].id in wanted:
+                out.setdefault(self.other[p].id, []).append(self.other[p])
+        return out
 
     def records(self, ids) -> dict:
         return {int(i): self.by_id[int(i)] for i in ids if int(i) in self.by_id}
@@ -113,7 +130,8 @@ class MemoryCatalogue:
 
     def ids_by_path(self, paths) -> dict[str, int]:
         wanted = set(paths)
-        return {r.path: i for i, r in self.by_id.items() if r.path in wanted}
+        out = {p: r.id for p, r in self.other.items() if p in wanted}
+        return out | {r.path: i for i, r in self.by_id.items() if r.path in wanted}
 
     def ids(self) -> list[int]:
         return sorted(self.by_id)

@@ -197,3 +197,42 @@ def test_a_compaction_keeps_what_remains_and_only_the_published_version(where):
     assert (loaded.search(q, k=10).ids == expected).all()
     np.testing.assert_allclose(loaded.descriptors([1, 59]), x[[1, 59]], atol=1e-6)
     loaded.close()
+
+
+def test_one_content_at_several_paths_keeps_every_path(where):
+    """A byte copy at a new path becomes another path of the indexed image (not a skip, not a
+    second image); removing a path keeps the image while another remains; a move re-points."""
+    x = rows(3)
+
+    def rec(path: str, content: int) -> ImageRecord:
+        return ImageRecord(path, size=10 + content, mtime=1.0, sha256=f"{content:064x}")
+
+    index = Index(DIM, model=MODEL, location=where)
+    index.add(x[:2], [rec("/p/a.jpg", 0), rec("/p/b.jpg", 1)])
+    index.save()
+    with Index.edit(where) as edit:
+        report = edit.add(x[[0, 0, 2]], [rec("/q/a-copy.jpg", 0), rec("/r/a-again.jpg", 0), rec("/p/c.jpg", 2)])
+        assert report.added == [2] and report.paths == {0: 0, 1: 0}
+        # the writer finds the paths it recorded before they are published
+        assert edit.layers.catalogue.ids_by_path(["/q/a-copy.jpg", "/p/c.jpg"]) == {"/q/a-copy.jpg": 0, "/p/c.jpg": 2}
+    loaded = Index.load(where)
+    assert len(loaded) == 3 and loaded.paths([0, 1]) == {0: ["/p/a.jpg", "/q/a-copy.jpg", "/r/a-again.jpg"],
+                                                         1: ["/p/b.jpg"]}
+    hit = loaded.search(x[:1], k=1).hits(0)[0]
+    assert hit["path"] == "/p/a.jpg" and hit["paths"] == ["/p/a.jpg", "/q/a-copy.jpg", "/r/a-again.jpg"]
+    loaded.close()
+    with Index.edit(where) as edit:
+        assert edit.remove(paths=["/q/a-copy.jpg"]) == []  # another path remains: the image stays
+        assert edit.move_paths([("/p/a.jpg", rec("/s/a-moved.jpg", 0)), ("/p/none.jpg", rec("/s/x.jpg", 0))]) == 1
+    loaded = Index.load(where)
+    assert len(loaded) == 3 and loaded.paths([0])[0] == ["/r/a-again.jpg", "/s/a-moved.jpg"]
+    assert loaded.records([0])[0].sha256 == f"{0:064x}"
+    assert loaded.search(x[:1], k=1).ids[0, 0] == 0  # re-pointing the record kept its vector
+    loaded.close()
+    with Index.edit(where) as edit:
+        assert edit.remove(paths=["/r/a-again.jpg"]) == []
+        assert edit.remove(paths=["/s/a-moved.jpg", "/p/b.jpg"]) == [0, 1]  # their last paths
+    loaded = Index.load(where)
+    assert loaded.ids() == [2] and loaded.paths([0, 2]) == {2: ["/p/c.jpg"]}
+    assert loaded.layers.catalogue.ids_by_path(["/s/a-moved.jpg", "/r/a-again.jpg"]) == {}
+    loaded.close()

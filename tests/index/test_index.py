@@ -36,7 +36,8 @@ def test_exact_search_finds_each_vector_first():
     res = index.search(x[:10], k=5)
     assert res.ids[:, 0].tolist() == list(range(10))
     assert np.allclose(res.scores[:, 0], 1.0, atol=1e-5)
-    assert res.hits(3)[0] == {"rank": 1, "id": 3, "score": pytest.approx(1.0, abs=1e-5), "path": "img00003.jpg"}
+    assert res.hits(3)[0] == {"rank": 1, "id": 3, "score": pytest.approx(1.0, abs=1e-5), "path": "img00003.jpg",
+                              "paths": ["img00003.jpg"]}
     assert (np.diff(res.scores, axis=1) <= 1e-6).all()
 
 

@@ -114,10 +114,16 @@ def _add_source(index, args, model=None):
     return add_images(index, model, images, settings_overrides(args), runtime(args)), images, []
 
 
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _print_report(report, inputs, unread=()) -> None:
     failed = [*unread, *(reason for _, reason in sorted(report.failed.items()))]
     print(f"added {len(report.added)} images", end="")
-    skipped = len(report.duplicates) + len(report.repeated)
+    if report.paths:
+        print(f", recorded {plural(len(report.paths), 'more path')} of indexed content", end="")
+    skipped = len(report.duplicates) + len(report.repeated) - len(report.paths)
     print(f", skipped {skipped} already indexed" if skipped else "", end="")
     print(f", {len(failed)} unreadable" if failed else "")
     for reason in failed:
@@ -162,12 +168,16 @@ def run_add(args) -> None:
 
 def run_remove(args) -> None:
     from ..index import Index
+    from ..index.records import resolve_paths
 
     if not args.ids and not args.paths:
         raise ConfigError("name images to remove: paths, or --id N")
     with Index.edit(args.index) as index:
+        held = index.layers.catalogue.ids_by_path(resolve_paths(args.paths))
         removed = index.remove(ids=args.ids, paths=args.paths)
-    print(f"removed {len(removed)} images; {len(index)} remain")
+    kept = sum(i not in set(removed) for i in held.values())  # paths forgotten, their image kept by another
+    forgot = f", forgot {plural(kept, 'path')} of images still indexed" if kept else ""
+    print(f"removed {len(removed)} images{forgot}; {len(index)} remain")
 
 
 def run_relearn(args) -> None:

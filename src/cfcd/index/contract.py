@@ -92,7 +92,8 @@ class CatalogueLayer(Protocol):
         """Add records (each with its ``id`` set); an id is inserted at most once."""
 
     def delete(self, ids: Iterable[int]) -> None:
-        """Remove the records of ``ids`` (unknown ids are ignored)."""
+        """Remove the records of ``ids`` and their other paths (unknown ids are ignored); a
+        record inserted again under a deleted id replaces it (its vectors are not touched)."""
 
     def records(self, ids: Iterable[int]) -> dict[int, ImageRecord]:
         """The records of those ``ids`` that are present."""
@@ -101,7 +102,17 @@ class CatalogueLayer(Protocol):
         """sha256 -> id, for the hashes held."""
 
     def ids_by_path(self, paths: Iterable[str]) -> dict[str, int]:
-        """path -> id, for the paths held."""
+        """path -> id, for the paths held (a record's own or another path of it)."""
+
+    def insert_paths(self, records: Sequence[ImageRecord]) -> None:
+        """Record other paths of indexed content: each record's ``path`` (with ``size``,
+        ``mtime``) under its ``id``; a path recorded already is re-pointed."""
+
+    def delete_paths(self, paths: Iterable[str]) -> None:
+        """Forget these other paths (unknown ones are ignored)."""
+
+    def other_paths(self, ids: Iterable[int]) -> dict[int, list[ImageRecord]]:
+        """id -> its other paths' records (by path, ``sha256`` None), for the ids that have some."""
 
     def ids(self) -> list[int]:
         """Every id held, ascending."""

@@ -188,6 +188,13 @@ class Index:
     def ids(self) -> list[int]:
         return self.layers.catalogue.ids()
 
+    def paths(self, ids: Sequence[int]) -> dict[int, list[str]]:
+        """Every path of each of ``ids`` held: the record's ``path`` first, then the other
+        paths at which the same content was found."""
+        records = self.records(ids)
+        others = self.layers.catalogue.other_paths(records)
+        return {i: [r.path] + [o.path for o in others.get(i, [])] for i, r in records.items()}
+
     # ---- updates ------------------------------------------------------------------------
 
     def add(self, descriptors: np.ndarray, paths: Sequence[str | ImageRecord], model=None, settings=None,
@@ -220,14 +227,15 @@ class Index:
         self.settings = self.settings or normalise_settings(settings, self.model)
         keep, duplicates, repeated = new_positions(self.layers.catalogue, recs)
         report = AddReport(duplicates=duplicates, repeated=repeated)
-        if not keep:
-            return report
-        vectors = descriptors if len(keep) == len(descriptors) else descriptors[keep]  # no 2 GB copy at 1M
-        ids = np.arange(self._next_id, self._next_id + len(keep), dtype=np.int64)
-        self.changed = True
-        self.layers.insert([recs[k].with_id(i) for k, i in zip(keep, ids)], vectors, ids, self.train_size)
-        self._next_id += len(keep)
-        report.added = ids.tolist()
+        if keep:
+            vectors = descriptors if len(keep) == len(descriptors) else descriptors[keep]  # no 2 GB copy at 1M
+            ids = np.arange(self._next_id, self._next_id + len(keep), dtype=np.int64)
+            self.changed = True
+            self.layers.insert([recs[k].with_id(i) for k, i in zip(keep, ids)], vectors, ids, self.train_size)
+            self._next_id += len(keep)
+            report.added = ids.tolist()
+        copies = sorted({**duplicates, **repeated})
+        report.paths = {copies[n]: i for n, i in self._add_paths([recs[p] for p in copies]).items()}
         return report
 
     def put_back(self, descriptors: np.ndarray, records: Sequence[ImageRecord]) -> list[int]:
@@ -260,8 +268,34 @@ class Index:
             self.layers.insert([records[n] for n in keep], descriptors[keep], ids, self.train_size)
         return [records[n].id for n in keep]
 
+    def add_paths(self, paths: Sequence[str | ImageRecord], replay: bool = True) -> dict[int, int]:
+        """Record files whose content is indexed already as other paths of it (a byte copy in
+        another folder: one descriptor, several files). Returns input position -> id of the
+        paths newly recorded; paths held already and content not indexed are left out."""
+        recs = [p if isinstance(p, ImageRecord) else describe_file(p) for p in paths]
+        found = self._add_paths(recs)
+        if replay:
+            self.journal(lambda newer: (found.clear(), found.update(newer._add_paths(recs))))
+        return found
+
+    def _add_paths(self, recs: Sequence[ImageRecord]) -> dict[int, int]:
+        catalogue = self.layers.catalogue
+        by_hash = catalogue.ids_by_hash(r.sha256 for r in recs)
+        known = set(catalogue.ids_by_path(r.path for r in recs))
+        found = {}
+        for pos, r in enumerate(recs):
+            image_id = by_hash.get(r.sha256) if r.sha256 else None
+            if image_id is not None and r.path not in known:
+                known.add(r.path)
+                found[pos] = image_id
+        if found:
+            self.changed = True
+            catalogue.insert_paths([recs[p].with_id(i) for p, i in found.items()])
+        return found
+
     def remove(self, ids: Sequence[int] = (), paths: Sequence[str] = ()) -> list[int]:
-        """Remove images by id or by path; returns the ids removed (unknown ones are ignored)."""
+        """Remove images by id (with all their paths) or paths (an image goes with its last
+        path; the others keep it); returns the ids removed (unknown ones are ignored)."""
         removed = self._remove(ids, paths)
 
         def replay(newer: Index) -> None:
@@ -271,7 +305,8 @@ class Index:
         return removed
 
     def _remove(self, ids: Sequence[int], paths: Sequence[str]) -> list[int]:
-        wanted = set(int(i) for i in ids) | set(self.layers.catalogue.ids_by_path(resolve_paths(paths)).values())
+        wanted = set(int(i) for i in ids)
+        wanted |= self._drop_paths(self.layers.catalogue.ids_by_path(resolve_paths(paths)), wanted)
         present = sorted(self.records(wanted))
         if not present:
             return []
@@ -281,6 +316,90 @@ class Index:
             # them out of results until the index is rebuilt.
             self._tombstones += len(present)
         return present
+
+    def _drop_paths(self, by_path: dict[str, int], removing: set[int] = frozenset()) -> set[int]:
+        """Forget the paths ``by_path`` (path -> id); returns the ids left with no path (to
+        remove). A record whose primary path goes takes its first other path instead."""
+        catalogue = self.layers.catalogue
+        records = self.records(set(by_path.values()) - set(removing))
+        others = catalogue.other_paths(records)
+        orphans = set()
+        for i, rec in records.items():
+            drop = {p for p, j in by_path.items() if j == i}
+            left = [o for o in others.get(i, []) if o.path not in drop]
+            self.changed = True
+            if rec.path not in drop:
+                catalogue.delete_paths(sorted(drop - {rec.path}))
+            elif not left:
+                orphans.add(i)
+            else:
+                self._rewrite(rec, left)
+        return orphans
+
+    def _rewrite(self, record: ImageRecord, files: Sequence[ImageRecord]) -> None:
+        """Give the image of ``record`` the paths ``files`` (each with its size and mtime), the
+        first as its own path. The record is replaced whole (an engine keeps no partial
+        updates); its vectors stay."""
+        catalogue = self.layers.catalogue
+        first = files[0]
+        catalogue.delete([record.id])
+        catalogue.insert([ImageRecord(first.path, first.size, first.mtime, record.sha256, record.id)])
+        catalogue.insert_paths([f.with_id(record.id) for f in files[1:]])
+
+    def put_first(self, paths: Sequence[str]) -> int:
+        """Make each of ``paths`` (another path of an indexed image) its image's own path, the
+        first of ``paths()``: a restore gives a record back the path it had. Returns how many
+        records changed (a path not held, or first already, is skipped)."""
+        count = [self._put_first(paths)]
+
+        def replay(newer: Index) -> None:
+            count[0] = newer._put_first(paths)
+
+        self.journal(replay)
+        return count[0]
+
+    def _put_first(self, paths: Sequence[str]) -> int:
+        held = self.layers.catalogue.ids_by_path(paths)
+        count = 0
+        for path, image_id in held.items():
+            record = self.records([image_id])[image_id]
+            if record.path == path:
+                continue
+            others = self.layers.catalogue.other_paths([image_id]).get(image_id, [])
+            mine = [o for o in others if o.path == path]
+            self._rewrite(record, mine + [record] + [o for o in others if o.path != path])
+            self.changed = True
+            count += 1
+        return count
+
+    def move_paths(self, moves: Sequence[tuple[str, str | ImageRecord]]) -> int:
+        """Re-point each (old path, new path or record) to the same image, without extracting
+        it again (a file moved or renamed); returns how many paths moved (an old path not held,
+        or a new one held already, is skipped)."""
+        moves = [(old, new if isinstance(new, ImageRecord) else describe_file(new)) for old, new in moves]
+        moved = [self._move_paths(moves)]
+
+        def replay(newer: Index) -> None:
+            moved[0] = newer._move_paths(moves)
+
+        self.journal(replay)
+        return moved[0]
+
+    def _move_paths(self, moves: Sequence[tuple[str, ImageRecord]]) -> int:
+        catalogue = self.layers.catalogue
+        held = catalogue.ids_by_path([old for old, _ in moves] + [new.path for _, new in moves])
+        count = 0
+        for old, new in moves:
+            image_id = held.get(old)
+            if image_id is None or new.path in held:
+                continue
+            # the new path joins the image, then the old one leaves it (taking the primary place if it had it)
+            catalogue.insert_paths([new.with_id(image_id)])
+            self._drop_paths({old: image_id})
+            held.pop(old)
+            held[new.path] = image_id
+            count += 1
+        return count
 
     # ---- search -------------------------------------------------------------------------
 
@@ -315,7 +434,7 @@ class Index:
             scores, ids, _ = self.layers.nearest(queries, qe, self._tombstones)
             queries = rerank.alpha_query_expansion(queries, self.reconstruct(ids), np.where(ids >= 0, scores, 0.0), alpha)
         scores, ids, records = self.layers.nearest(queries, k, self._tombstones)
-        return SearchResult(ids=ids, scores=scores, records=records)
+        return SearchResult(ids=ids, scores=scores, records=records, others=self.layers.catalogue.other_paths(records))
 
     def _view(self, vectors) -> "Index":
         """This index searching ``vectors`` (a vector layer over the same ids) instead of its

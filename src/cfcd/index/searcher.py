@@ -14,6 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from ..errors import ConfigError
 from . import rerank
 from .identity import check_compatible
@@ -76,10 +78,9 @@ def add_images(index, model, images: Sequence[str | Path], settings=None, runtim
     recs = [describe_file(p) for p in images]
     keep, duplicates, repeated = new_positions(index.layers.catalogue, recs)
     report = AddReport(duplicates=duplicates, repeated=repeated)
-    if not keep:
-        return report
     errors: dict[int, str] = {}
-    desc = extract(model, [recs[k].path for k in keep], settings, runtime, skip_errors=True, errors=errors)
+    desc = (extract(model, [recs[k].path for k in keep], settings, runtime, skip_errors=True, errors=errors) if keep
+            else np.zeros((0, index.dim), np.float32))
     bad = set(failed_rows(desc).tolist())
     for row in sorted(bad):
         report.failed[keep[row]] = errors.get(row, f"{recs[keep[row]].path}: not a readable image")
@@ -98,6 +99,10 @@ def add_images(index, model, images: Sequence[str | Path], settings=None, runtim
         out = AddReport(inner.added, dict(base.duplicates), dict(base.repeated), dict(base.failed))
         out.duplicates.update({chosen[pos]: i for pos, i in inner.duplicates.items()})
         out.repeated.update({chosen[pos]: chosen[first] for pos, first in inner.repeated.items()})
+        out.paths.update({chosen[pos]: i for pos, i in inner.paths.items()})
+        # Byte copies of indexed content (found before extracting) are recorded as its other paths.
+        copies = sorted({**base.duplicates, **base.repeated})
+        out.paths.update({copies[n]: i for n, i in target.add_paths([recs[p] for p in copies], replay=False).items()})
         return out
 
     report.update_from(add(index))

@@ -34,7 +34,7 @@ def parse_factory(factory: str) -> tuple[str, dict]:
     return kind.strip().upper(), out
 
 
-def _literals(values) -> str:
+def literals(values) -> str:
     """A Milvus filter list literal (JSON string escapes are Milvus's)."""
     return "[" + ",".join(json.dumps(v, ensure_ascii=False) if isinstance(v, str) else str(int(v)) for v in values) + "]"
 
@@ -169,11 +169,16 @@ class MilvusCatalogue:
         self.updates: dict = {}
         self.pending: dict[int, ImageRecord] = {}
         self.removed: set[int] = set()
+        # Other paths of the same content (collection NAME_paths): pending ones by path, and
+        # the published paths this writer dropped.
+        self.pending_paths: dict[str, ImageRecord] = {}
+        self.removed_paths: set[str] = set()
 
     def published(self, version: int, count: int) -> None:
         self.version, self.count = version, count
         self._info.update(self.updates)
         self.updates, self.pending, self.removed = {}, {}, set()
+        self.pending_paths, self.removed_paths = {}, set()
 
     def info(self) -> dict:
         return {**self._info, **self.updates}
@@ -185,28 +190,36 @@ class MilvusCatalogue:
         self.pending.update({r.id: r for r in records})
 
     def delete(self, ids) -> None:
-        for i in map(int, ids):
+        """Remove records and their other paths; a record inserted again under the same id
+        (a new primary path) replaces the published one."""
+        ids = set(map(int, ids))
+        for i in ids:
             if self.pending.pop(i, None) is None:
                 self.removed.add(i)
+        self.pending_paths = {p: r for p, r in self.pending_paths.items() if r.id not in ids}
+
+    def _live(self, i: int) -> bool:
+        """Whether the published row of ``i`` is still this writer's (not removed or replaced)."""
+        return i not in self.removed
 
     def _query(self, expr: str) -> list[ImageRecord]:
         rows = self.store.client.query(self.store.images, filter=f"({expr}) and version <= {self.version}",
                                        output_fields=["id", "path", "size", "mtime", "sha256"])
         return [ImageRecord(r["path"], None if r["size"] < 0 else r["size"], None if r["mtime"] < 0 else r["mtime"],
-                            r["sha256"] or None, r["id"]) for r in rows if r["id"] not in self.removed]
+                            r["sha256"] or None, r["id"]) for r in rows if self._live(r["id"])]
 
     def records(self, ids) -> dict[int, ImageRecord]:
         wanted = sorted({int(i) for i in ids})
         out = {i: self.pending[i] for i in wanted if i in self.pending}
         for part in chunks([i for i in wanted if i not in self.pending]):
-            out.update({r.id: r for r in self._query(f"id in {_literals(part)}")})
+            out.update({r.id: r for r in self._query(f"id in {literals(part)}")})
         return out
 
     def _ids_by(self, field: str, values) -> dict[str, int]:
         values = sorted(set(values))
         out = {}
         for part in chunks(values):
-            out.update({getattr(r, field): r.id for r in self._query(f"{field} in {_literals(part)}")})
+            out.update({getattr(r, field): r.id for r in self._query(f"{field} in {literals(part)}")})
         wanted = set(values)
         out.update({getattr(r, field): i for i, r in self.pending.items() if getattr(r, field) in wanted})
         return out
@@ -215,7 +228,42 @@ class MilvusCatalogue:
         return self._ids_by("sha256", (h for h in hashes if h))
 
     def ids_by_path(self, paths) -> dict[str, int]:
-        return self._ids_by("path", paths)
+        """path -> id, for the paths held, primary or other."""
+        paths = list(paths)
+        out = {r.path: r.id for part in chunks(sorted(set(paths))) for r in self._query_paths(f"path in {literals(part)}")}
+        wanted = set(paths)  # and this writer's, not yet published
+        out.update({p: r.id for p, r in self.pending_paths.items() if p in wanted})
+        out.update(self._ids_by("path", paths))
+        return out
+
+    # ---- other paths of the same content ----------------------------------------------
+
+    def _query_paths(self, expr: str) -> list[ImageRecord]:
+        """The published other paths matching ``expr``, less those this writer dropped, plus its pending ones."""
+        rows = []
+        if self.store.client.has_collection(self.store.paths):  # an index from before other paths were kept has none
+            rows = self.store.client.query(self.store.paths, filter=f"({expr}) and version <= {self.version}",
+                                           output_fields=["path", "image", "size", "mtime"])
+        return [ImageRecord(r["path"], None if r["size"] < 0 else r["size"], None if r["mtime"] < 0 else r["mtime"],
+                            None, r["image"]) for r in rows
+                if r["path"] not in self.removed_paths and r["path"] not in self.pending_paths and self._live(r["image"])]
+
+    def insert_paths(self, records) -> None:
+        self.pending_paths.update({r.path: r for r in records})
+
+    def delete_paths(self, paths) -> None:
+        for p in paths:
+            self.pending_paths.pop(p, None)
+            self.removed_paths.add(p)
+
+    def other_paths(self, ids) -> dict[int, list[ImageRecord]]:
+        wanted = sorted({int(i) for i in ids})
+        found = [r for part in chunks(wanted) for r in self._query_paths(f"image in {literals(part)}")]
+        found += [r for r in self.pending_paths.values() if r.id in set(wanted)]
+        out: dict[int, list[ImageRecord]] = {}
+        for r in sorted(found, key=lambda r: r.path):
+            out.setdefault(r.id, []).append(r)
+        return out
 
     def __len__(self) -> int:
         return self.count + len(self.pending) - len(self.removed)

@@ -19,7 +19,7 @@ from ..layers import Layers
 from ..projection import Projection
 from ..locks import LocalLock
 from ...failpoints import failpoint
-from .collections import MilvusCatalogue, MilvusVectors, chunks, parse_factory
+from .collections import MilvusCatalogue, MilvusVectors, chunks, literals, parse_factory
 
 DEFAULT_COLLECTION = "cfcd"
 DEFAULT_FACTORY = "FLAT"
@@ -54,6 +54,7 @@ class MilvusStore:
         self.images = f"{self.name}_images"
         self.raw = f"{self.name}_raw"
         self.projections = f"{self.name}_proj"
+        self.paths = f"{self.name}_paths"
         self._client = None
         self._opened_projection = None  # the Projection read by ``open`` (published already)
 
@@ -129,7 +130,8 @@ class MilvusStore:
         described = info.get("projection")
         keeps_raw = bool(info.get("raw"))
         raw_name = self._raw_collection(info)
-        self._load(searched, self.images, *((raw_name, self.projections) if keeps_raw else ()))
+        self._load(searched, self.images, *((raw_name, self.projections) if keeps_raw else ()),
+                   *((self.paths,) if self.client.has_collection(self.paths) else ()))
         count = info.get("count", 0)
         projection = None
         if described:
@@ -154,13 +156,15 @@ class MilvusStore:
             self._create_collection(self.images, 2, catalogue=True)
             self._create_collection(self.raw, dim)
             self._create_collection(self.projections, dim)
+            self._create_paths()
             info = {"published": 0}
             self._write_info(info)
         elif info.get("published"):
             raise AlreadyExists(f"{self._location}: an index already exists there (a Milvus collection is not "
                                 f"replaced by --force: drop collections {self.name!r}, {self.images!r}, {self.raw!r} "
                                 f"and {self.projections!r} first)")
-        self._load(self.name, self.images, self.raw, self.projections)
+        self._create_paths()
+        self._load(self.name, self.images, self.raw, self.projections, self.paths)
         gen = info.get("published", 0)
         return Layers(MilvusVectors(self, dim, factory, gen, 0, self.name), MilvusCatalogue(self, gen, 0, {}),
                       MilvusVectors(self, dim, "FLAT", gen, 0, self.raw))
@@ -200,6 +204,25 @@ class MilvusStore:
         except Exception as err:
             raise ConfigError(f"Milvus refused index {kind} {params} for {name!r}: {err}") from None
 
+    def _create_paths(self) -> None:
+        """The collection of other paths of indexed content (made on the next write of an
+        index from before it was kept): a path, the id of its content, its size and mtime."""
+        from pymilvus import DataType
+
+        if self.client.has_collection(self.paths):
+            return
+        schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("path", DataType.VARCHAR, max_length=MAX_VARCHAR, is_primary=True)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=2)
+        schema.add_field("version", DataType.INT64)
+        schema.add_field("image", DataType.INT64)
+        schema.add_field("size", DataType.INT64)
+        schema.add_field("mtime", DataType.DOUBLE)
+        index = self.client.prepare_index_params()
+        index.add_index("vector", index_type="FLAT", metric_type="IP")
+        self.client.create_collection(self.paths, schema=schema, index_params=index, consistency_level="Strong")
+        self._load(self.paths)
+
     # ---- the write lock and publishing --------------------------------------------------
 
     def lock(self, timeout: float = 60.0):
@@ -219,7 +242,9 @@ class MilvusStore:
         client = self.client
         searched = info.get("vectors_collection", self.name)
         keeps = [vectors] + ([raw] if raw is not None else [])
-        dead = {searched, self.images, *(v.collection for v in keeps), *([self.projections] if raw is not None else [])}
+        self._create_paths()
+        dead = {searched, self.images, self.paths, *(v.collection for v in keeps),
+                *([self.projections] if raw is not None else [])}
         for name in dead:  # invisible rows of a writer that died (a projection's too: its ids are reused)
             client.delete(name, filter=f"version > {base}")
         for layer in keeps:
@@ -252,15 +277,28 @@ class MilvusStore:
                                          "size": r.size if r.size is not None else -1,
                                          "mtime": r.mtime if r.mtime is not None else -1.0,
                                          "sha256": r.sha256 or ""} for r in part])
-        removed = sorted(vectors.removed | catalogue.removed)
+        for part in chunks(list(catalogue.pending_paths.values()), INSERT_BATCH):
+            client.insert(self.paths, [{"path": r.path, "vector": [0.0, 0.0], "version": gen, "image": int(r.id),
+                                        "size": r.size if r.size is not None else -1,
+                                        "mtime": r.mtime if r.mtime is not None else -1.0} for r in part])
+        # A record deleted then inserted again under its id (a new primary path) keeps its
+        # vectors: only the vector layers' removals leave them.
+        removed = sorted(vectors.removed | (raw.removed if raw is not None else set()))
+        forgotten, dropped = sorted(catalogue.removed), sorted(catalogue.removed_paths)
         count = len(catalogue)
         failpoint("index.staged")  # rows written, invisible: the crash tests stop a writer here
         catalogue.set_info(**updates)
         self._write_info({**info, **catalogue.updates, "published": gen, "count": count, "writer": info.get("writer")})
         self._opened_projection = layers.projection
         for part in chunks(removed):
-            for name in (vectors.collection, self.images, *([raw.collection] if raw is not None else [])):
+            for name in (vectors.collection, *([raw.collection] if raw is not None else [])):
                 client.delete(name, ids=part)
+        # Rows of the earlier versions only: a record or path written again by this version stays.
+        for part in chunks(forgotten):
+            client.delete(self.images, filter=f"id in {literals(part)} and version <= {base}")
+            client.delete(self.paths, filter=f"image in {literals(part)} and version <= {base}")
+        for part in chunks(dropped):
+            client.delete(self.paths, filter=f"path in {literals(part)} and version <= {base}")
         for name in retire:  # replaced two projections ago: no reader still searches it
             if name != self.name and client.has_collection(name):
                 client.drop_collection(name)
@@ -309,19 +347,20 @@ class MilvusStore:
         failpoint("index.reclaiming")
         searched = info.get("vectors_collection", self.name)
         described = info.get("projection")
-        deletions = [(name, f"version > {gen}") for name in (searched, self.images, self._raw_collection(info),
-                                                              self.projections)]
+        deletions = [(name, f"version > {gen}") for name in (searched, self.images, self.paths,
+                                                              self._raw_collection(info), self.projections)]
         deletions.append((self.projections, f"version != {described['version']}" if described else "id >= 0"))
         for name, expr in deletions:
             if client.has_collection(name) and self._rows(name, expr):
                 client.delete(name, filter=expr)
                 removed.append(f"rows of {name} where {expr}")
         if not self.lite:
-            for name in (searched, self.images, self._raw_collection(info), self.projections):
-                client.compact(name)  # the server merges segments without deleted rows, in the background
+            for name in (searched, self.images, self.paths, self._raw_collection(info), self.projections):
+                if client.has_collection(name):
+                    client.compact(name)  # the server merges segments without deleted rows, in the background
         return removed
 
-    def _rows(self, name: str, expr: str = "id >= 0") -> int:
+    def _rows(self, name: str, expr: str = "version >= 0") -> int:
         self._load(name)
         return self.client.query(name, filter=expr, output_fields=["count(*)"])[0]["count(*)"]
 
@@ -329,7 +368,7 @@ class MilvusStore:
         """Rows in this index's collections, and bytes on disk for Milvus Lite (its data directory)."""
         from ..store import disk_bytes
 
-        names = [self.images, self.projections, *self._collections()]
+        names = [self.images, self.paths, self.projections, *self._collections()]
         rows = sum(self._rows(n) for n in dict.fromkeys(names) if self.client.has_collection(n))
         return {"bytes": disk_bytes(Path(self.uri)) if self.lite else None, "rows": rows}
 
