@@ -265,7 +265,7 @@ def test_kill_a_relearn_and_a_compaction_on_milvus(tmp_path):
         assert json.loads(out.stdout)["version"] == 2  # nothing removed: no new version
         left = set(index.store.client.list_collections())
         # The first vector collection too: the projection learned at build moved the vectors out.
-        assert left == {"photos_images", "photos_raw", "photos_proj", searched}
+        assert left == {"photos_images", "photos_paths", "photos_raw", "photos_proj", searched}
         assert index.store.client.query("photos_proj", filter="id >= 0", output_fields=["count(*)"])[0]["count(*)"] == 9
         index = Index.load(uri)
         assert index.search(index.descriptors([7]), k=1).ids[0, 0] == 7
