@@ -1,4 +1,4 @@
-"""cfcd index build|add|remove|relearn|info: a persistent index of a photo collection."""
+"""cfcd index build|add|remove|sync|relearn|info: a persistent index of a photo collection."""
 
 from __future__ import annotations
 
@@ -38,6 +38,14 @@ def register(p) -> None:
     remove.add_argument("paths", nargs="*", help="image paths to remove")
     remove.add_argument("--id", dest="ids", type=int, action="append", default=[], help="an image id to remove (repeatable)")
     remove.set_defaults(func=run_remove)
+
+    sync = isub.add_parser("sync", help="bring an index in step with a folder: add new files, remove deleted ones, "
+                                        "re-point moved or renamed ones, re-extract changed ones (one write)")
+    sync.add_argument("index", help="index: a directory, NAME.db or milvus://HOST:PORT/COLLECTION")
+    sync.add_argument("folder", help="the folder of photos (searched recursively)")
+    sync.add_argument("--json", action="store_true", help="print JSON: counts, and the paths of each kind")
+    sync.add_argument("--dry-run", action="store_true", help="say what would change, change nothing")
+    sync.set_defaults(func=run_sync)
 
     relearn = isub.add_parser("relearn", help="learn the index's projection from its stored descriptors now, or --off")
     relearn.add_argument("index", help="index: a directory, NAME.db or milvus://HOST:PORT/COLLECTION")
@@ -171,6 +179,33 @@ def run_remove(args) -> None:
     kept = sum(i not in set(removed) for i in held.values())  # paths forgotten, their image kept by another
     forgot = f", forgot {plural(kept, 'path')} of images still indexed" if kept else ""
     print(f"removed {len(removed)} images{forgot}; {len(index)} remain")
+
+
+def run_sync(args) -> None:
+    from ..index import Index
+    from ..index.store import failpoint
+    from ..index.sync import apply, plan
+
+    with Index.edit(args.index) as index:
+        todo = plan(index, args.folder, progress=not args.dry_run)
+        failpoint("sync.planned")  # crash tests stop a sync here: compared, nothing extracted or written
+        report = None if args.dry_run else apply(index, todo, runtime=runtime(args))
+        if args.dry_run:
+            index.changed = False  # nothing is published
+    failed = {todo.to_extract()[pos]: reason for pos, reason in sorted(report.failed.items())} if report else {}
+    todo.unreadable.update(failed)  # not images: listed as unreadable, not as added or changed
+    todo.added, todo.changed = [p for p in todo.added if p not in failed], [p for p in todo.changed if p not in failed]
+    if args.json:
+        body = todo.to_dict()
+        body.update(dry_run=args.dry_run, images=len(index), version=index.generation)
+        print(json.dumps(body, indent=1))
+        return
+    counts = ", ".join(f"{k} {v}" for k, v in todo.counts().items())
+    verb = "would sync" if args.dry_run else "synced"
+    print(f"{verb} {todo.folder}: {counts}; {len(todo.to_extract())} {'to extract' if args.dry_run else 'extracted'}")
+    for reason in todo.unreadable.values():
+        print(f"skipped unreadable image: {reason}")
+    print(f"{args.index}: {len(index)} images, version {index.generation}")
 
 
 def run_relearn(args) -> None:

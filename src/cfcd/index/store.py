@@ -60,7 +60,8 @@ def failpoint(name: str) -> None:
     otherwise. Points: ``index.commit`` (descriptors ready, lock not taken yet),
     ``index.staged`` (new version's files written, not yet renamed), ``index.renamed``
     (renamed, ``CURRENT`` not yet switched), ``index.published`` (switched, old versions
-    not yet collected)."""
+    not yet collected), ``sync.planned`` (``cfcd index sync`` compared its folder; nothing
+    extracted or written yet)."""
     if os.environ.get(FAILPOINT_ENV) == name:
         os.kill(os.getpid(), signal.SIGSTOP)
 
