@@ -45,6 +45,10 @@ def register(p) -> None:
     sync.add_argument("folder", help="the folder of photos (searched recursively)")
     sync.add_argument("--json", action="store_true", help="print JSON: counts, and the paths of each kind")
     sync.add_argument("--dry-run", action="store_true", help="say what would change, change nothing")
+    sync.add_argument("--watch", action="store_true",
+                      help="keep running: sync again after every batch of changes to the folder (Ctrl-C stops)")
+    sync.add_argument("--poll", action="store_true", help="with --watch: poll the folder instead of asking the "
+                                                          "system for change events (network mounts)")
     sync.set_defaults(func=run_sync)
 
     relearn = isub.add_parser("relearn", help="learn the index's projection from its stored descriptors now, or --off")
@@ -182,30 +186,31 @@ def run_remove(args) -> None:
 
 
 def run_sync(args) -> None:
-    from ..index import Index
-    from ..index.store import failpoint
-    from ..index.sync import apply, plan
+    from ..index.sync import sync
 
-    with Index.edit(args.index) as index:
-        todo = plan(index, args.folder, progress=not args.dry_run)
-        failpoint("sync.planned")  # crash tests stop a sync here: compared, nothing extracted or written
-        report = None if args.dry_run else apply(index, todo, runtime=runtime(args))
+    if args.watch:
         if args.dry_run:
-            index.changed = False  # nothing is published
-    failed = {todo.to_extract()[pos]: reason for pos, reason in sorted(report.failed.items())} if report else {}
-    todo.unreadable.update(failed)  # not images: listed as unreadable, not as added or changed
-    todo.added, todo.changed = [p for p in todo.added if p not in failed], [p for p in todo.changed if p not in failed]
-    if args.json:
-        body = todo.to_dict()
-        body.update(dry_run=args.dry_run, images=len(index), version=index.generation)
-        print(json.dumps(body, indent=1))
+            raise ConfigError("--watch changes the index as the folder changes; it takes no --dry-run")
+        from ..index.watch import check_watchable, watch
+
+        check_watchable(args.folder)
+        try:
+            watch(args.index, args.folder, runtime=runtime(args, progress=False), poll=args.poll,
+                  on_sync=lambda todo: _print_sync(args, todo))
+        except KeyboardInterrupt:
+            pass
         return
-    counts = ", ".join(f"{k} {v}" for k, v in todo.counts().items())
-    verb = "would sync" if args.dry_run else "synced"
-    print(f"{verb} {todo.folder}: {counts}; {len(todo.to_extract())} {'to extract' if args.dry_run else 'extracted'}")
+    _print_sync(args, sync(args.index, args.folder, runtime=runtime(args), dry_run=args.dry_run, progress=not args.dry_run))
+
+
+def _print_sync(args, todo) -> None:
+    if args.json:
+        print(json.dumps({**todo.to_dict(), "dry_run": args.dry_run}, indent=1))
+        return
+    print(todo.summary(args.dry_run))
     for reason in todo.unreadable.values():
         print(f"skipped unreadable image: {reason}")
-    print(f"{args.index}: {len(index)} images, version {index.generation}")
+    print(f"{args.index}: {todo.images} images, version {todo.version}", flush=True)
 
 
 def run_relearn(args) -> None:

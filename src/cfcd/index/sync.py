@@ -50,6 +50,8 @@ class SyncPlan:
     records: dict[str, ImageRecord] = field(default_factory=dict)
     copies: dict[str, int] = field(default_factory=dict)
     detach: dict[str, int] = field(default_factory=dict)
+    images: int | None = None  # after ``sync``: the index's size and version
+    version: int | None = None
 
     def to_extract(self) -> list[str]:
         """Added or changed files whose content the index does not hold."""
@@ -58,10 +60,16 @@ class SyncPlan:
     def counts(self) -> dict[str, int]:
         return {k: len(getattr(self, k)) for k in ("added", "removed", "moved", "changed", "unchanged", "unreadable")}
 
+    def summary(self, dry_run: bool = False) -> str:
+        counts = ", ".join(f"{k} {v}" for k, v in self.counts().items())
+        return (f"{'would sync' if dry_run else 'synced'} {self.folder}: {counts}; "
+                f"{len(self.to_extract())} {'to extract' if dry_run else 'extracted'}")
+
     def to_dict(self) -> dict:
         return {"folder": self.folder, "counts": self.counts(), "added": self.added, "removed": self.removed,
                 "moved": [{"from": a, "to": b} for a, b in self.moved], "changed": self.changed,
-                "unchanged": self.unchanged, "unreadable": self.unreadable, "extracted": self.to_extract()}
+                "unchanged": self.unchanged, "unreadable": self.unreadable, "extracted": self.to_extract(),
+                "images": self.images, "version": self.version}
 
 
 def held_paths(index, root: Path) -> dict[str, ImageRecord]:
@@ -153,3 +161,25 @@ def apply(index, todo: SyncPlan, model=None, settings=None, runtime=None):
     if not extract:
         return None
     return add_images(index, model if model is not None else load_index_model(index), extract, settings, runtime)
+
+
+def sync(location, folder: str | Path, model=None, runtime=None, dry_run: bool = False,
+         progress: bool = False) -> SyncPlan:
+    """Bring the index at ``location`` in step with ``folder`` in one versioned write (none for
+    a ``dry_run``, or when nothing changed); returns the plan, its ``unreadable`` completed with
+    the files that turned out not to be images (left out of ``added`` and ``changed``)."""
+    from .index import Index
+
+    with Index.edit(location) as index:
+        todo = plan(index, folder, progress)
+        failpoint("sync.planned")  # crash tests stop a sync here: compared, nothing extracted or written
+        extract = todo.to_extract()
+        report = None if dry_run else apply(index, todo, model, runtime=runtime)
+        if dry_run:
+            index.changed = False  # nothing is published
+    failed = {extract[pos]: reason for pos, reason in report.failed.items()} if report else {}
+    todo.unreadable.update(failed)
+    todo.added = [p for p in todo.added if p not in failed]
+    todo.changed = [p for p in todo.changed if p not in failed]
+    todo.images, todo.version = len(index), index.generation
+    return todo

@@ -74,6 +74,7 @@ class ServeSettings:
     reload_interval: float = 1.0  # seconds between checks for a newer index version
     upload_dir: str | None = None  # where POST /images stores photos; None: no uploads
     read_only: bool = False  # refuse POST /images and DELETE /images/{id} whatever else is set
+    watch: str | None = None  # a folder kept in step with the index while serving (cfcd.index.watch)
 
     def __post_init__(self):
         if self.threads is None:
