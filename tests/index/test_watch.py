@@ -49,7 +49,9 @@ def test_sync_watch_follows_the_folder(checkpoint, tmp_path, capsys, poll):
         until(lambda: "unchanged 3" in log.read_text(), 60, "the first sync")
         (photos / "sub").mkdir()
         shutil.move(photos / "p0.jpg", photos / "sub" / "p0.jpg")
+        time.sleep(0.3)  # a burst of changes, closer together than the quiet second a batch waits for
         textured(photos / "sub" / "new.jpg", seed=9, size=(120, 90))
+        time.sleep(0.3)
         (photos / "p2.jpg").unlink()
         until(lambda: Index.load(root).generation == 2, 30, "one sync of the three changes")
         time.sleep(2)  # a batch: no second version for the same changes
