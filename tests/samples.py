@@ -56,3 +56,22 @@ def bench_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def distinct_checkpoint(path: Path, dim: int = 16) -> Path:
+    """Save a tiny random model whose descriptors tell pictures apart: batch-norm statistics set
+    from one batch of noise, since at their initial values (mean 0, variance 1) the last feature
+    map is ~0 and every image gets the same descriptor."""
+    import torch
+
+    from cfcd.model import CFCDNet, ModelConfig, save_checkpoint
+
+    torch.manual_seed(0)
+    model = CFCDNet(ModelConfig("mobilenet_v2", dim=dim))
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = None  # running statistics = this batch's
+    with torch.no_grad():
+        model.train()(torch.randn(8, 3, 64, 64))
+    save_checkpoint(path, model.eval())
+    return path

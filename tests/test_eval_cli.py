@@ -3,15 +3,15 @@ import pickle
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from cfcd.cli import main
 from cfcd.data.revisitop import load_dataset
 from cfcd.evaluate import evaluate_revisitop, rank
 from cfcd.extraction import extract
-from cfcd.model import CFCDNet, ModelConfig, load_model, save_checkpoint
+from cfcd.model import load_model
 from cfcd.settings import ExtractionSettings, Runtime
+from samples import distinct_checkpoint
 
 N_DB, DIM = 6, 8
 # Query descriptors whose dot product with database image i (the basis vector e_i) is the
@@ -127,18 +127,7 @@ def test_distractors_follow_the_database(revisitop_root, tmp_path, topk):
 
 @pytest.fixture
 def tiny_checkpoint(tmp_path):
-    """Random weights; batch-norm statistics set from one batch of noise, since at their initial
-    values (mean 0, variance 1) the last feature map is ~0 and every image gets the same descriptor."""
-    torch.manual_seed(0)
-    model = CFCDNet(ModelConfig("mobilenet_v2", dim=16))
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.momentum = None  # running statistics = this batch's
-    with torch.no_grad():
-        model.train()(torch.randn(8, 3, 64, 64))
-    path = tmp_path / "tiny.pt"
-    save_checkpoint(path, model.eval())
-    return path
+    return distinct_checkpoint(tmp_path / "tiny.pt")
 
 
 def test_model_crops_queries(revisitop_root, tiny_checkpoint, tmp_path, capsys):

@@ -22,19 +22,7 @@ def location(request, tmp_path) -> str:
 
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory) -> Path:
-    """A tiny model's checkpoint whose descriptors tell pictures apart: random weights, batch-norm
-    statistics set from one batch of noise (at their initial values every image gets one descriptor)."""
-    import torch
+    """A tiny model's checkpoint whose descriptors tell pictures apart."""
+    from samples import distinct_checkpoint
 
-    from cfcd.model import CFCDNet, ModelConfig, save_checkpoint
-
-    torch.manual_seed(0)
-    model = CFCDNet(ModelConfig("mobilenet_v2", dim=16))
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.momentum = None  # running statistics = this batch's
-    with torch.no_grad():
-        model.train()(torch.randn(8, 3, 64, 64))
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    save_checkpoint(path, model.eval())
-    return path
+    return distinct_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt")
