@@ -334,6 +334,13 @@ function dupCard(item, kept) {
   facts.textContent = `${kept ? "Keep · " : ""}${size} · ${kb} · ${item.format || "?"} · `
     + `${(item.date || "?").slice(0, 10)} · ${item.score.toFixed(3)}`;
   li.append(facts);
+  if (item.paths && item.paths.length > 1) {  // one content, several files: each path is listed
+    const also = document.createElement("div");
+    also.className = "facts";
+    also.textContent = `also at: ${item.paths.slice(1).map(fileName).join(", ")}`;
+    also.title = item.paths.slice(1).join("\n");
+    li.append(also);
+  }
   if (kept) li.classList.add("keep");
   return li;
 }
