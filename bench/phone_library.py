@@ -7,7 +7,9 @@ The library: real photos of ../shared/data/instances-dev (one per identity, in o
 cropped to the camera's aspect ratio and upscaled (bicubic) to a 12 Mpx (4000 x 3000),
 24 Mpx (6000 x 4000) and 48 Mpx (8000 x 6000) JPEG (quality 90), written to a temporary
 folder. Each mode builds an index of the folder in a fresh process, through the command's
-own code (``cfcd.cli.main(["index", "build", ...])``) with the default model and settings:
+own code (``cfcd.cli.main(["index", "build", ...])``) with the default model and settings,
+decoding in turn with the network (``--decode-threads 0``, so that the CPU time of decoding is
+its own; ``bench/index_build_speed.py`` measures the overlap):
 
   full      every JPEG decoded at its full size (``decode_margin`` None: cfcd before issue 20)
   direct    DCT scaling straight to the size the largest scale needs (margin 1: issue 20's,
@@ -141,7 +143,8 @@ def child(mode: str, library: str, pairs_file: str, repeats: int, threads: int) 
     images = sum(1 for p in Path(library).rglob("*.jpg"))
     with tempfile.TemporaryDirectory() as tmp:
         start = [c() for c in clocks]
-        cli_main(["index", "build", str(Path(tmp) / "phone.index"), library])
+        # Decoding in turn with the network: a decode thread's CPU time would count the network's too.
+        cli_main(["index", "build", str(Path(tmp) / "phone.index"), library, "--decode-threads", "0"])
         build = [c() - s for c, s in zip(clocks, start)]
     peak = peak_rss_gib()
     built = {key: list(value) for key, value in spent.items()}  # the build's, not the comparison's below

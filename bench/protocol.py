@@ -3,6 +3,7 @@
     .venv/bin/python bench/protocol.py --part projection     # the index's learned projection
     .venv/bin/python bench/protocol.py --part model          # the default model and scales
     .venv/bin/python bench/protocol.py --part decode         # the reduced JPEG decode
+    .venv/bin/python bench/protocol.py --part rerank         # query expansion, database augmentation
     .venv/bin/python bench/protocol.py --part decode --upscale 3072   # ... on phone-sized copies
 
 Every candidate is scored on the collections of ``cfcd.evaluate.shapes.SHAPES`` drawn from
@@ -21,6 +22,11 @@ projection  baseline: the default descriptors searched as they are (no projectio
 model       baseline: today's default (MobileNetV2 + EfficientNet-Lite2, scales 0.7071 and 1
             of a 384 px long side). Candidates: each member alone and the concatenation at
             384 and 512 px with scales (0.7071, 1) and (0.7071, 1, 1.4142).
+rerank      baseline: the default descriptors searched as they are. Candidates: alpha-QE of the
+            query over its top N results and alpha-DBA of the database over each photo's top N
+            (``cfcd.index.rerank``, alpha 3), alone and together. Strict leave-one-out: the
+            query's own photo is neither among the neighbours that expand it nor among those that
+            augment the database (as for a photo that is not in the index yet).
 decode      baseline: every JPEG decoded at full size. Candidates: the ``cfcd`` preparation's
             reduced decode straight to the largest view's size (margin 1: issue 20's) and to
             at least twice it (margin 2: today's), default model and settings. The sets'
@@ -114,6 +120,45 @@ def check_against_index(x: np.ndarray, index: np.ndarray) -> float:
     return float(np.abs(ours @ ours.T - theirs @ theirs.T).max())
 
 
+def reranked(x: np.ndarray, qe: int, dba: int, alpha: float = 3.0) -> shapes.Similarities:
+    """Scores of every photo of ``x`` for the query made from each photo, after alpha-DBA of the
+    database over each photo's ``dba`` nearest (itself included) and alpha-QE of the query over
+    its top ``qe``, with the query's own photo left out of both."""
+    from cfcd.index.rerank import alpha_query_expansion
+
+    x = x.astype(np.float32)
+    n, sims = len(x), x @ x.T
+    nn = np.argsort(-(sims - 2 * np.eye(n, dtype=np.float32)), axis=1, kind="stable")[:, : n - 1]  # others, best first
+
+    def augment(rows: np.ndarray, lists: list[np.ndarray]) -> np.ndarray:
+        return np.stack([alpha_query_expansion(x[j][None], x[l][None], sims[j, l][None], alpha)[0]
+                         for j, l in zip(rows, lists)])
+
+    m = max(dba - 1, 0)
+    base = augment(np.arange(n), list(nn[:, :m])) if m else x
+    out = np.full((n, n), -np.inf, dtype=np.float32)
+    for i in range(n):
+        db = base
+        touched = np.flatnonzero((nn[:, :m] == i).any(axis=1)) if m else []
+        if len(touched):  # photos whose neighbours include the query: augmented without it
+            db = base.copy()
+            db[touched] = augment(touched, [l[l != i][:m] for l in nn[touched, : m + 1]])
+        q = x[i]
+        if qe:
+            s = db @ q
+            s[i] = -np.inf
+            top = np.argsort(-s, kind="stable")[:qe]
+            q = alpha_query_expansion(q[None], db[top][None], s[top][None], alpha)[0]
+        scores = db @ q
+        scores[i] = -np.inf
+        out[i] = scores
+    return shapes.Similarities(out)
+
+
+RERANKS = {"QE top 1": (1, 0), "QE top 2": (2, 0), "QE top 3": (3, 0), "DBA top 2": (0, 2),
+           "DBA top 3": (0, 3), "DBA + QE top 2": (2, 2)}
+
+
 DECODES = {"full decode": None, "reduced, margin 1 (issue 20)": 1.0, "reduced, margin 2 (default)": 2.0}
 
 
@@ -177,7 +222,7 @@ def report(scores: shapes.Scores, baseline: str, pool: shapes.PhotoPool, title: 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--part", choices=["projection", "model", "decode"], required=True)
+    p.add_argument("--part", choices=["projection", "model", "decode", "rerank"], required=True)
     p.add_argument("--upscale", type=int, help="decode part: score copies upscaled to this long side")
     p.add_argument("--sets", nargs="+", default=[str(s) for s in SETS], help="labelled sets (manifest.csv)")
     p.add_argument("--rules", nargs="*", help="projection rules N,F,S (default: the built-in list)")
@@ -198,6 +243,11 @@ def main(argv=None) -> int:
               f"largest similarity difference {check_against_index(x, first):.1e}\n")
         rules = [tuple(float(v) if i else int(v) for i, v in enumerate(r.split(","))) for r in args.rules] if args.rules else RULES
         candidates = {NONE: lambda index: x[index], **{rule_name(r): rule_candidate(x, r) for r in rules}}
+        baseline = NONE
+    if args.part == "rerank":
+        x = descriptors(BASELINE_MODEL, cache)
+        candidates = {NONE: lambda index: x[index],
+                      **{name: (lambda index, qe=qe, dba=dba: reranked(x[index], qe, dba)) for name, (qe, dba) in RERANKS.items()}}
         baseline = NONE
     if args.part == "decode":
         matrices = decoded(upscaled(pool.paths, args.upscale) if args.upscale else pool.paths)

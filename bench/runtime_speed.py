@@ -28,11 +28,14 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_IMAGES = HERE.parent.parent / "shared" / "data" / "instances-hard" / "images"
 
 
-def build(images: Path, out: Path, runtime: str, env: dict) -> dict:
-    """One ``cfcd index build`` in a child process: wall s, CPU s, peak RSS MiB."""
-    argv = [sys.executable, "-m", "cfcd", "index", "build", str(out), str(images), "--runtime", runtime]
+def build(images: Path, out: Path, runtime: str, env: dict, extra: tuple = (), cores: list[int] | None = None) -> dict:
+    """One ``cfcd index build`` (with ``extra`` options) in a child process, on ``cores`` when
+    given (its affinity: what it sees as its cores): wall s, CPU s, peak RSS MiB (of the child, or
+    of a decoding process it waited for, whichever is larger)."""
+    argv = [sys.executable, "-m", "cfcd", "index", "build", str(out), str(images), "--runtime", runtime, *extra]
     start = time.perf_counter()
-    child = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    pin = (lambda: os.sched_setaffinity(0, cores)) if cores else None
+    child = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=pin)
     _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - start
     err = child.stderr.read().decode()
@@ -59,10 +62,11 @@ def compare(a_dir: Path, b_dir: Path, k: int = 10) -> dict:
         return [[result.records[int(x)].path for x in row if x >= 0] for row in result.ids]
 
     ra, rb, rc = ranked(own_a), ranked(own_b), ranked(cross)
+    found = own_a.ids >= 0  # fewer than k images: the rest of a row is padding (score -inf)
     return {"queries": len(ids_a), "cosine_min": float((da * db).sum(1).min()),
             "same_top": sum(x == y for x, y in zip(ra, rb)), "same_top_cross": sum(x == y for x, y in zip(ra, rc)),
-            "score_diff": float(np.abs(own_a.scores - own_b.scores).max()),
-            "score_diff_cross": float(np.abs(own_a.scores - cross.scores).max())}
+            "score_diff": float(np.abs(own_a.scores[found] - own_b.scores[found]).max()),
+            "score_diff_cross": float(np.abs(own_a.scores[found] - cross.scores[found]).max())}
 
 
 def main() -> int:

@@ -37,6 +37,34 @@ def scene(seed: int, size=(400, 300)) -> Image.Image:
     return Image.fromarray(coarse).resize(size, Image.Resampling.BICUBIC)
 
 
+def duplicate_photos(folder: Path) -> list[Path]:
+    """Real files of two duplicate groups: a photo, its PNG re-save in another folder and a
+    half-size copy (the PNG is the one to keep: largest, better format), and an unrelated photo
+    with its PNG re-save (kept: the same pixels, the better format)."""
+    (folder / "trip").mkdir(parents=True)
+    (folder / "backup" / "old").mkdir(parents=True)
+    scene(0).save(folder / "trip" / "photo.jpg", quality=90)
+    upright = Image.open(folder / "trip" / "photo.jpg").convert("RGB")
+    upright.save(folder / "backup" / "old" / "photo.png")
+    upright.resize((200, 150), Image.Resampling.LANCZOS).save(folder / "trip" / "small.jpg", quality=85)
+    scene(1).save(folder / "trip" / "unrelated.jpg", quality=90)
+    Image.open(folder / "trip" / "unrelated.jpg").save(folder / "trip" / "unrelated.png")
+    return [folder / p for p in ("trip/photo.jpg", "backup/old/photo.png", "trip/small.jpg", "trip/unrelated.jpg",
+                                 "trip/unrelated.png")]
+
+
+def planted_descriptors(groups=(3, 2), dim: int = 64, seed: int = 0) -> np.ndarray:
+    """Unit rows, one nearly equal block per group size in ``groups`` (cosine about 0.99998 inside
+    a block, near 0 across): descriptors for files whose pixels must decide the tiers."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for size in groups:
+        base = rng.normal(size=dim)
+        rows += [base + 0.005 * np.linalg.norm(base) * rng.normal(size=dim) / np.sqrt(dim) for _ in range(size)]
+    rows = np.array(rows)
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
 def png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 

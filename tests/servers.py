@@ -56,11 +56,14 @@ class ServeProcess:
 
 
 @contextlib.contextmanager
-def serve_process(index: Path, *args: str, startup: float = 120) -> ServeProcess:
+def serve_process(index: Path, *args: str, startup: float = 120, one_thread: bool = True) -> ServeProcess:
     """Run `cfcd serve INDEX ARGS` until the block ends; its stdout and stderr go to a log file.
-    Fails the block if the server logged a traceback."""
+    Fails the block if the server logged a traceback. ``one_thread``: the network on one thread
+    (tests share the machine); False: torch's default threads, whatever $OMP_NUM_THREADS says (benchmarks)."""
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    if not one_thread:
+        del env["OMP_NUM_THREADS"]
     cmd = [sys.executable, "-m", "cfcd", "serve", str(index), "--port", str(port), *args]
     # A file, not a pipe: nobody reads a pipe while the tests run, and a full one blocks the server.
     log_dir = tempfile.TemporaryDirectory(prefix="cfcd-serve-log-")

@@ -129,3 +129,28 @@ def test_runtime_errors_name_the_value_and_the_remedy(monkeypatch, tiny_model, i
         extract(tiny_model, paths, ONE_SCALE, runtime("onnx"))
     # auto without onnxruntime: PyTorch, silently
     assert extract(tiny_model, paths, ONE_SCALE, runtime("auto")).shape == (1, 32)
+
+
+def test_the_least_recently_used_graphs_are_evicted_beyond_the_size_limit(tmp_path, tiny_model):
+    """Three models, room for two graphs: an export evicts the graph used longest ago, and a use
+    (not only an export) counts as recent."""
+    from cfcd.onnx_cache import evict
+
+    def variant(seed):
+        model = copy.deepcopy(tiny_model)
+        with torch.no_grad():
+            model.fc.bias.copy_(torch.randn(model.fc.bias.shape, generator=torch.Generator().manual_seed(seed)))
+        return model
+
+    a, b, c = variant(1), variant(2), variant(3)
+    cached_graph(a, directory=tmp_path)
+    one = sum(p.stat().st_size for p in tmp_path.iterdir())
+    room = int(2.5 * one)  # two graphs fit, three do not
+    cached_graph(b, directory=tmp_path, max_bytes=room)
+    assert sorted(p.stem for p in tmp_path.glob("*.onnx")) == sorted([graph_key(a), graph_key(b)])
+    cached_graph(a, directory=tmp_path, max_bytes=room)  # a used again: b is now the oldest
+    cached_graph(c, directory=tmp_path, max_bytes=room)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{graph_key(m)}.{ext}" for m in (a, c) for ext in ("onnx", "json"))
+    # The graph just exported stays even when it alone is over the limit.
+    assert evict(tmp_path, keep=graph_key(c), max_bytes=0) == [graph_key(a)]
+    assert sorted(p.stem for p in tmp_path.iterdir()) == [graph_key(c)] * 2

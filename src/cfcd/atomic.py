@@ -9,6 +9,15 @@ from pathlib import Path
 from typing import IO, Iterator
 
 
+def fsync_path(path: str | Path) -> None:
+    """Flush ``path`` (a file, or a directory: its entries, after a rename in it) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def atomic_write(path: str | Path, mode: str = "wb", **open_kwargs) -> Iterator[IO]:
     """Open a temporary file beside ``path`` for writing; on success it is flushed, synced

@@ -10,8 +10,9 @@ descriptor of the image is the L2-normalised sum over scales (spec section 6). F
 concatenation of models (``cfcd.model.concat``) each model's part is normalised on its own. Query crops
 are (image, (x0, y0, x1, y1)) pairs, cropped before anything else.
 
-Speed comes from what PyTorch offers: DataLoader workers decode and resize while the model
-runs, tensors of equal size are batched (within a pixel budget), inference mode,
+Speed comes from overlap and what PyTorch offers: the next images are decoded and resized while
+the model runs (on a CPU by threads of this process, ``cfcd.data.prefetch``; on a GPU by
+DataLoader workers), tensors of equal size are batched (within a pixel budget), inference mode,
 channels-last memory, and BatchNorm folded into the convolutions (``torch.fx`` fusion) on a
 copy of the model. ``bench/extract_speed.py`` measures this against the official loop.
 """
@@ -26,6 +27,8 @@ import os
 import threading
 import weakref
 from collections import defaultdict
+from contextlib import closing
+from functools import partial
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -39,7 +42,9 @@ from tqdm import tqdm
 from .atomic import atomic_write
 from .data.decoding import DEFAULT_MAX_PIXELS, Decoded, ImageError, decode_image
 from .data.images import get_preparation
+from .data.prefetch import decode_threads, in_order
 from .errors import ConfigError, InputError, MismatchError, NotFound
+from .failpoints import failpoint
 from .model.concat import normalize_parts, part_dims
 from .settings import CFCD_SCALES, ExtractionSettings, Runtime, resolve
 from .sharded import ShardedArray
@@ -144,6 +149,15 @@ def prepare(item: ImageInput, settings: ExtractionSettings, max_pixels: int = DE
     return prep.views(img, sizes)
 
 
+def _prepared(item: ImageInput, settings: ExtractionSettings, max_pixels: int):
+    """``prepare(item)``, or the ``ImageError`` naming the file: the consumer decides whether
+    it stops the extraction (in order, after the images before it are done)."""
+    try:
+        return prepare(item, settings, max_pixels)
+    except ImageError as err:
+        return err
+
+
 class _Prepared(Dataset):
     def __init__(self, items: Sequence[ImageInput], settings: ExtractionSettings, max_pixels: int):
         self.items, self.settings, self.max_pixels = items, settings, max_pixels
@@ -152,14 +166,34 @@ class _Prepared(Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int):
-        try:
-            return i, prepare(self.items[i], self.settings, self.max_pixels)
-        except ImageError as err:
-            return i, err
+        return i, _prepared(self.items[i], self.settings, self.max_pixels)
 
 
 def _collate(batch):
     return batch
+
+
+def _prepared_batches(images: Sequence[ImageInput], settings: ExtractionSettings, rt: Runtime, batch_size: int,
+                      num_workers: int, threads: int, pin_memory: bool):
+    """Lists of (row, views or ImageError), ``batch_size`` rows each, in row order: prepared by
+    ``num_workers`` DataLoader processes, else by ``threads`` threads (``cfcd.data.prefetch``)."""
+    max_pixels = rt.max_pixels or DEFAULT_MAX_PIXELS
+    if num_workers or not threads:
+        yield from DataLoader(_Prepared(images, settings, max_pixels), batch_size=batch_size, num_workers=num_workers,
+                              collate_fn=_collate, persistent_workers=False, pin_memory=pin_memory)
+        return
+    # One intra-op thread each (torch's count is per thread): the tensor conversions of a decode
+    # thread would otherwise start an OpenMP team of their own beside the network's.
+    fn = partial(_prepared, settings=settings, max_pixels=max_pixels)
+    with closing(in_order(fn, images, threads, initializer=partial(torch.set_num_threads, 1))) as prepared:
+        batch = []
+        for row, views in enumerate(prepared):
+            batch.append((row, views))
+            if len(batch) == batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
 
 
 def _batches(tensors: list[tuple[int, torch.Tensor]], max_batch_pixels: int):
@@ -307,10 +341,11 @@ def extract(
     ``failed_rows``) and, when ``errors`` is given, its message (the file and the cause) is
     stored there under its row.
 
-    ``runtime.batch_size`` and ``runtime.num_workers`` default by device: on a CPU one image
-    at a time in this process (decoding is under a tenth of the network's time there, and a
-    worker process or larger batches were slower in bench/extract_speed.py); on a GPU, 16
-    images per step fed by decoding workers.
+    ``runtime.batch_size``, ``runtime.num_workers`` and ``runtime.decode_threads`` default by
+    device: on a CPU one image at a time, decoded and resized by a few threads of this process
+    (``cfcd.data.prefetch.decode_threads``) while the network runs (a worker process or larger
+    batches were slower in bench/extract_speed.py); on a GPU, 16 images per step fed by
+    decoding processes. None of them changes a descriptor or the order of the rows.
     """
     settings = resolved(settings, model)
     rt = runtime or Runtime()
@@ -318,21 +353,17 @@ def extract(
     on_gpu = device.type == "cuda"
     batch_size = rt.batch_size or (16 if on_gpu else 1)
     num_workers = (min(8, os.cpu_count() or 1) if on_gpu else 0) if rt.num_workers is None else rt.num_workers
+    threads = (0 if on_gpu else decode_threads()) if rt.decode_threads is None else rt.decode_threads
+    threads = min(threads, len(images) - 1)  # one image: nothing to overlap
     model = model.to(device).eval()
     parts = part_dims(model)
     dim = sum(parts)
     model = network(model, device, rt)
     out = np.zeros((len(images), dim), dtype=np.float32)
-    loader = DataLoader(
-        _Prepared(images, settings, rt.max_pixels or DEFAULT_MAX_PIXELS),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        collate_fn=_collate,
-        persistent_workers=False,
-        pin_memory=on_gpu,
-    )
+    loader = _prepared_batches(images, settings, rt, batch_size, num_workers, threads, pin_memory=on_gpu)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cpu" else torch.float16, enabled=rt.amp)
-    with tqdm(total=len(images), unit="img", desc="extract", disable=not rt.progress) as bar:
+    # closing: an error stops the decode threads now, not when its traceback is collected
+    with closing(loader), tqdm(total=len(images), unit="img", desc="extract", disable=not rt.progress) as bar:
         for batch in loader:
             rows, tensors = [], []
             for i, prepared in batch:
@@ -471,6 +502,7 @@ def extract_to_dir(
         for r in failed_rows(desc):
             reasons[shard["start"] + int(r)] = errors.get(int(r), f"{ids[shard['start'] + int(r)]}: not a readable image")
         _write_npy(path, desc.astype(dtype))
+        failpoint("extract.shard")
     if world > 1:
         gathered = [None] * world
         torch.distributed.all_gather_object(gathered, reasons)

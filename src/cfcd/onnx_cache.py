@@ -9,6 +9,11 @@ descriptor >= ``MIN_COSINE``), with the file's SHA-256: a file the verdict does 
 (written by hand, or changed since) is checked again before use, and a refused graph stays
 refused (``GraphRefused``) until its files are deleted. Files are written atomically, so
 processes that export the same model at once each write a whole file and agree on it.
+
+The cache keeps the most recently used graphs within ``MAX_CACHE_BYTES``: each use of an accepted
+graph touches ``KEY.json`` (the graph's own file keeps its time: it says when it was exported), and after an
+export the least recently used graphs other than the new one are deleted until the rest fit. A
+process that already loaded a deleted graph keeps running it; the next one exports it again.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -32,6 +38,9 @@ log = logging.getLogger(__name__)
 MIN_COSINE = 0.9999
 # Raise to make every cached graph be exported again (a change of how export_onnx builds graphs).
 GRAPH_FORMAT = 1
+# The cache's size after an export (the new graph stays even alone over it): a ResNet-50's graph
+# is about 100 MB, smaller backbones' tens of MB, so a few dozen models fit.
+MAX_CACHE_BYTES = 2 * 2**30
 
 
 class GraphRefused(MismatchError):
@@ -105,10 +114,12 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def cached_graph(model: torch.nn.Module, threads: int | None = None, directory: str | Path | None = None):
+def cached_graph(model: torch.nn.Module, threads: int | None = None, directory: str | Path | None = None,
+                 max_bytes: int = MAX_CACHE_BYTES):
     """``model``'s graph from the cache (exported and checked first when it is not there), as an
     ``OnnxRuntimeModel`` with ``threads`` intra-op threads; ``GraphRefused`` when the export
-    failed, or the graph does not run or disagrees with ``model`` (remembered in the cache)."""
+    failed, or the graph does not run or disagrees with ``model`` (remembered in the cache). After
+    an export, ``evict`` keeps the cache within ``max_bytes``."""
     from .export import export_onnx
     from .model.onnx import OnnxRuntimeModel
 
@@ -119,12 +130,12 @@ def cached_graph(model: torch.nn.Module, threads: int | None = None, directory: 
     path, verdict_path = root / f"{key}.onnx", root / f"{key}.json"
     name = getattr(model, "name", "unnamed")
     verdict = json.loads(verdict_path.read_text()) if verdict_path.is_file() else None
-    graph = None
+    graph, exported = None, False
     if not path.is_file() and not (verdict and "onnx_sha256" not in verdict):  # not a remembered failed export
         log.info("exporting model %r to ONNX for onnxruntime (once per model): %s", name, path)
         try:
             export_onnx(model, path)
-            verdict = None
+            verdict, exported = None, True
         except Exception as err:  # an exporter limit (an operator, data-dependent control flow)
             verdict = {"accepted": False, "reason": _one_line(f"could not be exported ({type(err).__name__}: {err})")}
             _write_verdict(verdict_path, verdict)
@@ -133,10 +144,51 @@ def cached_graph(model: torch.nn.Module, threads: int | None = None, directory: 
         if verdict is None or verdict.get("onnx_sha256") != digest:
             graph, verdict = _check(path, model, threads)
             _write_verdict(verdict_path, {**verdict, "onnx_sha256": digest})
+    if exported:
+        evict(root, keep=key, max_bytes=max_bytes)
     if not verdict["accepted"]:
         raise GraphRefused(f"model {name!r}: its ONNX graph {path} {verdict['reason']}; delete {path.stem}.* "
                            f"in {root} to export again", key)
+    _touch(verdict_path)  # a use: a refused graph's files keep their time, and age out of the cache
     return graph or OnnxRuntimeModel(path, threads=threads)
+
+
+def _touch(path: Path) -> None:
+    """Mark a graph as used now (its verdict's time); a read-only cache is used as it is."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def evict(root: str | Path, keep: str, max_bytes: int = MAX_CACHE_BYTES) -> list[str]:
+    """Delete the least recently used graphs (``KEY.onnx`` and ``KEY.json`` together; last use:
+    the later of their times), never ``keep``, until the cache holds at most ``max_bytes``.
+    Returns the deleted keys, oldest first."""
+    groups: dict[str, list[int]] = {}  # key -> [last use in ns, bytes]
+    for p in Path(root).iterdir():
+        if p.suffix not in (".onnx", ".json") or p.name.startswith("."):  # atomic_write's temporaries start with "."
+            continue
+        try:
+            st = p.stat()
+        except FileNotFoundError:  # deleted by another process meanwhile
+            continue
+        used, size = groups.setdefault(p.stem, [0, 0])
+        groups[p.stem] = [max(used, st.st_mtime_ns), size + st.st_size]
+    total = sum(size for _, size in groups.values())
+    groups.pop(keep, None)
+    deleted = []
+    for stem, (_, size) in sorted(groups.items(), key=lambda kv: kv[1][0]):
+        if total <= max_bytes:
+            break
+        for suffix in (".onnx", ".json"):
+            (Path(root) / f"{stem}{suffix}").unlink(missing_ok=True)
+        total -= size
+        deleted.append(stem)
+    if deleted:
+        log.info("ONNX graph cache %s: deleted the %d least recently used graph(s) to stay within %d MB", root,
+                 len(deleted), max_bytes // 2**20)
+    return deleted
 
 
 def _check(path: Path, model: torch.nn.Module, threads: int | None):

@@ -207,7 +207,10 @@ class Runtime:
     ``batch_size``: images decoded and run together (their scaled copies of equal size go
     through the network in one pass, at most ``max_batch_pixels`` pixels per pass); default 1
     on a CPU, 16 on a GPU. ``num_workers``: decoding processes; default 0 on a CPU, up to 8 on
-    a GPU (measured in bench/extract_speed.py). ``max_pixels``: the decoding limit (None:
+    a GPU (measured in bench/extract_speed.py). ``decode_threads``: threads that decode and
+    resize the next images while the network runs, when there are no decoding processes; None:
+    ``cfcd.data.prefetch.decode_threads()`` on a CPU (1 on 2 to 7 cores), 0 on a GPU; 0: decode
+    in turn with the network. ``max_pixels``: the decoding limit (None:
     ``cfcd.data.decoding.DEFAULT_MAX_PIXELS``). ``engine``: what runs the network, one of
     ``ENGINES`` (``cfcd.extraction.network``); None: ``$CFCD_RUNTIME``, else ``auto`` (onnxruntime
     on a CPU when it is installed, PyTorch otherwise).
@@ -216,6 +219,7 @@ class Runtime:
     device: str | None = None
     batch_size: int | None = None
     num_workers: int | None = None
+    decode_threads: int | None = None
     amp: bool = False
     progress: bool = True
     max_batch_pixels: int = 16 * 1024 * 1024
@@ -225,10 +229,10 @@ class Runtime:
     def __post_init__(self):
         if self.engine is not None and self.engine not in ENGINES:
             raise ConfigError(f"runtime {self.engine!r}: choose one of {', '.join(ENGINES)}")
-        for name in ("batch_size", "num_workers"):
+        for name, least in (("batch_size", 1), ("num_workers", 0), ("decode_threads", 0)):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < (0 if name == "num_workers" else 1)):
-                raise ConfigError(f"{name} {value!r}: expected a whole number >= {0 if name == 'num_workers' else 1}")
+            if value is not None and (not isinstance(value, int) or value < least):
+                raise ConfigError(f"{name} {value!r}: expected a whole number >= {least}")
 
     def chosen_engine(self) -> str:
         """``engine``, else ``$CFCD_RUNTIME``, else ``auto``: read when an extraction starts."""

@@ -113,3 +113,20 @@ def test_a_bad_identities_file_is_a_clear_error(tmp_path):
     (root / "identities.csv").write_text("identity,difficult\nx,1\n")
     with pytest.raises(InputError, match=r"identities\.csv: expected the columns identity, hard"):
         shapes.load_pool([root])
+
+
+def test_a_reranking_candidate_is_scored_from_its_similarities():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(24, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    identities = np.array([f"id{i // 3}" for i in range(21)] + ["", "", ""])
+    plain = shapes.query_aps(x, identities)
+    assert np.allclose(shapes.query_aps(shapes.Similarities(x @ x.T), identities), plain, equal_nan=True)
+    # a re-ranking that puts each query's true matches first scores 1 on every query
+    truth = (identities[:, None] == identities[None, :]) & (identities[:, None] != "")
+    perfect = shapes.query_aps(shapes.Similarities(x @ x.T + 10 * truth), identities)
+    assert np.nanmin(perfect) == 1.0 and np.nanmin(plain) < 1.0
+    one = x @ x.T
+    one[0] += 10 * truth[0]  # row q holds the scores of query q only
+    aps = shapes.query_aps(shapes.Similarities(one), identities)
+    assert aps[0] == 1.0 and np.allclose(aps[1:], plain[1:], equal_nan=True)

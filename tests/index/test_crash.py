@@ -1,8 +1,8 @@
 """Index writes by real `cfcd index` processes: killed at each point of a write, racing to
 build the same new index, or adding while another add is still extracting.
 
-A writer is stopped at a named point (``CFCD_FAILPOINT``: it SIGSTOPs itself there), the
-test checks that the point was reached as described (files on disk), then SIGKILLs it and
+A writer is stopped at a named point (``CFCD_FAILPOINT``: it SIGSTOPs itself there,
+``failpoints.start``), the test checks that the point was reached as described (files on disk), then SIGKILLs it and
 asserts the one state the index must be in.
 """
 
@@ -12,14 +12,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from cfcd.failpoints import FAILPOINT_ENV
 from cfcd.index import Index, store
+from failpoints import cfcd, kill, start, wait_stopped
 
 DIM = 32
 MODEL = {"name": "synthetic", "config": {"backbone": "none"}, "dim": DIM}
@@ -41,29 +41,6 @@ def features_dir(path: Path, n: int, seed: int, prefix: str) -> Path:
                 "shards": [{"file": "shard-00000.npy", "start": 0, "count": n}], "failed": []}
     (path / "manifest.json").write_text(json.dumps(manifest))
     return path
-
-
-def cfcd(*args) -> list[str]:
-    return [sys.executable, "-m", "cfcd", *map(str, args)]
-
-
-def start(*args, failpoint: str | None = None) -> subprocess.Popen:
-    env = {**os.environ, store.FAILPOINT_ENV: failpoint} if failpoint else None
-    return subprocess.Popen(cfcd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-
-
-def wait_stopped(proc: subprocess.Popen, timeout: float = 120) -> None:
-    """Until ``proc`` has stopped itself at its failpoint."""
-    deadline = time.monotonic() + timeout
-    while Path(f"/proc/{proc.pid}/stat").read_text().split(") ")[1][0] != "T":
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "the writer never reached its failpoint"
-        time.sleep(0.01)
-
-
-def kill(proc: subprocess.Popen) -> None:
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 def check_index(root: Path, n: int, generation: int) -> None:

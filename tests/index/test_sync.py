@@ -14,7 +14,7 @@ from cfcd import extraction
 from cfcd.cli import main
 from cfcd.index import Index
 from servers import textured
-from test_crash import kill, start, wait_stopped
+from failpoints import kill, start, wait_stopped
 
 PHOTOS = 8
 

@@ -121,6 +121,8 @@ def test_every_route_in_the_schema_with_its_statuses(server):
         ("/images/{image_id}/similar", "get"): {"200", "401", "404", "422"},
         ("/folders", "get"): {"200", "401"},
         ("/duplicates", "get"): {"200", "400", "401", "422"},
+        ("/duplicates/ignore", "post"): {"200", "401", "403", "404", "422"},
+        ("/duplicates/trash", "post"): {"200", "401", "403", "404", "422"},
     }
     for (path, method), statuses in want.items():
         assert statuses <= set(paths[path][method]["responses"]), (path, method, paths[path][method]["responses"])

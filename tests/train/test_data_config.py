@@ -140,3 +140,26 @@ def test_an_older_recipe_s_stage_tuple_size_is_read_as_the_sampler_parameter(tmp
     assert load_config(old, ["sampler.tuples.tuple_size=6"]).sampler["tuples"] == {"tuple_size": 6}
     with pytest.raises(ConfigError, match="give only sampler.tuples.tuple_size"):
         load_config(old, ["sampler.tuples.tuple_size=5"])
+
+
+def test_exposure_change_darkens_and_desaturates_a_share_of_the_crops():
+    from cfcd.train.transforms import EXPOSURE_GAIN
+    img = Image.new("RGB", (64, 64), (200, 120, 60))
+    plain = TrainTransform(32, lighting_std=0, flip=False, crop_area=(1.0, 1.0))
+    night = TrainTransform(32, lighting_std=0, flip=False, crop_area=(1.0, 1.0), exposure=0.5)
+    base = plain(img, torch.Generator().manual_seed(0))
+    changed = 0
+    for k in range(40):
+        x = night(img, torch.Generator().manual_seed(k))
+        if not torch.equal(x, base):
+            changed += 1
+            assert x.max() <= base.max() + 1e-6  # darker: gain <= 1, gamma >= 1
+            assert (x[0] - x[2]).mean() < (base[0] - base[2]).mean()  # less saturated
+            assert x.mean() >= EXPOSURE_GAIN[0] * base.mean() ** 2 - 1e-6
+    assert 8 <= changed <= 32  # about half of the crops
+    # off by default: the same crops as before the option existed
+    assert all(torch.equal(TrainTransform(32)(img, torch.Generator().manual_seed(k)),
+                           TrainTransform(32, exposure=0.0)(img, torch.Generator().manual_seed(k))) for k in range(3))
+    with pytest.raises(ConfigError, match=r"data.exposure = 1.5"):
+        TrainTransform(32, exposure=1.5)
+    assert load_config("finetune-small", ["data.exposure=0.5"]).data.exposure == 0.5

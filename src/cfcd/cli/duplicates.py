@@ -1,5 +1,6 @@
 """cfcd duplicates: groups of duplicate images in an index, in tiers (exact, near, similar), each
-with a suggested photo to keep."""
+with a suggested photo to keep; and what to do about them: move the others to a trash folder
+(``--resolve``, undone by ``--restore``), or record photos as not duplicates (``--ignore``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 
 def register(p) -> None:
+    from ..index.cleanup import DEFAULT_TIERS
     from ..index.duplicates import DEFAULT_NEIGHBOURS, DEFAULT_THRESHOLD, TIERS
     from ..index.keeper import DEFAULT_RULES
 
@@ -18,10 +20,11 @@ def register(p) -> None:
                         f"{DEFAULT_THRESHOLD}, measured on two photo sets: docs/results.md; higher: stricter groups)")
     p.add_argument("--neighbours", type=int, default=DEFAULT_NEIGHBOURS,
                    help=f"nearest neighbours looked at per image (default {DEFAULT_NEIGHBOURS})")
-    p.add_argument("--tiers", default=",".join(TIERS),
+    p.add_argument("--tiers", default=None,
                    help="tiers to show, comma-separated: exact (same pixels), near (one shot: resized, re-encoded, "
-                        "lightly edited or cropped), similar (same scene, another shot); default all. Groups are built "
-                        "up to the loosest tier named: with exact,near no near group is merged into a similar one")
+                        "lightly edited or cropped), similar (same scene, another shot); default all (with --resolve: "
+                        f"{','.join(DEFAULT_TIERS)}). Groups are built up to the loosest tier named: with exact,near no "
+                        "near group is merged into a similar one")
     p.add_argument("--prefer", action="append", default=[], metavar="RULE",
                    help=f"a rule to put first when choosing the photo to keep (repeatable): {', '.join(DEFAULT_RULES)} "
                         "or folder:NAME (for example folder:Originals); default order: " + ", ".join(DEFAULT_RULES))
@@ -29,16 +32,43 @@ def register(p) -> None:
                    help="print JSON: {threshold, tiers, images, groups: [{ids, tier, min_score, pairs, paths, keep, why, "
                         "members}]}")
     p.add_argument("--html", metavar="DIR", help="also write DIR/index.html with a thumbnail of every grouped image")
+    act = p.add_mutually_exclusive_group()
+    act.add_argument("--resolve", action="store_true",
+                     help="move every photo not kept of the groups into --trash DIR (keeping its path relative to the "
+                          "groups' common folder; DIR/manifest.json lists them) and remove them from the index in one "
+                          "write; safe to interrupt: run it again to finish")
+    act.add_argument("--restore", action="store_true",
+                     help="move the photos of --trash DIR back where they were and back into the index (same ids, "
+                          "no extraction)")
+    act.add_argument("--ignore", metavar="ID,ID[,ID...]",
+                     help="record these photos as not duplicates: no later grouping puts any two of them together")
+    act.add_argument("--unignore", metavar="ID,ID[,ID...]", help="forget what --ignore recorded about these photos")
+    p.add_argument("--trash", metavar="DIR", help="the trash folder of --resolve and --restore")
+    p.add_argument("--dry-run", action="store_true", help="with --resolve: print the plan, move nothing")
     p.set_defaults(func=run)
 
 
 def run(args) -> None:
+    from ..errors import ConfigError
     from ..index import Index
-    from ..index.duplicates import near_duplicates, parse_tiers
+    from ..index.cleanup import DEFAULT_TIERS
+    from ..index.duplicates import TIERS, near_duplicates, parse_tiers
     from ..index.keeper import rules_order, suggest
 
-    tiers = parse_tiers(args.tiers)
+    if (args.resolve or args.restore) != bool(args.trash):
+        raise ConfigError("--trash DIR goes with --resolve or --restore (and they need it)")
+    if args.dry_run and not args.resolve:
+        raise ConfigError("--dry-run goes with --resolve")
+    if args.ignore or args.unignore:
+        return decide(args)
+    if args.restore:
+        return restore(args)
+    tiers = parse_tiers(args.tiers or (DEFAULT_TIERS if args.resolve else TIERS))
     rules_order(args.prefer)  # a bad rule is refused before the grouping runs
+    if args.resolve:
+        return resolve(args, lambda index: suggest(index, near_duplicates(index, args.threshold, args.neighbours,
+                                                                          tiers=tiers), args.prefer))
+    args.tiers = ",".join(tiers)
     index = Index.load(args.index)
     decided = suggest(index, near_duplicates(index, args.threshold, args.neighbours, tiers=tiers), args.prefer)
     if args.html:
@@ -60,6 +90,54 @@ def run(args) -> None:
             print(f"{mark:4s} {m['id']:8d}  {describe(m)}  {m['path']}")
             for other in m["paths"][1:]:  # the same bytes at another path
                 print(f"{'':4s} {'':8s}  same file at {other}")
+
+
+def decide(args) -> None:
+    from ..index.cleanup import edit_writer
+    from ..index.decisions import ignore, parse_ids, unignore
+
+    ids = parse_ids(args.ignore or args.unignore)
+    changed = edit_writer(args.index)(lambda index: (ignore if args.ignore else unignore)(index, ids))
+    if args.json:
+        print(json.dumps({"ignored" if args.ignore else "unignored": sorted(changed)}))
+    elif args.ignore:
+        print(f"recorded {len(changed)} pairs as not duplicates: {', '.join(map(str, ids))} will not be grouped together")
+    else:
+        print(f"forgot {len(changed)} pairs: {', '.join(map(str, ids))} may be grouped together again")
+
+
+def resolve(args, groups_of) -> None:
+    from ..index.cleanup import resolve as run_resolve
+
+    report = run_resolve(args.index, args.trash, groups_of, dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return
+    for entry in report["skipped"]:
+        print(f"skipped {entry['id']}: {entry['skipped']}")
+    if report["resumed"]:
+        print(f"{'would finish' if args.dry_run else 'finishing'} the resolve left unfinished in {args.trash} "
+              f"({len(report['planned'])} files)")
+    if args.dry_run:
+        print(f"plan: move {len(report['planned'])} files to {args.trash} and remove them from the index "
+              "(run without --dry-run to do it)")
+        for entry in report["planned"]:
+            print(f"{entry['id']:8d} {entry['tier']:7s} keep {entry['keep']:<8d} {entry['path']} -> {entry['trash']}")
+        return
+    print(f"moved {len(report['moved'])} files to {args.trash} and removed them from the index; undo with "
+          f"`cfcd duplicates {args.index} --restore --trash {args.trash}`")
+
+
+def restore(args) -> None:
+    from ..index.cleanup import restore as run_restore
+
+    report = run_restore(args.index, args.trash)
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return
+    for entry in report["skipped"]:
+        print(f"skipped {entry['id']}: {entry['skipped']}")
+    print(f"restored {len(report['restored'])} files from {args.trash} into their folders and the index")
 
 
 def describe(member: dict) -> str:

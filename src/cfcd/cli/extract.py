@@ -32,6 +32,9 @@ def add_model_arguments(p) -> None:
                    "(Pillow, antialiased) (default: the model's)")
     p.add_argument("--batch-size", type=int, default=None, help="images per step (default: 1 on CPU, 16 on GPU)")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: 0 on CPU, up to 8 on GPU)")
+    p.add_argument("--decode-threads", type=int, default=None,
+                   help="threads decoding the next images while the network runs, without --workers; 0: in turn "
+                   "(default: on CPU 1 + cores // 8, at most 4; on GPU 0)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 on GPU)")
     add_runtime_argument(p)
@@ -79,7 +82,8 @@ def runtime(args, progress: bool = True):
     from ..settings import Runtime
 
     return Runtime(device=getattr(args, "device", None), batch_size=getattr(args, "batch_size", None),
-                   num_workers=getattr(args, "workers", None), amp=getattr(args, "amp", False), progress=progress,
+                   num_workers=getattr(args, "workers", None), decode_threads=getattr(args, "decode_threads", None),
+                   amp=getattr(args, "amp", False), progress=progress,
                    engine=getattr(args, "runtime", None))
 
 

@@ -79,7 +79,8 @@ def _is_features_dir(source: str) -> bool:
 # Options that only change how images are extracted: a features directory is extracted already.
 EXTRACTION_OPTIONS = {"model": "--model", "backbone": "--backbone", "preset": "--settings", "scales": "--scales",
                       "max_side": "--max-side", "max_working_side": "--max-working-side", "preparation": "--preparation",
-                      "batch_size": "--batch-size", "workers": "--workers", "device": "--device", "amp": "--amp",
+                      "batch_size": "--batch-size", "workers": "--workers",
+                      "decode_threads": "--decode-threads", "device": "--device", "amp": "--amp",
                       "runtime": "--runtime"}
 
 

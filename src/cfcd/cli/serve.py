@@ -29,6 +29,9 @@ def register(p) -> None:
     p.add_argument("--upload-dir", default=None,
                    help="accept POST /images (uploads, stored here) and DELETE /images/ID; without an --api-key only "
                         "on a loopback --host (default: none, read-only)")
+    p.add_argument("--trash", default=None, metavar="DIR",
+                   help="the trash folder of the page's \"move the others to trash\" on duplicate groups (needs "
+                        "--api-key and a writable server; undo with `cfcd duplicates INDEX --restore --trash DIR`)")
     p.add_argument("--watch", metavar="DIR", default=None,
                    help="keep the index in step with folder DIR while serving (`cfcd index sync --watch`): added, "
                         "moved, changed and deleted photos show in searches within seconds")
@@ -59,6 +62,7 @@ def run(args) -> None:
         host=args.host,
         upload_dir=args.upload_dir,
         read_only=args.read_only,
+        trash_dir=args.trash,
         watch=args.watch,
     )
     if args.watch:

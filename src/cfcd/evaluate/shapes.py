@@ -168,10 +168,23 @@ def collections(pool: PhotoPool, shapes: Sequence[Shape] = SHAPES) -> list[tuple
     return out
 
 
-def query_aps(descriptors: np.ndarray, identities: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class Similarities:
+    """What a candidate that re-ranks returns instead of descriptors: ``matrix[q, j]``, the score
+    of the collection's photo j for the query made from its photo q (the query's own photo is
+    left out of the scoring by the leave-one-out ground truth)."""
+
+    matrix: np.ndarray
+
+
+def query_aps(descriptors: np.ndarray | Similarities, identities: np.ndarray) -> np.ndarray:
     """Leave-one-out AP of every row of a collection (NaN for distractors and singletons)."""
     gnd = leave_one_out_gnd(identities)
-    _, aps, _, _ = compute_map(rank(descriptors, descriptors), gnd, kappas=(1,))
+    if isinstance(descriptors, Similarities):  # database indices by decreasing score, as rank()
+        ranks = np.argsort(-descriptors.matrix.T, axis=0, kind="stable")
+    else:
+        ranks = rank(descriptors, descriptors)
+    _, aps, _, _ = compute_map(ranks, gnd, kappas=(1,))
     return aps
 
 
@@ -189,8 +202,9 @@ def cells_of(pool: PhotoPool, index: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-# A candidate maps a collection (indices into the pool) to the descriptors it searches.
-Candidate = Callable[[np.ndarray], np.ndarray]
+# A candidate maps a collection (indices into the pool) to the descriptors it searches, or to
+# the similarities of a search that re-ranks.
+Candidate = Callable[[np.ndarray], "np.ndarray | Similarities"]
 
 
 @dataclass

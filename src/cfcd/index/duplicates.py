@@ -13,9 +13,10 @@ linkage, one tier after the other: exact copies first, then near groups (every p
 one shot), then similar groups (every pair at least similar). A photo thus joins a group only
 when it is close to every member at the level of the tier being built, so photos of different
 places that are each close to a third do not chain into one group. A group's tier is that of
-its loosest pair; every pair carries its own tier. An image whose content the index found at
-several paths (byte copies) is an ``exact`` group by itself when no other image joins it (its
-paths: ``Index.paths``).
+its loosest pair; every pair carries its own tier. Pairs a person marked "not duplicates"
+(``cfcd.index.decisions``) never share a group: two groups holding such a pair do not merge. An
+image whose content the index found at several paths (byte copies) is an ``exact`` group by
+itself when no other image joins it (its paths: ``Index.paths``).
 
 Memory is the neighbour search's block (``neighbours.BLOCK``), the links (at most k per image),
 O(n) labels and a bounded cache of thumbnails, so a 1M-image index is grouped without an n x n
@@ -31,6 +32,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ConfigError
+from . import decisions
 from .neighbours import BLOCK, neighbour_blocks
 from .same_shot import PixelChecks
 
@@ -113,12 +115,13 @@ class _Links:
 
 def near_duplicates(index, threshold: float = DEFAULT_THRESHOLD, k: int = DEFAULT_NEIGHBOURS, block: int = BLOCK,
                     tiers: str | Sequence[str] = TIERS, near: float = NEAR_SCORE,
-                    pixels: PixelChecks | None = None) -> list[Group]:
+                    pixels: PixelChecks | None = None, apart: set[tuple[int, int]] | None = None) -> list[Group]:
     """Groups of ``index``'s images of the ``tiers`` asked for, exact first, then largest
     first (then by first id); images in no group are left out. Groups are built up to the
     loosest tier asked for: with ``tiers="exact,near"`` near groups are never merged into
     similar ones. ``threshold`` is the similar tier's, ``near`` the near tier's descriptor
-    floor; ``pixels`` reads the image files (default: the paths the index records)."""
+    floor; ``pixels`` reads the image files (default: the paths the index records); ``apart``:
+    pairs (a < b) of ids never grouped together (default: those recorded with the index)."""
     threshold = check_threshold(threshold)
     tiers = parse_tiers(tiers)
     if k < 1:
@@ -126,6 +129,8 @@ def near_duplicates(index, threshold: float = DEFAULT_THRESHOLD, k: int = DEFAUL
     all_ids = np.asarray(index.ids(), dtype=np.int64)
     if pixels is None:
         pixels = PixelChecks(lambda i: index.records([i])[i].path)
+    if apart is None:
+        apart = decisions.apart(index)
     built = TIERS[:TIERS.index(tiers[-1]) + 1]
     links = _Links(index, all_ids, k, block, threshold if "similar" in built else 2.0, near)
 
@@ -136,7 +141,12 @@ def near_duplicates(index, threshold: float = DEFAULT_THRESHOLD, k: int = DEFAUL
     def one_shot(a: int, b: int, cosine: float) -> bool:
         return cosine >= near and pixels.one_shot(int(all_ids[a]), int(all_ids[b]))
 
+    def kept_apart(one: list[int], other: list[int]) -> bool:
+        return any((min(a, b), max(a, b)) in apart for a in all_ids[one].tolist() for b in all_ids[other].tolist())
+
     def joins(one: list[int], other: list[int], tier: str) -> bool:
+        if apart and kept_apart(one, other):
+            return False
         if tier == "exact":  # identical pixels are transitive: one member of each group tells
             return pixels.same_pixels(int(all_ids[one[0]]), int(all_ids[other[0]]))
         (s1, v1), (s2, v2) = vectors(one), vectors(other)
@@ -193,3 +203,36 @@ def near_duplicates(index, threshold: float = DEFAULT_THRESHOLD, k: int = DEFAUL
 def same_group_pairs(groups: list[Group]) -> set[tuple[int, int]]:
     """Every pair (a < b) of ids that share a group: what precision and recall are scored on."""
     return {(a, b) for g in groups for n, a in enumerate(g.ids) for b in g.ids[n + 1:]}
+
+
+def duplicates_of(index, image_id: int, threshold: float = DEFAULT_THRESHOLD, k: int = DEFAULT_NEIGHBOURS,
+                  near: float = NEAR_SCORE, pixels: PixelChecks | None = None) -> list[dict]:
+    """The photos of ``index`` that form a pair of some tier with ``image_id`` (a photo just
+    added, say), by the pair tests of ``near_duplicates``, among its ``k`` nearest neighbours:
+    each {id, path, tier, score (searched similarity)}, closest first. Pairs recorded as not
+    duplicates are left out."""
+    from .neighbours import similar
+
+    threshold = check_threshold(threshold)
+    if pixels is None:
+        pixels = PixelChecks(lambda i: index.records([i])[i].path)
+    result = similar(index, [image_id], k)
+    found = [(int(i), float(s)) for i, s in zip(result.ids[0], result.scores[0]) if i >= 0]
+    if not found:
+        return []
+    cosines = index.descriptors([i for i, _ in found]) @ index.descriptors([image_id])[0]
+    held = decisions.apart(index)
+    out = []
+    for (other, score), cosine in zip(found, cosines.tolist()):
+        if (min(image_id, other), max(image_id, other)) in held:
+            continue
+        if cosine >= EXACT_SCORE and pixels.same_pixels(image_id, other):
+            tier = "exact"
+        elif cosine >= near and pixels.one_shot(image_id, other):
+            tier = "near"
+        elif score >= threshold:
+            tier = "similar"
+        else:
+            continue
+        out.append({"id": other, "path": result.records[other].path, "tier": tier, "score": round(score, 4)})
+    return out

@@ -238,6 +238,36 @@ class Index:
         report.paths = {copies[n]: i for n, i in self._add_paths([recs[p] for p in copies]).items()}
         return report
 
+    def put_back(self, descriptors: np.ndarray, records: Sequence[ImageRecord]) -> list[int]:
+        """Add again images removed earlier, under their own ids (``records``' ids; an id is
+        never given to another image, so a removed one is free) with their stored
+        ``descriptors``: what a restore from the trash needs (``cfcd.index.cleanup``). Ids
+        still indexed, and content indexed under another id, are skipped; returns the ids put back."""
+        descriptors = np.ascontiguousarray(descriptors, dtype=np.float32)
+        put = self._put_back(descriptors, list(records))
+
+        def replay(newer: Index) -> None:
+            put[:] = newer._put_back(descriptors, list(records))
+
+        self.journal(replay)
+        return put
+
+    def _put_back(self, descriptors: np.ndarray, records: list[ImageRecord]) -> list[int]:
+        check_compatible(self, None, None, descriptors.shape[1])
+        if any(r.id is None or not 0 <= r.id < self._next_id for r in records):
+            raise InputError(f"ids {[r.id for r in records][:5]}: only images removed from this index can be put back")
+        if self._tombstones:
+            raise InputError(f"{self.path}: this index keeps the vectors of removed images ({self.factory} cannot delete "
+                             "them), so they cannot be put back; rebuild it first (`cfcd index build`)")
+        present = self.records([r.id for r in records])
+        held = self.layers.catalogue.ids_by_hash(r.sha256 for r in records)
+        keep = [n for n, r in enumerate(records) if r.id not in present and (not r.sha256 or r.sha256 not in held)]
+        if keep:
+            ids = np.asarray([records[n].id for n in keep], dtype=np.int64)
+            self.changed = True
+            self.layers.insert([records[n] for n in keep], descriptors[keep], ids, self.train_size)
+        return [records[n].id for n in keep]
+
     def add_paths(self, paths: Sequence[str | ImageRecord], replay: bool = True) -> dict[int, int]:
         """Record files whose content is indexed already as other paths of it (a byte copy in
         another folder: one descriptor, several files). Returns input position -> id of the

@@ -14,7 +14,7 @@ import logging
 from ..errors import AlreadyExists, Conflict, InputError
 from . import projection as learning
 from .identity import normalise_settings
-from .store import failpoint
+from ..failpoints import failpoint
 
 log = logging.getLogger(__name__)
 

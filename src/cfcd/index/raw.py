@@ -1,8 +1,8 @@
 """The raw descriptors of a FAISS-engine index, kept so that a projection can be learned
 again without the images (``cfcd.index.projection``).
 
-Append-only segments in the version directory: ``raw-<first id>.npy`` (k, D) float32 and
-``raw-<first id>.ids.npy`` (k,) int64. A version's catalogue lists its segments (info key
+Append-only segments in the version directory: ``raw-<first id>[-<n>].npy`` (k, D) float32 and
+``raw-<first id>[-<n>].ids.npy`` (k,) int64. A version's catalogue lists its segments (info key
 ``raw``); a new version hard-links the previous version's segments (immutable, so sharing them
 is safe and costs nothing) and writes only the rows added since. Rows of removed images stay
 in their segment and are never read: callers read by the ids the catalogue still holds.
@@ -85,6 +85,11 @@ class RawSegments:
         if self._pending:
             ids = np.concatenate(self._pending_ids)
             name = f"raw-{int(ids.min()):012d}.npy"
+            # Ids put back after a removal (``Index.put_back``) may start a segment at an id an
+            # older one starts at: a new name, never a write through the older one's hard link.
+            copy = 1
+            while name in files:
+                name, copy = f"raw-{int(ids.min()):012d}-{copy}.npy", copy + 1
             np.save(staging / name, np.concatenate(self._pending))
             np.save(staging / _ids_file(name), ids)
             files.append(name)

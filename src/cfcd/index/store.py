@@ -26,11 +26,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import tempfile
 from pathlib import Path
 
+from ..atomic import fsync_path
 from ..errors import AlreadyExists, InputError, MismatchError, NotFound
+from ..failpoints import failpoint
 from .catalogue import Catalogue
 from .catalogue import Error as CatalogueError
 from .layers import Layers
@@ -48,22 +49,6 @@ STAGING_PREFIX = ".staging-"
 # a swap still finds its files.
 KEEP_PREVIOUS = 2
 _VERSION = re.compile(r"^v(\d{8})$")
-
-
-# Crash tests stop a real writer at a named point of a write (SIGSTOP to itself), check what
-# is on disk, then kill it: CFCD_FAILPOINT=index.staged (see failpoint()).
-FAILPOINT_ENV = "CFCD_FAILPOINT"
-
-
-def failpoint(name: str) -> None:
-    """Stop this process (SIGSTOP) at ``name`` if ``$CFCD_FAILPOINT`` names it; a no-op
-    otherwise. Points: ``index.commit`` (descriptors ready, lock not taken yet),
-    ``index.staged`` (new version's files written, not yet renamed), ``index.renamed``
-    (renamed, ``CURRENT`` not yet switched), ``index.published`` (switched, old versions
-    not yet collected), ``sync.planned`` (``cfcd index sync`` compared its folder; nothing
-    extracted or written yet)."""
-    if os.environ.get(FAILPOINT_ENV) == name:
-        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def version_name(generation: int) -> str:
@@ -91,14 +76,6 @@ def _versions(root: Path) -> list[int]:
     return sorted(int(m.group(1)) for p in root.iterdir() if (m := _VERSION.match(p.name)))
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def new_staging(root: str | Path) -> Path:
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -112,8 +89,8 @@ def publish(root: str | Path, staging: Path) -> int:
     """
     root = Path(root)
     for f in staging.iterdir():
-        _fsync_path(f)
-    _fsync_path(staging)
+        fsync_path(f)
+    fsync_path(staging)
     failpoint("index.staged")
     base = current(root)[0] if is_index(root) else 0
     _remove_orphans(root, base)
@@ -127,7 +104,7 @@ def publish(root: str | Path, staging: Path) -> int:
         f.flush()
         os.fsync(f.fileno())
     os.replace(pointer, root / CURRENT)
-    _fsync_path(root)
+    fsync_path(root)
     failpoint("index.published")
     collect_garbage(root)
     return gen

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from ..data.images import list_images
 from ..errors import InputError
+from ..failpoints import failpoint
 from .records import ImageRecord, sha256_file
-from .store import failpoint
 
 # Ids per catalogue read when listing the paths an index holds.
 _BLOCK = 10_000

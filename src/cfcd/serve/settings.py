@@ -74,6 +74,7 @@ class ServeSettings:
     reload_interval: float = 1.0  # seconds between checks for a newer index version
     upload_dir: str | None = None  # where POST /images stores photos; None: no uploads
     read_only: bool = False  # refuse POST /images and DELETE /images/{id} whatever else is set
+    trash_dir: str | None = None  # where the page's "move the others to trash" moves files; None: no such action
     watch: str | None = None  # a folder kept in step with the index while serving (cfcd.index.watch)
 
     def __post_init__(self):
@@ -93,6 +94,20 @@ class ServeSettings:
         if not self.api_key and not is_loopback(self.host):
             return (f"the server is read-only: it listens on {self.host} without an API key; "
                     "start cfcd serve with --api-key (or $CFCD_API_KEY) to accept uploads and deletions")
+        return None
+
+
+    @property
+    def trash_reason(self) -> str | None:
+        """Why files cannot be moved to the trash from the page, and how to allow it; None when
+        they can: a writable server, with an API key (moving files is more than an upload), and
+        a trash folder."""
+        if self.read_only_reason:
+            return self.read_only_reason
+        if not self.api_key:
+            return "moving files to the trash needs an API key: start cfcd serve with --api-key (or $CFCD_API_KEY)"
+        if not self.trash_dir:
+            return "no trash folder: start cfcd serve with --trash DIR to move duplicates there"
         return None
 
 

@@ -82,6 +82,8 @@ class ServerState:
     thumbs: ThumbnailCache = field(default_factory=ThumbnailCache)
     # One writer at a time in this process (other processes: the index's own write lock).
     writing: threading.Lock = field(default_factory=threading.Lock)
+    # One resolve into the trash at a time (its manifest is one file).
+    cleaning: threading.Lock = field(default_factory=threading.Lock)
     # Derived views of the latest version (a Listing, the last duplicate groups), rebuilt on change.
     views: dict = field(default_factory=dict)
 

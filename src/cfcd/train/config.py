@@ -38,6 +38,8 @@ class DataConfig:
     # Fraction of the photo's area each random training crop covers, drawn uniformly (ImageNet's
     # 0.08..1: the GLDv2 recipes).
     crop_area: list = field(default_factory=lambda: [0.08, 1.0])
+    # Probability of a night-like exposure change of a training crop (cfcd.train.transforms.exposure_change).
+    exposure: float = 0.0
     num_workers: int = 4
 
 

@@ -199,7 +199,7 @@ class StageTrainer:
         self.model, classifier = self._initial_model()
         self.fresh_classifier = classifier is None  # classifier_init applies to it
         self.transform = TrainTransform(cfg.data.image_size, preparation=self.model.config.preparation,
-                                        crop_area=cfg.data.crop_area)
+                                        crop_area=cfg.data.crop_area, exposure=cfg.data.exposure)
         self.stage = build_stage(cfg, number, train, rt, self.model.output_dim, predictions)
         self.head = self.stage.head
         if classifier is not None:

@@ -21,6 +21,10 @@ from ..errors import ConfigError
 CROP_AREA = (0.08, 1.0)
 CROP_ASPECT = (3 / 4, 4 / 3)
 LIGHTING_STD = 0.1
+# Ranges of the night-like exposure change (``exposure_change``): exposure gain, gamma, saturation.
+EXPOSURE_GAIN = (0.3, 1.0)
+EXPOSURE_GAMMA = (1.0, 2.0)
+EXPOSURE_SATURATION = (0.3, 1.0)
 # PCA of ImageNet pixel colours in RGB order, on [0, 1] values (Krizhevsky et al. 2012; the
 # values every ImageNet training recipe uses): eigenvalues and unit eigenvectors as columns.
 IMAGENET_EIGVALS = (0.2175, 0.0188, 0.0045)
@@ -69,11 +73,30 @@ def lighting_offset(generator: torch.Generator, std: float = LIGHTING_STD) -> to
     return torch.tensor(IMAGENET_EIGVECS) @ (a * torch.tensor(IMAGENET_EIGVALS))
 
 
+def _log_uniform(generator: torch.Generator, low: float, high: float) -> float:
+    return math.exp(_uniform(generator, math.log(low), math.log(high)))
+
+
+def exposure_change(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A night-like re-exposure of a [0, 1] RGB image: x' = e * g(x)^gamma, where g blends each pixel
+    with its grey value (saturation c: g(x) = c x + (1 - c) grey), with the gain e, the gamma and c
+    drawn log-uniformly from ``EXPOSURE_GAIN``, ``EXPOSURE_GAMMA`` and ``EXPOSURE_SATURATION``.
+    Gamma > 1 deepens the shadows more than the lights, as a night photo of a lit facade does."""
+    gain = _log_uniform(generator, *EXPOSURE_GAIN)
+    gamma = _log_uniform(generator, *EXPOSURE_GAMMA)
+    saturation = _log_uniform(generator, *EXPOSURE_SATURATION)
+    grey = (x * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True)
+    x = (saturation * x + (1 - saturation) * grey).clamp(0, 1)
+    return gain * x.pow(gamma)
+
+
 class TrainTransform:
     """``transform(image, generator)`` -> RGB tensor (3, size, size), [0, 1] plus lighting noise."""
 
     def __init__(self, size: int, lighting_std: float = LIGHTING_STD, flip: bool = True, preparation: str = "cfcd",
-                 crop_area: tuple[float, float] = CROP_AREA):
+                 crop_area: tuple[float, float] = CROP_AREA, exposure: float = 0.0):
+        if not 0 <= exposure <= 1:
+            raise ConfigError(f"data.exposure = {exposure!r}: give the probability (0 to 1) of a night-like exposure change")
         try:
             low, high = (float(v) for v in crop_area)
             valid = 0 < low <= high <= 1
@@ -86,6 +109,7 @@ class TrainTransform:
         self.crop_area = (low, high)
         self.lighting_std = lighting_std
         self.flip = flip
+        self.exposure = exposure
         self.preparation = get_preparation(preparation)
 
     def __call__(self, image: Image.Image, generator: torch.Generator) -> torch.Tensor:
@@ -93,12 +117,15 @@ class TrainTransform:
         x = self.preparation.views(image, [(self.size, self.size)], box=(left, top, left + w, top + h))[0]
         if self.flip and torch.rand((), generator=generator).item() < 0.5:
             x = x.flip(-1)
+        if self.exposure > 0 and torch.rand((), generator=generator).item() < self.exposure:
+            x = exposure_change(x, generator)
         if self.lighting_std > 0:
             x += lighting_offset(generator, self.lighting_std).view(3, 1, 1)
         return x
 
     def __repr__(self) -> str:
         return (f"TrainTransform(size={self.size}, crop_area={self.crop_area}, lighting_std={self.lighting_std}, flip={self.flip}, "
+                f"exposure={self.exposure}, "
                 f"preparation={self.preparation.name!r})")
 
 

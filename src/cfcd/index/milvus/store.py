@@ -18,7 +18,7 @@ from ...errors import AlreadyExists, ConfigError, Conflict, MismatchError, NotFo
 from ..layers import Layers
 from ..projection import Projection
 from ..locks import LocalLock
-from ..store import failpoint
+from ...failpoints import failpoint
 from .collections import MilvusCatalogue, MilvusVectors, chunks, literals, parse_factory
 
 DEFAULT_COLLECTION = "cfcd"

@@ -24,6 +24,7 @@ async def health(state: ServerState = Depends(get_state)):
         "projection": index.projection.describe() if index.projection else None,
         "api_key_required": state.keys.required,
         "writable": settings.read_only_reason is None,
+        "trash": settings.trash_reason is None,  # the page may move duplicates to the trash
         "max_upload_bytes": settings.max_upload_bytes,
         "max_pixels": settings.max_pixels,
         "workers": settings.threads,

@@ -1,6 +1,8 @@
 """``POST /images`` (upload a photo into the index) and ``DELETE /images/{id}``, both through the
 index's versioned write (``ServerState.write``): readers see the whole write or none, and a
-published image survives a killed server (its file is stored and fsynced before publishing)."""
+published image survives a killed server (its file is stored and fsynced before publishing).
+An upload's answer lists the photos already indexed that it duplicates, by tier
+(``cfcd.index.duplicates.duplicates_of``)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 
+from ...index.duplicates import duplicates_of
 from ...index.searcher import add_images
 from ..state import ServerState, get_state, require_key
 from ..uploads import MAX_ID, decode_upload, read_upload, store_upload
@@ -42,10 +45,13 @@ def ingest(state: ServerState, data: bytes, relative: str | None) -> JSONRespons
         image_id, status = report.duplicates[0], 200
         if created:
             path.unlink(missing_ok=True)
-    record = state.index.records([image_id]).get(image_id)
+    index = state.index
+    record = index.records([image_id]).get(image_id)
+    found = duplicates_of(index, image_id) if record else []
     return JSONResponse({"id": image_id, "added": status == 201, "path": record.path if record else str(path),
-                         "index_version": state.index.generation, "image_url": f"/images/{image_id}",
-                         "thumbnail_url": f"/thumbnails/{image_id}"}, status)
+                         "index_version": index.generation, "image_url": f"/images/{image_id}",
+                         "thumbnail_url": f"/thumbnails/{image_id}",
+                         "near_duplicates": [{**d, "thumbnail_url": f"/thumbnails/{d['id']}"} for d in found]}, status)
 
 
 @router.post("/images", status_code=201, summary="Add an uploaded photo to the index (content-deduplicated)",

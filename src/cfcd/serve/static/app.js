@@ -1,5 +1,5 @@
 // cfcd search page: search by photo (optionally a region of it), more like any image, browse
-// the collection by folder, add photos, and see the near-duplicate groups.
+// the collection by folder, add photos, and review the near-duplicate groups.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -52,6 +52,8 @@ async function loadHealth() {
     $("status").textContent = `${h.images} images indexed${space}`;
     state.maxBytes = h.max_upload_bytes;
     $("upload-label").hidden = !h.writable;
+    state.writable = h.writable;
+    state.trash = h.trash;
     if (h.api_key_required && !state.keyRequired) {
       state.keyRequired = true;
       // A session cookie from earlier still works until the server restarts.
@@ -345,30 +347,81 @@ function dupCard(item, kept) {
   return li;
 }
 
+// Groups per page of the duplicates view; ?group_page= in the page's URL overrides it (the
+// tests use a small one).
+const GROUP_PAGE = Math.min(500, Number(new URLSearchParams(location.search).get("group_page")) || 20);
+let dups = { offset: 0, total: null, shown: 0 };
+
 async function loadDuplicates() {
+  dups = { offset: 0, total: null, shown: 0 };
   $("dup-summary").textContent = "Grouping…";
   $("groups").replaceChildren();
+  $("dup-more").hidden = true;
+  await moreDuplicates();
+}
+
+// The next page of groups (the server keeps the grouping per index version).
+async function moreDuplicates() {
+  const d = dups;
   try {
-    const body = await api("/duplicates");
-    const grouped = body.groups.reduce((n, g) => n + g.ids.length, 0);
-    const tiers = body.tiers.map((t) => `${body.groups.filter((g) => g.tier === t).length} ${t}`).join(", ");
-    $("dup-summary").textContent = `${body.groups.length} groups of duplicates (${grouped} of ${body.images} images): `
-      + `${tiers}; similar from ${body.threshold}`;
-    body.groups.forEach((g, n) => {
-      const section = document.createElement("section");
-      section.className = "group";
-      const title = document.createElement("h3");
-      title.textContent = `Group ${n + 1}: ${g.tier}, ${g.ids.length} images · lowest similarity `
-        + `${g.min_score.toFixed(3)} · keep ${g.keep} (${g.why})`;
-      const list = document.createElement("ol");
-      list.className = "grid";
-      list.append(...g.items.map((item) => dupCard(item, item.id === g.keep)));
-      section.append(title, list);
-      $("groups").append(section);
-    });
+    const body = await api(`/duplicates?${new URLSearchParams({ offset: d.offset, limit: GROUP_PAGE })}`);
+    if (d !== dups) return;
+    d.total = body.total;
+    d.offset += body.groups.length;
+    $("dup-summary").textContent = `${body.total} groups of duplicates in ${body.images} images; `
+      + `showing ${d.offset}; similar from ${body.threshold}`;
+    for (const g of body.groups) $("groups").append(groupSection(g, ++d.shown));
+    $("dup-more").hidden = d.offset >= d.total;
   } catch (err) {
     $("dup-summary").textContent = "";
     setMessage(`Near-duplicates failed: ${err.message}`);
+  }
+}
+
+// One group: its photos side by side, the suggested keeper marked, and the decisions
+// the server allows: "not duplicates" (a writable server), "move the others to trash" (a
+// writable, key-protected server with a trash folder).
+function groupSection(g, n) {
+  const section = document.createElement("section");
+  section.className = "group";
+  section.dataset.keep = g.keep;
+  const title = document.createElement("h3");
+  title.textContent = `Group ${n}: ${g.tier}, ${g.ids.length} images · lowest similarity `
+    + `${g.min_score.toFixed(3)} · keep ${g.keep} (${g.why})`;
+  const list = document.createElement("ol");
+  list.className = "grid";
+  list.append(...g.items.map((item) => dupCard(item, item.id === g.keep)));
+  const actions = document.createElement("div");
+  actions.className = "group-actions";
+  if (state.writable) actions.append(actionButton("Not duplicates", "ignore", () => decide(`Group ${n}`,
+    "/duplicates/ignore", { ids: g.ids }, () => "recorded as not duplicates")));
+  if (state.trash) actions.append(actionButton("Move the others to trash", "trash", () => decide(`Group ${n}`,
+    "/duplicates/trash", { ids: g.ids, keep: g.keep },
+    (a) => `moved ${a.moved.length} photos to the trash, kept ${g.keep}`)));
+  section.append(title, actions, list);
+  return section;
+}
+
+function actionButton(text, cls, onClick) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = `secondary ${cls}`;
+  b.textContent = text;
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+// A decision on a group (``what``), then the groups again: the server answers from the new
+// index version. ``said(answer)`` tells what was done; skipped files are listed with the reason.
+async function decide(what, url, body, said) {
+  try {
+    const answer = await api(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    const skipped = (answer.skipped || []).map((s) => s.why).join("; ");
+    setMessage(`${what}: ${said(answer)}${skipped ? `; skipped: ${skipped}` : ""}`);
+    await loadHealth();
+    await loadDuplicates();
+  } catch (err) {
+    setMessage(`${what} failed: ${err.message}`);
   }
 }
 
@@ -395,6 +448,7 @@ function setup() {
   });
   $("folder").addEventListener("change", resetCollection);
   $("more").addEventListener("click", loadMore);
+  $("dup-more").addEventListener("click", moreDuplicates);
   $("upload").addEventListener("change", (ev) => upload([...ev.target.files]));
   window.addEventListener("scroll", nearEnd, { passive: true });
   window.addEventListener("hashchange", () => showView(location.hash.slice(1)));
