@@ -44,9 +44,11 @@ DEFAULT_TIERS = ("exact", "near")
 
 
 def to_move(group: dict) -> list[tuple[int, str]]:
-    """(id of the record to remove, path of the file to move) of each photo of ``group`` (a
-    ``keeper.suggest`` group) other than the one kept."""
-    return [(m["id"], m["path"]) for m in group["members"] if m["id"] != group["keep"]]
+    """(id of the image, path of the file to move) of each file of ``group`` (a
+    ``keeper.suggest`` group) other than the one kept: every path of the photos not kept, and
+    the other paths (byte copies) of the kept one. An image leaves the index with its last path."""
+    return [(m["id"], p) for m in group["members"] for p in m.get("paths", [m["path"]])
+            if m["id"] != group["keep"] or p != m["path"]]
 
 
 # ---- the manifest -------------------------------------------------------------------------
@@ -154,16 +156,20 @@ def plan(index, groups: Sequence[dict], root: str | None = None) -> list[dict]:
     if not moves:
         return []
     if not root:
-        root = os.path.commonpath([os.path.dirname(m["path"]) for g in groups for m in g["members"]])
+        root = os.path.commonpath([os.path.dirname(p) for g in groups for m in g["members"]
+                                   for p in m.get("paths", [m["path"]])])
     records = index.records([i for _, i, _ in moves])
+    # each path's own mtime: a byte copy's is its own
+    mtimes = {o.path: o.mtime for others in index.layers.catalogue.other_paths(records).values() for o in others}
     vectors = index.descriptors([i for _, i, _ in moves])
     entries = []
     for (group, image_id, path), vector in zip(moves, vectors):
         record = records.get(image_id)
         if record is None or not record.sha256:
             continue
-        entries.append({"id": image_id, "path": record.path, "trash": os.path.relpath(record.path, root),
-                        "size": record.size, "mtime": record.mtime, "sha256": record.sha256, "tier": group["tier"],
+        entries.append({"id": image_id, "path": path, "trash": os.path.relpath(path, root),
+                        "size": record.size, "mtime": mtimes.get(path, record.mtime), "sha256": record.sha256,
+                        "tier": group["tier"],
                         "keep": group["keep"], "why": group["why"], "descriptor": _encode(vector), "status": "planned"})
     return entries
 
@@ -192,8 +198,8 @@ def carry_out(trash: Path, manifest: dict, write: Callable) -> dict:
                 failpoint("cleanup.moving")
     failpoint("cleanup.moved")
     moved = [e for e in pending if e["status"] == "planned"]
-    if moved:
-        write(lambda index: index.remove(ids=[e["id"] for e in moved]))
+    if moved:  # by path: an image leaves with its last path, keeps the others
+        write(lambda index: index.remove(paths=[e["path"] for e in moved]))
     failpoint("cleanup.removed")
     for entry in moved:
         entry["status"] = "trashed"
@@ -274,8 +280,14 @@ def restore(location, trash: str | Path, write: Callable | None = None) -> dict:
     failpoint("cleanup.restored")
     if back:
         records = [ImageRecord(e["path"], e["size"], e["mtime"], e["sha256"], e["id"]) for e in back]
-        vectors = np.stack([_decode(e["descriptor"]) for e in back])
-        (write or edit_writer(location))(lambda index: index.put_back(vectors, records))
+        first = list({r.id: n for n, r in reversed(list(enumerate(records)))}.values())  # one entry per image
+        vectors = np.stack([_decode(back[n]["descriptor"]) for n in first])
+
+        def put_back(index):  # each image once, under its id; its other files' paths again beside it
+            index.put_back(vectors, [records[n] for n in first])
+            index.add_paths(records)
+
+        (write or edit_writer(location))(put_back)
     manifest["entries"] = [e for e in manifest["entries"] if e not in back]
     if manifest["entries"]:
         write_manifest(trash, manifest)
