@@ -104,8 +104,9 @@ async def post_ignore(body: Photos, state: ServerState = Depends(get_state)):
 
 def trash(state: ServerState, ids: list[int], keep: int) -> dict:
     records = known(state, ids)
+    paths = state.index.paths(ids)  # every file of each photo moves (byte copies included), as with --resolve
     group = {"keep": keep, "tier": "chosen", "why": "chosen on the page",
-             "members": [{"id": i, "path": records[i].path} for i in ids]}
+             "members": [{"id": i, "path": records[i].path, "paths": paths[i]} for i in ids]}
     with state.cleaning:
         try:
             # paths in the trash relative to the folder of the whole collection, as the page shows them
