@@ -5,6 +5,7 @@ copied and re-encoded is synced with the expected counts, extracting only new an
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -149,3 +150,28 @@ def test_sync_on_milvus_lite(checkpoint, tmp_path, capsys, extracted):
     check(json.loads(cfcd(capsys, "index", "sync", db, photos, "--json")), want)
     assert sorted(extracted) == want["extracted"]
     check_index(db, photos)
+
+
+def test_a_touched_file_is_read_once(checkpoint, tmp_path, capsys, monkeypatch):
+    """A file whose mtime changed but not its content is unchanged, and its new mtime is
+    recorded: the next sync compares it by stat alone (content hashes counted here)."""
+    from cfcd.index import sync as syncing
+
+    photos, root = tmp_path / "photos", tmp_path / "idx"
+    build(capsys, checkpoint, root, photos)
+    shutil.copyfile(photos / "2024" / "p3.jpg", photos / "p3-copy.jpg")
+    cfcd(capsys, "index", "sync", root, photos)
+    hashed: list[str] = []
+    real = syncing.sha256_file
+    monkeypatch.setattr(syncing, "sha256_file", lambda path: hashed.append(str(path)) or real(path))
+    for name in ("2024/p3.jpg", "p3-copy.jpg"):  # a primary path and another path of one image
+        os.utime(photos / name, (1_000_000_000, 1_000_000_000))
+    first = json.loads(cfcd(capsys, "index", "sync", root, photos, "--json"))
+    assert first["counts"]["unchanged"] == PHOTOS + 1 and sorted(hashed) == [str(photos / "2024" / "p3.jpg"),
+                                                                             str(photos / "p3-copy.jpg")]
+    hashed.clear()
+    again = json.loads(cfcd(capsys, "index", "sync", root, photos, "--json"))
+    assert again["counts"]["unchanged"] == PHOTOS + 1 and hashed == [] and again["version"] == first["version"]
+    index = Index.load(root)
+    assert sorted(p for ps in index.paths(index.ids()).values() for p in ps) == sorted(
+        str(p) for p in photos.rglob("*.jpg"))

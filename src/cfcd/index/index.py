@@ -366,6 +366,27 @@ class Index:
         orphans = self._drop_paths(taken) | self._drop_paths(detach)
         return self._remove(sorted(orphans), ())
 
+    def restat(self, records: Sequence[ImageRecord]) -> None:
+        """Record the new ``size`` and ``mtime`` of paths held with the same content (a file
+        touched, not changed): each record's ``path`` of image ``id``."""
+        records = list(records)
+        self._restat(records)
+        self.journal(lambda newer: newer._restat(records))
+
+    def _restat(self, records: Sequence[ImageRecord]) -> None:
+        catalogue = self.layers.catalogue
+        held = self.records({r.id for r in records})
+        mine = [r for r in records if r.id in held]
+        if not mine:
+            return
+        self.changed = True
+        primary = [r for r in mine if held[r.id].path == r.path]
+        others = catalogue.other_paths(r.id for r in primary)
+        catalogue.delete([r.id for r in primary])  # a record is replaced whole; its other paths go back beside it
+        catalogue.insert([ImageRecord(r.path, r.size, r.mtime, held[r.id].sha256, r.id) for r in primary])
+        catalogue.insert_paths([o for i in others.values() for o in i])
+        catalogue.insert_paths([r for r in mine if held[r.id].path != r.path])
+
     def move_paths(self, moves: Sequence[tuple[str, str | ImageRecord]]) -> int:
         """Re-point each (old path, new path or record) to the same image, without extracting
         it again (a file moved or renamed); returns how many paths moved (an old path not held,

@@ -38,7 +38,8 @@ class SyncPlan:
     """What a sync of ``folder`` changes: paths by kind (``moved`` as (old, new) pairs), the
     unreadable files with their reason, and what ``apply`` needs (``records`` of the files
     read, ``copies``: paths to point at content the index holds -> its id, ``detach``: held
-    paths that leave their image -> its id)."""
+    paths that leave their image -> its id, ``touched``: unchanged files with a new mtime, whose
+    new stat is recorded so that the next sync does not read them again)."""
 
     folder: str
     added: list[str] = field(default_factory=list)
@@ -50,6 +51,7 @@ class SyncPlan:
     records: dict[str, ImageRecord] = field(default_factory=dict)
     copies: dict[str, int] = field(default_factory=dict)
     detach: dict[str, int] = field(default_factory=dict)
+    touched: list[ImageRecord] = field(default_factory=list)
     images: int | None = None  # after ``sync``: the index's size and version
     version: int | None = None
 
@@ -126,7 +128,8 @@ def plan(index, folder: str | Path, progress: bool = False) -> SyncPlan:
     for r in read:
         known = held.get(r.path)
         if known is not None and known.sha256 == r.sha256:
-            out.unchanged.append(r.path)  # touched, not changed
+            out.unchanged.append(r.path)  # touched, not changed: its new size and mtime are recorded
+            out.touched.append(ImageRecord(r.path, r.size, r.mtime, r.sha256, known.id))
             continue
         out.records[r.path] = r
         if by_hash.get(r.sha256) is not None:
@@ -157,6 +160,7 @@ def apply(index, todo: SyncPlan, model=None, settings=None, runtime=None):
     from .searcher import add_images, load_index_model
 
     index.repoint([todo.records[p].with_id(i) for p, i in todo.copies.items()], todo.detach)
+    index.restat(todo.touched)
     extract = todo.to_extract()
     if not extract:
         return None
