@@ -31,6 +31,25 @@ def make_image(path: Path, size=(64, 48), seed: int = 0, mode: str = "RGB") -> P
     return path
 
 
+def tiny_checkpoint(path: Path) -> Path:
+    """A tiny model's checkpoint at ``path`` whose descriptors tell pictures apart: random
+    weights, batch-norm statistics set from one batch of noise (at their initial values, mean 0
+    and variance 1, the last feature map is ~0 and every image gets the same descriptor)."""
+    import torch
+
+    from cfcd.model import CFCDNet, ModelConfig, save_checkpoint
+
+    torch.manual_seed(0)
+    model = CFCDNet(ModelConfig("mobilenet_v2", dim=16))
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = None  # running statistics = this batch's
+    with torch.no_grad():
+        model.train()(torch.randn(8, 3, 64, 64))
+    save_checkpoint(path, model.eval())
+    return path
+
+
 def scene(seed: int, size=(400, 300)) -> Image.Image:
     """A smooth random texture: a photo's stand-in whose pixels align only with its own copies."""
     coarse = np.random.default_rng(seed).integers(0, 256, (size[1] // 10, size[0] // 10, 3), dtype=np.uint8)
@@ -84,22 +103,3 @@ def bench_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def distinct_checkpoint(path: Path, dim: int = 16) -> Path:
-    """Save a tiny random model whose descriptors tell pictures apart: batch-norm statistics set
-    from one batch of noise, since at their initial values (mean 0, variance 1) the last feature
-    map is ~0 and every image gets the same descriptor."""
-    import torch
-
-    from cfcd.model import CFCDNet, ModelConfig, save_checkpoint
-
-    torch.manual_seed(0)
-    model = CFCDNet(ModelConfig("mobilenet_v2", dim=dim))
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.momentum = None  # running statistics = this batch's
-    with torch.no_grad():
-        model.train()(torch.randn(8, 3, 64, 64))
-    save_checkpoint(path, model.eval())
-    return path

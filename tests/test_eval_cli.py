@@ -11,7 +11,7 @@ from cfcd.evaluate import evaluate_revisitop, rank
 from cfcd.extraction import extract
 from cfcd.model import load_model
 from cfcd.settings import ExtractionSettings, Runtime
-from samples import distinct_checkpoint
+import samples
 
 N_DB, DIM = 6, 8
 # Query descriptors whose dot product with database image i (the basis vector e_i) is the
@@ -127,7 +127,7 @@ def test_distractors_follow_the_database(revisitop_root, tmp_path, topk):
 
 @pytest.fixture
 def tiny_checkpoint(tmp_path):
-    return distinct_checkpoint(tmp_path / "tiny.pt")
+    return samples.tiny_checkpoint(tmp_path / "tiny.pt")
 
 
 def test_model_crops_queries(revisitop_root, tiny_checkpoint, tmp_path, capsys):

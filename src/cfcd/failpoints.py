@@ -11,10 +11,13 @@ FAILPOINT_ENV = "CFCD_FAILPOINT"
 
 def failpoint(name: str) -> None:
     """Stop this process (SIGSTOP) at ``name`` if ``$CFCD_FAILPOINT`` names it. Points:
-    ``index.commit`` (descriptors ready, lock not taken yet), ``index.staged`` (new version's
-    files written, not yet renamed), ``index.renamed`` (renamed, ``CURRENT`` not yet switched),
-    ``index.published`` (switched, old versions not yet collected), ``extract.shard`` (a shard
-    of ``extract_to_dir`` written, the next one not started), ``sync.planned`` (``cfcd index
+    ``index.commit`` (descriptors ready, lock not taken yet), ``index.learned`` (a due
+    projection learned, lock not taken yet), ``index.staged`` (new version's files written, not
+    yet renamed), ``index.renamed`` (renamed, ``CURRENT`` not yet switched), ``index.published``
+    (switched, old versions not yet collected), ``index.reclaim`` (a compaction's version
+    published, nothing reclaimed yet), ``index.reclaiming`` (a Milvus compaction's unused
+    collections dropped, rows not yet deleted), ``extract.shard`` (a shard of
+    ``extract_to_dir`` written, the next one not started), ``sync.planned`` (``cfcd index
     sync`` compared its folder; nothing extracted or written yet)."""
     if os.environ.get(FAILPOINT_ENV) == name:
         os.kill(os.getpid(), signal.SIGSTOP)

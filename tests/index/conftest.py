@@ -22,7 +22,7 @@ def location(request, tmp_path) -> str:
 
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory) -> Path:
-    """A tiny model's checkpoint whose descriptors tell pictures apart."""
-    from samples import distinct_checkpoint
+    """A tiny model's checkpoint whose descriptors tell pictures apart (``samples.tiny_checkpoint``)."""
+    from samples import tiny_checkpoint
 
-    return distinct_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt")
+    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt")

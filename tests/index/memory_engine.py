@@ -79,6 +79,9 @@ class MemoryVectors:
 
     read = reconstruct  # the raw layer is the same structure
 
+    def compact(self, keep: np.ndarray) -> int:
+        return 0  # remove() drops rows at once
+
 
 class MemoryCatalogue:
     def __init__(self):
@@ -175,6 +178,15 @@ class MemoryStore:
         snapshot.generation = generation
         versions.append(snapshot)
         return generation
+
+    def reclaim(self) -> list[str]:
+        versions = _PUBLISHED[self.name]
+        removed = [f"version {v.generation}" for v in versions[:-1]]
+        del versions[:-1]
+        return removed
+
+    def footprint(self) -> dict:
+        return {"bytes": None, "rows": sum(len(v.vectors) + len(v.raw) for v in _PUBLISHED.get(self.name, []))}
 
     def close(self) -> None:
         pass

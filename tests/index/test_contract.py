@@ -175,6 +175,30 @@ def test_an_index_behaves_the_same_on_every_engine(where):
     loaded.close()
 
 
+def test_a_compaction_keeps_what_remains_and_only_the_published_version(where):
+    """``Store.reclaim`` and ``footprint``, and the layers' ``compact``, through ``cfcd index compact``'s function."""
+    from cfcd.index.compaction import compact
+
+    x = rows(60)
+    index = Index(DIM, model=MODEL, location=where)
+    index.add(x, [f"a{i}.jpg" for i in range(60)])
+    index.save()
+    with Index.edit(where) as edit:
+        edit.remove(ids=range(0, 60, 2))
+    edit.close()
+    q = rows(5, seed=4)
+    expected = np.arange(1, 60, 2)[np.argsort(-(q @ x[1::2].T), axis=1, kind="stable")[:, :10]]
+    report = compact(where, timeout=5)
+    assert set(report) >= {"bytes_before", "bytes_after", "rows_before", "rows_after", "removed", "version"}
+    assert report["removed"]  # version 1 at least, on every engine
+    assert compact(where, timeout=5)["removed"] == []  # nothing left to reclaim
+    loaded = Index.load(where)
+    assert loaded.generation == report["version"] and len(loaded) == 30
+    assert (loaded.search(q, k=10).ids == expected).all()
+    np.testing.assert_allclose(loaded.descriptors([1, 59]), x[[1, 59]], atol=1e-6)
+    loaded.close()
+
+
 def test_one_content_at_several_paths_keeps_every_path(where):
     """A byte copy at a new path becomes another path of the indexed image (not a skip, not a
     second image); removing a path keeps the image while another remains; a move re-points."""
@@ -189,6 +213,8 @@ def test_one_content_at_several_paths_keeps_every_path(where):
     with Index.edit(where) as edit:
         report = edit.add(x[[0, 0, 2]], [rec("/q/a-copy.jpg", 0), rec("/r/a-again.jpg", 0), rec("/p/c.jpg", 2)])
         assert report.added == [2] and report.paths == {0: 0, 1: 0}
+        # the writer finds the paths it recorded before they are published
+        assert edit.layers.catalogue.ids_by_path(["/q/a-copy.jpg", "/p/c.jpg"]) == {"/q/a-copy.jpg": 0, "/p/c.jpg": 2}
     loaded = Index.load(where)
     assert len(loaded) == 3 and loaded.paths([0, 1]) == {0: ["/p/a.jpg", "/q/a-copy.jpg", "/r/a-again.jpg"],
                                                          1: ["/p/b.jpg"]}

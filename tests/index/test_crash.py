@@ -8,6 +8,7 @@ asserts the one state the index must be in.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -61,6 +62,21 @@ def leftovers(root: Path) -> list[str]:
 def add_in_process(root: Path, n: int, seed: int, prefix: str) -> None:
     with Index.edit(root) as index:
         index.add(unit_rows(n, seed), [f"{prefix}{i}" for i in range(n)], model=MODEL, settings=SETTINGS)
+
+
+@contextlib.contextmanager
+def shared_milvus(tmp_path: Path, learn: bool):
+    """An index of BASE descriptors (version 1) on a `milvus-lite server` that real processes
+    share; yields its location."""
+    pytest.importorskip("pymilvus", reason="the Milvus engine needs pymilvus: pip install 'cfcd[milvus]'")
+    pytest.importorskip("milvus_lite", reason="Milvus Lite needs milvus-lite: pip install 'cfcd[milvus]'")
+    from milvus_server import milvus_server
+
+    with milvus_server(tmp_path / "shared.db") as address:
+        uri = f"milvus://{address}/photos"
+        Index.build(unit_rows(BASE, 0), [f"base{i}" for i in range(BASE)], model=MODEL, settings=SETTINGS,
+                    location=uri, learn=learn).save(uri)
+        yield uri
 
 
 @pytest.fixture
@@ -138,15 +154,8 @@ def test_milvus_readers_never_see_an_unpublished_addition(tmp_path):
     # A real writer stopped after inserting its rows into a Milvus collection (shared through
     # `milvus-lite server`), before publishing them: another process's reader sees the old
     # version only; killed there, its rows stay invisible and the next writer deletes them.
-    pytest.importorskip("pymilvus", reason="the Milvus engine needs pymilvus: pip install 'cfcd[milvus]'")
-    pytest.importorskip("milvus_lite", reason="Milvus Lite needs milvus-lite: pip install 'cfcd[milvus]'")
-    from milvus_server import milvus_server
-
-    with milvus_server(tmp_path / "shared.db") as address:
-        uri = f"milvus://{address}/photos"
-        # No learned projection: it would move the vectors to a new collection (tested below).
-        Index.build(unit_rows(BASE, 0), [f"base{i}" for i in range(BASE)], model=MODEL, settings=SETTINGS,
-                    location=uri, learn=False).save(uri)
+    # No learned projection: it would move the vectors to a new collection (tested below).
+    with shared_milvus(tmp_path, learn=False) as uri:
         more = unit_rows(MORE, 1)
         writer = start("index", "add", uri, features_dir(tmp_path / "f1", MORE, 1, "more"), failpoint="index.staged")
         wait_stopped(writer)
@@ -190,3 +199,73 @@ def test_kill_a_relearn(built, point):
     assert (index.generation, index.projection.dim, index.layers.vectors.dim) == (2, 8, 8)
     check_index(root, BASE, 2)
     assert leftovers(root) == []
+
+
+def test_a_writer_learning_a_projection_holds_no_lock(built):
+    # The first add learns the projection its 6000 images are due (stopped right after, as if
+    # learning took minutes); a second add, a real process too, publishes meanwhile without
+    # waiting. The first then publishes on top: both additions land, searched through the
+    # projection it learned (from more images than the second one's).
+    root, more = built
+    first = start("index", "add", root, more, failpoint="index.learned")
+    wait_stopped(first)
+    assert store.current(root)[0] == 1  # learned, nothing published yet
+    second = subprocess.run(cfcd("index", "add", root, features_dir(root.parent / "f2", 700, 4, "other")),
+                            capture_output=True, text=True, timeout=50)  # the lock waits 60 s
+    assert second.returncode == 0, second.stderr
+    assert Index.load(root).projection.learned_from == BASE + 700  # the second learned its own
+    os.kill(first.pid, signal.SIGCONT)
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert f"added {MORE} images" in out and "version 3" in out
+    index = Index.load(root)
+    assert (index.generation, len(index), len(index.layers.vectors)) == (3, BASE + MORE + 700, BASE + MORE + 700)
+    assert index.projection.learned_from == BASE + MORE  # the first's, not learned again
+    paths = {r.id: r.path for r in index.records(index.ids()).values()}
+    assert sum(p.startswith("more") for p in paths.values()) == MORE
+    assert sum(p.startswith("other") for p in paths.values()) == 700
+    probe = np.array(sorted(paths))[::50]
+    assert (index.search(index.descriptors(probe), k=1).ids[:, 0] == probe).all()
+
+
+def test_kill_a_relearn_and_a_compaction_on_milvus(tmp_path):
+    # As test_kill_a_relearn, on a Milvus server shared by real processes: a relearn stopped
+    # after writing the new projection's rows and its new vector collection, then killed,
+    # leaves readers on the old projection; the next relearn publishes cleanly; a compaction
+    # killed half-way leaves the index whole and its rerun drops what the dead relearn left.
+    with shared_milvus(tmp_path, learn=True) as uri:
+        old = Index.load(uri)
+        assert old.projection.dim == DIM
+        collections = set(old.store.client.list_collections())
+        proc = start("index", "relearn", uri, "--dim", 8, failpoint="index.staged")
+        wait_stopped(proc)
+        dead = set(old.store.client.list_collections()) - collections
+        assert len(dead) == 1 and old.store.client.get_collection_stats(dead.pop())["row_count"] == BASE  # on disk ...
+        kill(proc)
+        index = Index.load(uri)  # ... but not published
+        assert (index.generation, index.projection.dim, index.layers.vectors.dim) == (1, DIM, DIM)
+        np.testing.assert_array_equal(index.projection.matrix, old.projection.matrix)
+        assert index.search(index.descriptors([7]), k=1).ids[0, 0] == 7
+        out = subprocess.run(cfcd("index", "relearn", uri, "--dim", 8), capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        assert "32 -> 8-d" in out.stdout and "version 2" in out.stdout
+        index = Index.load(uri)
+        assert (index.generation, index.projection.dim, index.layers.vectors.dim) == (2, 8, 8)
+        assert index.search(index.descriptors([7]), k=1).ids[0, 0] == 7
+        searched = index.layers.vectors.collection
+
+        proc = start("index", "compact", uri, failpoint="index.reclaiming")
+        wait_stopped(proc)  # the unused vector collections dropped, the rows not yet deleted
+        kill(proc)
+        index = Index.load(uri)
+        assert (index.generation, index.projection.dim) == (2, 8)
+        assert index.search(index.descriptors([7]), k=1).ids[0, 0] == 7
+        out = subprocess.run(cfcd("index", "compact", uri, "--json"), capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["version"] == 2  # nothing removed: no new version
+        left = set(index.store.client.list_collections())
+        # The first vector collection too: the projection learned at build moved the vectors out.
+        assert left == {"photos_images", "photos_raw", "photos_proj", searched}
+        assert index.store.client.query("photos_proj", filter="id >= 0", output_fields=["count(*)"])[0]["count(*)"] == 9
+        index = Index.load(uri)
+        assert index.search(index.descriptors([7]), k=1).ids[0, 0] == 7

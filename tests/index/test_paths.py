@@ -5,7 +5,6 @@ paths were kept."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sqlite3
 
@@ -92,24 +91,3 @@ def test_a_milvus_index_from_before_other_paths_were_kept(tmp_path):
         "/p/1.jpg", "/q/1.jpg"]
     new.close()
 
-
-def test_resolve_moves_byte_copies_and_restore_brings_their_paths_back(checkpoint, tmp_path, capsys):
-    """An image at three paths: a resolve of its exact group keeps the first path, moves the two
-    copies to the trash and forgets their paths (the image stays); a restore puts both back."""
-    photos, trash, root = tmp_path / "photos", tmp_path / "trash", tmp_path / "idx"
-    for i in range(3):
-        textured(photos / f"p{i}.png", seed=i)
-    for copy in ("a/p1.png", "b/p1.png"):
-        (photos / copy).parent.mkdir()
-        shutil.copyfile(photos / "p1.png", photos / copy)
-    cfcd(capsys, "index", "build", root, photos, "--model", checkpoint, "--scales", "1")
-    index = Index.load(root)
-    (one,) = [i for i, ps in index.paths(index.ids()).items() if len(ps) == 3]
-    before = index.paths(index.ids())
-    cfcd(capsys, "duplicates", root, "--tiers", "exact", "--resolve", "--trash", trash)
-    kept, *copies = before[one]  # the first path found (a/p1.png) is kept
-    assert Index.load(root).paths([one])[one] == [kept] and len(Index.load(root)) == 3
-    assert [os.path.exists(p) for p in copies] == [False, False] and (trash / "b" / "p1.png").is_file()
-    cfcd(capsys, "duplicates", root, "--restore", "--trash", trash)
-    after = Index.load(root)
-    assert after.paths(after.ids()) == before and all(open(p, "rb").read() == open(kept, "rb").read() for p in copies)

@@ -87,7 +87,14 @@ def test_review_over_http_then_restore(review_index, start_server, tmp_path):
 def test_an_upload_answers_with_its_near_duplicates(served_index, photos, start_server, tmp_path):
     import shutil
 
+    from cfcd.index import Index
+
     shutil.copytree(served_index, tmp_path / "idx")
+    copy = tmp_path / "copies" / photos[3].name  # a byte copy: another path of the indexed photo
+    copy.parent.mkdir()
+    shutil.copyfile(photos[3], copy)
+    with Index.edit(tmp_path / "idx") as index:
+        assert len(index.add_paths([str(copy)])) == 1
     Image.open(photos[3]).save(tmp_path / "resaved.png", compress_level=1)  # other bytes, the same pixels
     assert (tmp_path / "resaved.png").read_bytes() != photos[3].read_bytes()
     with start_server(tmp_path / "idx", "--upload-dir", str(tmp_path / "up")) as url:
@@ -99,6 +106,7 @@ def test_an_upload_answers_with_its_near_duplicates(served_index, photos, start_
         found = answer.json()["near_duplicates"]
         exact = [d for d in found if d["tier"] == "exact"]
         assert [d["id"] for d in exact] == [original] and exact[0]["path"] == str(photos[3].resolve())
+        assert exact[0]["paths"] == [str(photos[3].resolve()), str(copy.resolve())]
         assert {"id", "path", "tier", "score", "thumbnail_url"} <= set(exact[0])
         assert answer.json()["id"] not in [d["id"] for d in found]
 
@@ -108,10 +116,23 @@ def test_page_review_actions(browser, review_index, start_server, tmp_path):
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 
+    import os
+    import shutil
+
+    from cfcd.index import Index
+
     index, checkpoint, files = review_index
     trash = tmp_path / "trash"
+    copy = tmp_path / "photos" / "copies" / files[4].name  # the keeper's byte copy: another path of it
+    copy.parent.mkdir()
+    shutil.copyfile(files[4], copy)
+    os.utime(copy, (files[4].stat().st_mtime - 60,) * 2)  # the older file: the path kept, not the record's first
+    with Index.edit(index) as edit:
+        edit.add_paths([str(copy)])
     with start_server(index, "--model", str(checkpoint), "--api-key", KEY, "--upload-dir", str(tmp_path / "up"),
                       "--trash", str(trash)) as url:
+        refused = post(url, "/duplicates/trash", {"ids": [3, 4], "keep": 4, "keep_path": str(files[3])})
+        assert refused.status_code == 400 and "not a path of image 4" in refused.text
         wait = WebDriverWait(browser, 60)
         browser.get(url + "/?group_page=1")
         wait.until(EC.visibility_of_element_located((By.ID, "api-key")))
@@ -134,11 +155,18 @@ def test_page_review_actions(browser, review_index, start_server, tmp_path):
         wait.until(EC.text_to_be_present_in_element((By.ID, "dup-summary"), "1 groups of duplicates"))
         assert grouped(url) == [[3, 4]]
 
-        sections()[0].find_element(By.CSS_SELECTOR, "button.trash").click()
-        wait.until(EC.text_to_be_present_in_element((By.ID, "message"), "moved 1 photos to the trash, kept 4"))
+        exact = sections()[0]
+        listed = [li.text for li in exact.find_elements(By.CSS_SELECTOR, "li.keep .paths li")]
+        assert listed == [str(files[4]), f"keep · {copy}"]  # the kept photo's paths, the kept one marked
+        exact.find_element(By.CSS_SELECTOR, "button.trash").click()
+        wait.until(EC.text_to_be_present_in_element((By.ID, "message"), "moved 2 files to the trash, kept 4"))
         wait.until(EC.text_to_be_present_in_element((By.ID, "dup-summary"), "0 groups of duplicates"))
         assert not files[3].exists() and (trash / "trip" / "unrelated.jpg").is_file()
+        assert copy.is_file() and not files[4].exists() and (trash / "trip" / files[4].name).is_file()
         assert grouped(url) == [] and httpx.get(url + "/health").json()["images"] == 4
+    kept = Index.load(index)
+    assert kept.paths([4]) == {4: [str(copy)]}  # the image stays, with the path kept
+    kept.close()
 
 
 def test_resolve_killed_then_finished_and_restored_on_a_milvus_server(served_index, start_server, tmp_path):

@@ -29,14 +29,15 @@ def register(p) -> None:
                    help=f"a rule to put first when choosing the photo to keep (repeatable): {', '.join(DEFAULT_RULES)} "
                         "or folder:NAME (for example folder:Originals); default order: " + ", ".join(DEFAULT_RULES))
     p.add_argument("--json", action="store_true",
-                   help="print JSON: {threshold, tiers, images, groups: [{ids, tier, min_score, pairs, paths, keep, why, "
-                        "members}]}")
+                   help="print JSON: {threshold, tiers, images, groups: [{ids, tier, min_score, pairs, paths, keep, "
+                        "keep_path, why, members}]}")
     p.add_argument("--html", metavar="DIR", help="also write DIR/index.html with a thumbnail of every grouped image")
     act = p.add_mutually_exclusive_group()
     act.add_argument("--resolve", action="store_true",
-                     help="move every photo not kept of the groups into --trash DIR (keeping its path relative to the "
-                          "groups' common folder; DIR/manifest.json lists them) and remove them from the index in one "
-                          "write; safe to interrupt: run it again to finish")
+                     help="move every file not kept of the groups (other photos, and byte copies of the kept one at "
+                          "other paths) into --trash DIR (keeping its path relative to the groups' common folder; "
+                          "DIR/manifest.json lists them) and remove them from the index in one write (a photo whose "
+                          "copy is kept stays, with that path); safe to interrupt: run it again to finish")
     act.add_argument("--restore", action="store_true",
                      help="move the photos of --trash DIR back where they were and back into the index (same ids, "
                           "no extraction)")
@@ -86,10 +87,10 @@ def run(args) -> None:
         print(f"# group {n}: {group['tier']}, {len(group['ids'])} images, lowest similarity {group['min_score']:.3f}; "
               f"keep {group['keep']} ({group['why']})")
         for m in group["members"]:
-            mark = "keep" if m["id"] == group["keep"] else ""
-            print(f"{mark:4s} {m['id']:8d}  {describe(m)}  {m['path']}")
-            for other in m["paths"][1:]:  # the same bytes at another path
-                print(f"{'':4s} {'':8s}  same file at {other}")
+            for n, path in enumerate(m["paths"]):  # after the first, the same bytes at other paths
+                mark = "keep" if (m["id"], path) == (group["keep"], group["keep_path"]) else ""
+                print(f"{mark:4s} {m['id']:8d}  {describe(m)}  {path}" if n == 0 else
+                      f"{mark:4s} {'':8s}  same file at {path}")
 
 
 def decide(args) -> None:
@@ -122,7 +123,9 @@ def resolve(args, groups_of) -> None:
         print(f"plan: move {len(report['planned'])} files to {args.trash} and remove them from the index "
               "(run without --dry-run to do it)")
         for entry in report["planned"]:
-            print(f"{entry['id']:8d} {entry['tier']:7s} keep {entry['keep']:<8d} {entry['path']} -> {entry['trash']}")
+            # a byte copy of the kept photo: its path leaves the index, the photo stays
+            kept = f"keep {entry['keep']:<8d}" if entry["id"] != entry["keep"] else f"kept at {entry.get('keep_path')},"
+            print(f"{entry['id']:8d} {entry['tier']:7s} {kept} {entry['path']} -> {entry['trash']}")
         return
     print(f"moved {len(report['moved'])} files to {args.trash} and removed them from the index; undo with "
           f"`cfcd duplicates {args.index} --restore --trash {args.trash}`")
@@ -165,7 +168,8 @@ def write_page(out: Path, groups: list[dict], args) -> Path:
             except (ImageError, OSError):  # moved or unreadable since it was indexed
                 img = "<span>(not readable)</span>"
             keep = "keep · " if image_id == group["keep"] else ""
-            figures.append(f'<figure>{img}<figcaption title="{html.escape(path)}">{keep}{image_id} · '
+            every = html.escape("\n".join(member["paths"]))  # byte copies at other paths too
+            figures.append(f'<figure>{img}<figcaption title="{every}">{keep}{image_id} · '
                            f'{html.escape(Path(path).name)}<br>{html.escape(describe(member))}</figcaption></figure>')
         rows.append(f"<section><h2>Group {n}: {group['tier']}, {len(group['ids'])} images, lowest similarity "
                     f"{group['min_score']:.3f}; keep {group['keep']} ({html.escape(group['why'])})</h2>"

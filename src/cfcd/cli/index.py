@@ -1,4 +1,4 @@
-"""cfcd index build|add|remove|sync|relearn|info: a persistent index of a photo collection."""
+"""cfcd index build|add|remove|sync|relearn|compact|info: a persistent index of a photo collection."""
 
 from __future__ import annotations
 
@@ -57,6 +57,12 @@ def register(p) -> None:
     relearn.add_argument("--shrinkage", type=float, help="eigenvalue shrinkage (default: the chosen one)")
     relearn.add_argument("--off", action="store_true", help="drop the projection and stop learning one")
     relearn.set_defaults(func=run_relearn)
+
+    compact = isub.add_parser("compact", help="give back the space of removed images, earlier versions and projections, "
+                                               "and what interrupted writes left")
+    compact.add_argument("index", help="index: a directory, NAME.db or milvus://HOST:PORT/COLLECTION")
+    compact.add_argument("--json", action="store_true", help="print JSON")
+    compact.set_defaults(func=run_compact)
 
     info = isub.add_parser("info", help="what an index holds and how it was made")
     info.add_argument("index", help="index: a directory, NAME.db or milvus://HOST:PORT/COLLECTION")
@@ -230,6 +236,23 @@ def run_relearn(args) -> None:
     print(f"{args.index}: {describe_projection(index.info())}, version {index.generation}")
 
 
+def run_compact(args) -> None:
+    from ..index.compaction import compact
+    from ..index.index import DEFAULT_LOCK_TIMEOUT
+
+    report = compact(args.index, DEFAULT_LOCK_TIMEOUT)
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return
+    for what in report["removed"]:
+        print(f"removed {what}")
+    if report["reclaimed"] is not None:
+        print(f"{args.index}: reclaimed {report['reclaimed']} bytes ({report['bytes_before']} -> {report['bytes_after']})", end="")
+    else:
+        print(f"{args.index}: {report['rows_before']} -> {report['rows_after']} rows stored", end="")
+    print(f", {report['rows_dropped']} rows of removed images dropped, version {report['version']}")
+
+
 def describe_projection(info: dict) -> str:
     """One line: whether the index searches a learned projection, and of what."""
     p = info.get("projection")
@@ -259,4 +282,4 @@ def run_info(args) -> None:
     print(f"model     {model.get('name')} {model.get('config')}")
     print("settings  " + ", ".join(f"{k} {v}" for k, v in settings.items()))
     if info["removed_pending"]:
-        print(f"note      {info['removed_pending']} removed vectors are filtered at search time; rebuild to reclaim them")
+        print(f"note      {info['removed_pending']} removed vectors are filtered at search time; `cfcd index compact` reclaims them")

@@ -11,12 +11,14 @@ it again finishes the job:
 2. move each planned file to ``TRASH/<its path relative to the groups' common folder>`` (a
    rename; across file systems a synced copy renamed into place, then the original unlinked);
    a file that changed since it was indexed is skipped, with the reason;
-3. remove the moved images from the index in one versioned write;
+3. remove the moved files' paths from the index in one versioned write (an image whose every
+   path moved leaves it; one that keeps a path stays, with its descriptor);
 4. mark them ``trashed`` in the manifest.
 
 A rerun that finds ``planned`` entries finishes them instead of planning again: a file already in
 the trash is not moved, an image already removed is not removed twice. A restore runs the same
-steps backwards (move back, put back into the index under the same ids, drop the entries).
+steps backwards (move back, put back into the index under the same ids, or as paths again of
+an image still indexed, drop the entries).
 
 ``to_move`` is the one place that says which file moves and which record leaves the index.
 """
@@ -44,11 +46,14 @@ DEFAULT_TIERS = ("exact", "near")
 
 
 def to_move(group: dict) -> list[tuple[int, str]]:
-    """(id of the image, path of the file to move) of each file of ``group`` (a
-    ``keeper.suggest`` group) other than the one kept: every path of the photos not kept, and
-    the other paths (byte copies) of the kept one. An image leaves the index with its last path."""
+    """(id, path) of every file of ``group`` (a ``keeper.suggest`` group) but the one kept:
+    every path of the other members, and the kept image's other paths (byte copies). The index
+    forgets each moved path; an image leaves it with its last path (``Index.remove(paths=)``),
+    so the kept image stays with its kept path, and an image one of whose files is skipped stays
+    with that file."""
+    kept = (group["keep"], group.get("keep_path"))
     return [(m["id"], p) for m in group["members"] for p in m.get("paths", [m["path"]])
-            if m["id"] != group["keep"] or p != m["path"]]
+            if m["id"] != kept[0] or (kept[1] is not None and p != kept[1])]
 
 
 # ---- the manifest -------------------------------------------------------------------------
@@ -158,19 +163,22 @@ def plan(index, groups: Sequence[dict], root: str | None = None) -> list[dict]:
     if not root:
         root = os.path.commonpath([os.path.dirname(p) for g in groups for m in g["members"]
                                    for p in m.get("paths", [m["path"]])])
-    records = index.records([i for _, i, _ in moves])
-    # each path's own mtime: a byte copy's is its own
-    mtimes = {o.path: o.mtime for others in index.layers.catalogue.other_paths(records).values() for o in others}
-    vectors = index.descriptors([i for _, i, _ in moves])
+    ids = [i for _, i, _ in moves]
+    records = index.records(ids)
+    files = {r.path: r for r in records.values()}  # each file's own size and mtime
+    files.update({o.path: o for others in index.layers.catalogue.other_paths(ids).values() for o in others})
+    vectors = index.descriptors(ids)
     entries = []
     for (group, image_id, path), vector in zip(moves, vectors):
-        record = records.get(image_id)
-        if record is None or not record.sha256:
+        record, file = records.get(image_id), files.get(path)
+        if record is None or not record.sha256 or file is None or file.id != image_id:
             continue
-        entries.append({"id": image_id, "path": path, "trash": os.path.relpath(path, root),
-                        "size": record.size, "mtime": mtimes.get(path, record.mtime), "sha256": record.sha256,
-                        "tier": group["tier"],
-                        "keep": group["keep"], "why": group["why"], "descriptor": _encode(vector), "status": "planned"})
+        # "primary": the image's record path, put first again when the image is put back
+        entries.append({"id": image_id, "path": path, "primary": path == record.path,
+                        "trash": os.path.relpath(path, root), "size": file.size, "mtime": file.mtime,
+                        "sha256": record.sha256, "tier": group["tier"], "keep": group["keep"],
+                        "keep_path": group.get("keep_path"), "why": group["why"], "descriptor": _encode(vector),
+                        "status": "planned"})
     return entries
 
 
@@ -198,7 +206,7 @@ def carry_out(trash: Path, manifest: dict, write: Callable) -> dict:
                 failpoint("cleanup.moving")
     failpoint("cleanup.moved")
     moved = [e for e in pending if e["status"] == "planned"]
-    if moved:  # by path: an image leaves with its last path, keeps the others
+    if moved:
         write(lambda index: index.remove(paths=[e["path"] for e in moved]))
     failpoint("cleanup.removed")
     for entry in moved:
@@ -233,8 +241,8 @@ def resolve(location, trash: str | Path, groups_of: Callable, dry_run: bool = Fa
         finally:
             index.close()
         if not dry_run and planned:
-            again = {p["id"] for p in planned}  # skipped by an earlier resolve, planned anew
-            manifest["entries"] = [e for e in manifest["entries"] if e["id"] not in again] + planned
+            again = {p["path"] for p in planned}  # skipped by an earlier resolve, planned anew
+            manifest["entries"] = [e for e in manifest["entries"] if e["path"] not in again] + planned
             manifest["index"] = _where(location)
             trash.mkdir(parents=True, exist_ok=True)
             write_manifest(trash, manifest)
@@ -279,15 +287,7 @@ def restore(location, trash: str | Path, write: Callable | None = None) -> dict:
         back.append(entry)
     failpoint("cleanup.restored")
     if back:
-        records = [ImageRecord(e["path"], e["size"], e["mtime"], e["sha256"], e["id"]) for e in back]
-        first = list({r.id: n for n, r in reversed(list(enumerate(records)))}.values())  # one entry per image
-        vectors = np.stack([_decode(back[n]["descriptor"]) for n in first])
-
-        def put_back(index):  # each image once, under its id; its other files' paths again beside it
-            index.put_back(vectors, [records[n] for n in first])
-            index.add_paths(records)
-
-        (write or edit_writer(location))(put_back)
+        (write or edit_writer(location))(lambda index: put_back(index, back))
     manifest["entries"] = [e for e in manifest["entries"] if e not in back]
     if manifest["entries"]:
         write_manifest(trash, manifest)
@@ -295,6 +295,26 @@ def restore(location, trash: str | Path, write: Callable | None = None) -> dict:
         (trash / MANIFEST).unlink()
     _prune(trash)
     return _without_descriptors({"trash": str(trash), "restored": back, "skipped": skipped})
+
+
+def put_back(index, entries: Sequence[dict]) -> None:
+    """Re-index the files of trash ``entries``: an image no longer indexed is put back under
+    its id with its stored descriptor (its primary path first), and every other file becomes
+    again a path of the image holding its content (``Index.add_paths``), its own path again
+    when it was."""
+    held = index.records({e["id"] for e in entries})
+    whole: dict[int, dict] = {}
+    for e in sorted(entries, key=lambda e: not e.get("primary", True)):
+        if e["id"] not in held:
+            whole.setdefault(e["id"], e)
+    firsts = list(whole.values())
+    put = set(index.put_back(np.stack([_decode(e["descriptor"]) for e in firsts]),
+                             [ImageRecord(e["path"], e["size"], e["mtime"], e["sha256"], e["id"]) for e in firsts])
+              if firsts else [])
+    index.add_paths([ImageRecord(e["path"], e["size"], e["mtime"], e["sha256"]) for e in entries
+                     if not (e["id"] in put and whole[e["id"]] is e)])
+    # a kept image whose own path was moved (another of its paths kept) gets it back first
+    index.put_first([e["path"] for e in entries if e.get("primary") and e["id"] in held])
 
 
 def _without_descriptors(report: dict) -> dict:

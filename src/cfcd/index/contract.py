@@ -73,6 +73,10 @@ class VectorLayer(Protocol):
     def reconstruct(self, ids: np.ndarray) -> np.ndarray:
         """The held vectors of ``ids`` (n, dim) (only if ``capabilities.reconstructs``)."""
 
+    def compact(self, keep: np.ndarray) -> int:
+        """Give back the space removed ids' vectors still take (``keep``: the ids held); returns
+        how many rows that was (0 where ``remove`` gave it back already)."""
+
 
 @runtime_checkable
 class CatalogueLayer(Protocol):
@@ -130,6 +134,10 @@ class RawLayer(Protocol):
     def read(self, ids: np.ndarray) -> np.ndarray:
         """The rows of ``ids`` (n, dim) float32, in the order asked; ``KeyError`` for an id not held."""
 
+    def compact(self, keep: np.ndarray) -> int:
+        """Drop the rows of ids not in ``keep`` (removed images' rows a layer kept); returns
+        how many (0 where ``remove`` dropped them already)."""
+
 
 @runtime_checkable
 class Store(Protocol):
@@ -164,6 +172,14 @@ class Store(Protocol):
 
     def publish(self, layers: Any) -> int:
         """Make ``layers`` the next version (the lock is held); returns its generation."""
+
+    def reclaim(self) -> list[str]:
+        """Remove what no reader of the published version needs (the lock is held): earlier
+        versions, what writers that died left; returns what was removed, in words."""
+
+    def footprint(self) -> dict:
+        """What the index takes: ``bytes`` on disk and ``rows`` stored, each None where the
+        store cannot tell."""
 
     def close(self) -> None:
         """Release what is held open; the store is not used afterwards."""

@@ -14,9 +14,9 @@ one shot), then similar groups (every pair at least similar). A photo thus joins
 when it is close to every member at the level of the tier being built, so photos of different
 places that are each close to a third do not chain into one group. A group's tier is that of
 its loosest pair; every pair carries its own tier. Pairs a person marked "not duplicates"
-(``cfcd.index.decisions``) never share a group: two groups holding such a pair do not merge. An
-image whose content the index found at several paths (byte copies) is an ``exact`` group by
-itself when no other image joins it (its paths: ``Index.paths``).
+(``cfcd.index.decisions``) never share a group: two groups holding such a pair do not merge.
+An image whose content the index found at several paths (byte copies) is an ``exact`` group
+by itself when no other image joins it (its paths: ``Index.paths``).
 
 Memory is the neighbour search's block (``neighbours.BLOCK``), the links (at most k per image),
 O(n) labels and a bounded cache of thumbnails, so a 1M-image index is grouped without an n x n
@@ -209,7 +209,7 @@ def duplicates_of(index, image_id: int, threshold: float = DEFAULT_THRESHOLD, k:
                   near: float = NEAR_SCORE, pixels: PixelChecks | None = None) -> list[dict]:
     """The photos of ``index`` that form a pair of some tier with ``image_id`` (a photo just
     added, say), by the pair tests of ``near_duplicates``, among its ``k`` nearest neighbours:
-    each {id, path, tier, score (searched similarity)}, closest first. Pairs recorded as not
+    each {id, path, paths (every path: byte copies), tier, score (searched similarity)}, closest first. Pairs recorded as not
     duplicates are left out."""
     from .neighbours import similar
 
@@ -234,5 +234,6 @@ def duplicates_of(index, image_id: int, threshold: float = DEFAULT_THRESHOLD, k:
             tier = "similar"
         else:
             continue
-        out.append({"id": other, "path": result.records[other].path, "tier": tier, "score": round(score, 4)})
+        out.append({"id": other, "path": result.records[other].path, "paths": result.paths(other), "tier": tier,
+                    "score": round(score, 4)})
     return out

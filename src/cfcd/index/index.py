@@ -258,7 +258,7 @@ class Index:
             raise InputError(f"ids {[r.id for r in records][:5]}: only images removed from this index can be put back")
         if self._tombstones:
             raise InputError(f"{self.path}: this index keeps the vectors of removed images ({self.factory} cannot delete "
-                             "them), so they cannot be put back; rebuild it first (`cfcd index build`)")
+                             "them), so they cannot be put back; give them back first (`cfcd index compact`)")
         present = self.records([r.id for r in records])
         held = self.layers.catalogue.ids_by_hash(r.sha256 for r in records)
         keep = [n for n, r in enumerate(records) if r.id not in present and (not r.sha256 or r.sha256 not in held)]
@@ -333,10 +333,8 @@ class Index:
                 catalogue.delete_paths(sorted(drop & {o.path for o in mine}))  # not a path given to another image since
             elif not left:
                 orphans.add(i)
-            else:  # a record is replaced whole (an engine keeps no partial updates); its vectors stay
-                catalogue.delete([i])
-                catalogue.insert([ImageRecord(left[0].path, left[0].size, left[0].mtime, rec.sha256, i)])
-                catalogue.insert_paths(left[1:])
+            else:
+                self._rewrite(rec, left)
         return orphans
 
     def repoint(self, attach: Sequence[ImageRecord] = (), detach: dict[str, int] | None = None) -> list[int]:
@@ -382,10 +380,45 @@ class Index:
         self.changed = True
         primary = [r for r in mine if held[r.id].path == r.path]
         others = catalogue.other_paths(r.id for r in primary)
-        catalogue.delete([r.id for r in primary])  # a record is replaced whole; its other paths go back beside it
-        catalogue.insert([ImageRecord(r.path, r.size, r.mtime, held[r.id].sha256, r.id) for r in primary])
-        catalogue.insert_paths([o for i in others.values() for o in i])
+        for r in primary:  # the record rewritten with its new stat, its other paths beside it
+            self._rewrite(held[r.id], [r, *others.get(r.id, [])])
         catalogue.insert_paths([r for r in mine if held[r.id].path != r.path])
+
+    def _rewrite(self, record: ImageRecord, files: Sequence[ImageRecord]) -> None:
+        """Give the image of ``record`` the paths ``files`` (each with its size and mtime), the
+        first as its own path. The record is replaced whole (an engine keeps no partial
+        updates); its vectors stay."""
+        catalogue = self.layers.catalogue
+        first = files[0]
+        catalogue.delete([record.id])
+        catalogue.insert([ImageRecord(first.path, first.size, first.mtime, record.sha256, record.id)])
+        catalogue.insert_paths([f.with_id(record.id) for f in files[1:]])
+
+    def put_first(self, paths: Sequence[str]) -> int:
+        """Make each of ``paths`` (another path of an indexed image) its image's own path, the
+        first of ``paths()``: a restore gives a record back the path it had. Returns how many
+        records changed (a path not held, or first already, is skipped)."""
+        count = [self._put_first(paths)]
+
+        def replay(newer: Index) -> None:
+            count[0] = newer._put_first(paths)
+
+        self.journal(replay)
+        return count[0]
+
+    def _put_first(self, paths: Sequence[str]) -> int:
+        held = self.layers.catalogue.ids_by_path(paths)
+        count = 0
+        for path, image_id in held.items():
+            record = self.records([image_id])[image_id]
+            if record.path == path:
+                continue
+            others = self.layers.catalogue.other_paths([image_id]).get(image_id, [])
+            mine = [o for o in others if o.path == path]
+            self._rewrite(record, mine + [record] + [o for o in others if o.path != path])
+            self.changed = True
+            count += 1
+        return count
 
     def move_paths(self, moves: Sequence[tuple[str, str | ImageRecord]]) -> int:
         """Re-point each (old path, new path or record) to the same image, without extracting

@@ -13,7 +13,8 @@ given names the rules that left photos out):
 
 ``--prefer RULE`` (repeatable) moves rules to the front in the order given, for example
 ``--prefer folder:Originals`` keeps the copy in Originals whatever its size. When every rule ties,
-the lowest id is kept.
+the lowest id is kept. The rules weigh files, so among byte copies of one image (its several
+paths) they choose a path the same way, and when those tie the image's first path is kept.
 """
 
 from __future__ import annotations
@@ -57,42 +58,58 @@ def rules_order(prefer: Sequence[str] = ()) -> list[str]:
     return list(dict.fromkeys([*prefer, *DEFAULT_RULES]))
 
 
-def choose(ids: Sequence[int], facts: Sequence[PhotoFacts], rules: Sequence[str]) -> tuple[int, str]:
-    """(id to keep, why) among ``ids`` whose files are described by ``facts``: each rule in
-    turn keeps the photos best by it; the reasons are the rules that left some out."""
-    left = list(zip(ids, facts))
+def narrow(facts: Sequence[PhotoFacts], rules: Sequence[str]) -> tuple[list[int], list[str]]:
+    """(positions of ``facts`` left, the reasons): each rule in turn keeps the files best by
+    it, until one is left; the reasons are the rules that left some out."""
+    left = list(range(len(facts)))
     reasons = []
     for name in rules:
-        key, why = _rule(name)
-        best = min(key(f) for _, f in left)
-        kept = [(i, f) for i, f in left if key(f) == best]
-        if len(kept) < len(left):
-            if name == "format":
-                dropped = sorted({f.format or "unreadable" for _, f in left if key(f) != best})
-                why = f"better format ({kept[0][1].format} over {', '.join(dropped)})"
-            reasons.append(why)
-            left = kept
         if len(left) == 1:
             break
-    else:
+        key, why = _rule(name)
+        best = min(key(facts[n]) for n in left)
+        kept = [n for n in left if key(facts[n]) == best]
+        if len(kept) < len(left):
+            if name == "format":
+                dropped = sorted({facts[n].format or "unreadable" for n in left if key(facts[n]) != best})
+                why = f"better format ({facts[kept[0]].format} over {', '.join(dropped)})"
+            reasons.append(why)
+            left = kept
+    return left, reasons
+
+
+def choose(ids: Sequence[int], facts: Sequence[PhotoFacts], rules: Sequence[str]) -> tuple[int, str]:
+    """(id to keep, why) among ``ids`` whose files are described by ``facts``: ``narrow``,
+    then the lowest id."""
+    left, reasons = narrow(facts, rules)
+    if len(left) > 1:
         reasons.append("lowest id")
-    return min(i for i, _ in left), ", then ".join(reasons)
+    return min(ids[n] for n in left), ", then ".join(reasons)
 
 
 def suggest(index, groups, prefer: Sequence[str] = ()) -> list[dict]:
     """Each group of ``index`` from ``cfcd.index.duplicates.near_duplicates`` as a dict: its
-    fields, the id to ``keep`` and ``why``, and ``members``: each image's id, path, every path
-    (``paths``: byte copies at several paths), file facts and ``score`` (its searched similarity to the kept one)."""
+    fields, the file to keep (``keep``: its id, ``keep_path``: which of that image's paths) and
+    ``why``, and ``members``: each image's id, path, every path (``paths``: byte copies at
+    several paths), file facts and ``score`` (its searched similarity to the kept one). The
+    rules choose among every path of every member, so a byte copy in another folder is weighed
+    like another image (``older``, ``folder:NAME`` tell such copies apart)."""
     from .photo_facts import read_facts
 
     rules = rules_order(prefer)
     paths = index.paths([i for g in groups for i in g.ids])
     out = []
     for g in groups:
-        facts = [read_facts(paths[i][0]) for i in g.ids]
-        keep, why = choose(g.ids, facts, rules) if len(g.ids) > 1 else (g.ids[0], "one image at several paths")
+        files = [(i, p) for i in g.ids for p in paths[i]]
+        facts = [read_facts(p) for _, p in files]
+        left, reasons = narrow(facts, rules)
+        if len(left) > 1:
+            reasons.append("lowest id" if len({files[n][0] for n in left}) > 1 else "first path")
+        keep, keep_path = min((files[n] for n in left), key=lambda f: (f[0], paths[f[0]].index(f[1])))
+        first = {i: facts[files.index((i, paths[i][0]))] for i in g.ids}
         to_keep = {b if a == keep else a: s for a, b, _, s in g.pairs if keep in (a, b)}
-        members = [{"id": i, **f.to_dict(), "paths": paths[i], "score": round(to_keep.get(i, 1.0), 4)}
-                   for i, f in zip(g.ids, facts)]
-        out.append({**g.to_dict(), "keep": keep, "why": why, "members": members})
+        members = [{"id": i, **first[i].to_dict(), "paths": paths[i], "score": round(to_keep.get(i, 1.0), 4)}
+                   for i in g.ids]
+        out.append({**g.to_dict(), "keep": keep, "keep_path": keep_path, "why": ", then ".join(reasons),
+                    "members": members})
     return out

@@ -54,7 +54,7 @@ def similar(index, ids: Sequence[int], k: int = 10, qe: int = 0, alpha: float = 
     ids = check_ids(index, ids)
     result = index.search(index.descriptors(ids), k + 1, qe=qe, alpha=alpha)
     found, scores = _without_self(result.ids, result.scores, ids, k)
-    return SearchResult(ids=found, scores=scores, records=result.records)
+    return SearchResult(ids=found, scores=scores, records=result.records, others=result.others)
 
 
 def neighbour_blocks(index, k: int, block: int = BLOCK) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:

@@ -16,9 +16,10 @@ sees a half-written file. What a dead writer left (staging directories, a versio
 but never named by ``CURRENT``) is removed by the next writer, under the lock.
 
 ``DirectoryStore`` puts this behind the interface every engine's store has (``exists``,
-``version``, ``open``, ``create``, ``create_vectors``, ``lock``, ``publish``), for
+``version``, ``open``, ``create``, ``create_vectors``, ``lock``, ``publish``, ``reclaim``), for
 ``cfcd.Index``. The raw descriptors' segments (``cfcd.index.raw``) are hard-linked from one
-version to the next, so a version costs only what changed in them.
+version to the next, so a version costs only what changed in them; ``cfcd index compact``
+rewrites those holding removed images' rows and ``reclaim`` removes every earlier version.
 """
 
 from __future__ import annotations
@@ -118,17 +119,33 @@ def _remove_orphans(root: Path, gen: int) -> None:
             shutil.rmtree(root / version_name(g))
 
 
-def collect_garbage(root: Path) -> None:
+def collect_garbage(root: Path, keep: int = KEEP_PREVIOUS) -> list[str]:
     """Remove staging directories of other writers (dead: the lock is ours) and versions
-    no reader needs any more (call with the write lock held)."""
+    no reader needs any more: all but the ``keep`` before the current one (call with the
+    write lock held). Returns the names removed."""
     gen, _ = current(root)
-    for p in root.iterdir():
-        if p.name.startswith(STAGING_PREFIX):
-            shutil.rmtree(p, ignore_errors=True)
+    removed = [p.name for p in root.iterdir() if p.name.startswith(STAGING_PREFIX)]
+    for name in removed:
+        shutil.rmtree(root / name, ignore_errors=True)
+    removed += [version_name(g) for g in _versions(root) if g > gen]
     _remove_orphans(root, gen)
     older = [g for g in _versions(root) if g < gen]
-    for g in older[:-KEEP_PREVIOUS] if KEEP_PREVIOUS else older:
+    for g in older[:-keep] if keep else older:
         shutil.rmtree(root / version_name(g), ignore_errors=True)
+        removed.append(version_name(g))
+    return removed
+
+
+def disk_bytes(root: Path) -> int:
+    """Bytes of the files under ``root``, a file hard-linked from several versions counted once."""
+    seen, total = set(), 0
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            st = os.lstat(os.path.join(dirpath, name))
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
+    return total
 
 
 class DirectoryStore:
@@ -154,6 +171,15 @@ class DirectoryStore:
 
     def close(self) -> None:
         pass  # nothing held between calls: versions are opened read-only and immutable
+
+    def reclaim(self) -> list[str]:
+        """Every version but the current one, and what dead writers left (with the lock held).
+        A reader still holding an earlier version keeps the files it opened; one that opens
+        again reads ``CURRENT`` (a server does on each new version)."""
+        return collect_garbage(self.root, keep=0)
+
+    def footprint(self) -> dict:
+        return {"bytes": disk_bytes(self.root), "rows": None}
 
     @staticmethod
     def create(dim: int, factory: str | None) -> Layers:

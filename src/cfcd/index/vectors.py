@@ -178,6 +178,9 @@ class FaissVectors:
             out[n] = self.faiss.reconstruct(int(i))
         return out
 
+    def compact(self, keep: np.ndarray) -> int:
+        return 0  # remove() gives the space back; what it cannot remove the index rebuilds (tombstones)
+
     def _enable_reconstruct(self) -> None:
         # IVF indexes need a direct map to return stored vectors by id.
         import faiss

@@ -19,7 +19,11 @@ then its matrix; ``cfcd.index.projection``). A projection changes the searched d
 its vectors go to a new collection ``NAME_s<hex>`` that the published settings name; the one
 it replaced is dropped one projection later (readers that opened it a moment ago still find
 it). The index's settings (format, dim, model, extraction settings, next id, published
-version, the searched collection) are the catalogue collection's property ``cfcd.info``.
+version, the searched and raw collections, the rows removed since the last compaction) are
+the catalogue collection's property ``cfcd.info``. ``cfcd index compact`` (``reclaim``) drops
+what the published version does not use; on Milvus Lite, which keeps removed rows in its files,
+it first moves the remaining raw and searched rows to new collections (``NAME_r<hex>``,
+``NAME_s<hex>``) published like a projection's.
 
 Versions: readers see the rows whose version is at most the published one. A writer keeps its
 additions in memory (its own searches see them) and publishes under the write lock: it deletes

@@ -139,8 +139,22 @@ class MilvusVectors:
             out[n] = pvec[pos[i]] if i in pos else found[i]
         return out
 
-
     read = reconstruct  # the raw layer's name for it (``cfcd.index.raw``)
+
+    def compact(self, keep: np.ndarray) -> int:
+        """Where removed rows stay on disk (Milvus Lite, ``store.rewrites``): move the rows of
+        ``keep`` to a new collection, published in place of this one; returns the rows left
+        behind. A server compacts its own segments: nothing to do."""
+        dead = self.store.dead_rows() if self.store.rewrites() else 0
+        if not dead:
+            return 0
+        keep = np.asarray(keep, dtype=np.int64)
+        rows = self.reconstruct(keep)
+        raw = self.collection == self.store._raw_collection(self.store.info())
+        fresh = self.store.create_vectors(self.dim, self.factory, "r" if raw else "s")
+        self.collection, self.count, self.removed = fresh.collection, 0, set()
+        self._ids, self._vecs = [keep], [rows]
+        return dead
 
 
 class MilvusCatalogue:
@@ -217,6 +231,8 @@ class MilvusCatalogue:
         """path -> id, for the paths held, primary or other."""
         paths = list(paths)
         out = {r.path: r.id for part in chunks(sorted(set(paths))) for r in self._query_paths(f"path in {literals(part)}")}
+        wanted = set(paths)  # and this writer's, not yet published
+        out.update({p: r.id for p, r in self.pending_paths.items() if p in wanted})
         out.update(self._ids_by("path", paths))
         return out
 

@@ -91,7 +91,9 @@ class MilvusStore:
     # ---- settings in the catalogue's properties -------------------------------------------
 
     def _has_collections(self) -> bool:
-        return self.client.has_collection(self.images) and self.client.has_collection(self.name)
+        # The catalogue collection holds the settings; ``NAME`` goes once a projection or a
+        # compaction moved the vectors out of it and a compaction dropped it.
+        return self.client.has_collection(self.images)
 
     def info(self) -> dict:
         if not self._has_collections():
@@ -127,7 +129,8 @@ class MilvusStore:
         searched = info.get("vectors_collection", self.name)
         described = info.get("projection")
         keeps_raw = bool(info.get("raw"))
-        self._load(searched, self.images, *((self.raw, self.projections) if keeps_raw else ()),
+        raw_name = self._raw_collection(info)
+        self._load(searched, self.images, *((raw_name, self.projections) if keeps_raw else ()),
                    *((self.paths,) if self.client.has_collection(self.paths) else ()))
         count = info.get("count", 0)
         projection = None
@@ -138,7 +141,7 @@ class MilvusStore:
             projection = Projection.from_rows(np.array([r["vector"] for r in rows]), described)
         self._opened_projection = projection
         dim = projection.dim if projection else info["dim"]
-        raw = MilvusVectors(self, info["dim"], "FLAT", gen, count, self.raw) if keeps_raw else None
+        raw = MilvusVectors(self, info["dim"], "FLAT", gen, count, raw_name) if keeps_raw else None
         return Layers(MilvusVectors(self, dim, info["factory"], gen, count, searched),
                       MilvusCatalogue(self, gen, count, info), raw, projection, gen)
 
@@ -166,10 +169,16 @@ class MilvusStore:
         return Layers(MilvusVectors(self, dim, factory, gen, 0, self.name), MilvusCatalogue(self, gen, 0, {}),
                       MilvusVectors(self, dim, "FLAT", gen, 0, self.raw))
 
-    def create_vectors(self, dim: int, factory: str | None) -> "MilvusVectors":
-        """An empty vector layer in a new collection (invisible until a publish names it)."""
+    def _raw_collection(self, info: dict) -> str:
+        """The raw descriptors' collection the published version names (``NAME_raw`` until a
+        compaction rewrote it)."""
+        return info["raw"] if isinstance(info.get("raw"), str) else self.raw
+
+    def create_vectors(self, dim: int, factory: str | None, kind: str = "s") -> "MilvusVectors":
+        """An empty vector layer in a new collection (invisible until a publish names it):
+        ``NAME_s<hex>`` for searched vectors, ``NAME_r<hex>`` (``kind`` "r") for raw ones."""
         factory = factory or DEFAULT_FACTORY
-        name = f"{self.name}_s{secrets.token_hex(4)}"
+        name = f"{self.name}_{kind}{secrets.token_hex(4)}"
         self._create_collection(name, dim, *parse_factory(factory))
         self._load(name)
         return MilvusVectors(self, dim, factory, 0, 0, name)
@@ -234,7 +243,9 @@ class MilvusStore:
         searched = info.get("vectors_collection", self.name)
         keeps = [vectors] + ([raw] if raw is not None else [])
         self._create_paths()
-        for name in {searched, self.images, self.paths, *(v.collection for v in keeps)}:  # invisible rows of a writer that died
+        dead = {searched, self.images, self.paths, *(v.collection for v in keeps),
+                *([self.projections] if raw is not None else [])}
+        for name in dead:  # invisible rows of a writer that died (a projection's too: its ids are reused)
             client.delete(name, filter=f"version > {base}")
         for layer in keeps:
             ids, vecs = layer.pending()
@@ -243,7 +254,7 @@ class MilvusStore:
                                                  zip(ids[start:start + INSERT_BATCH], vecs[start:start + INSERT_BATCH])])
         updates = {}
         if raw is not None:
-            updates["raw"] = self.raw
+            updates["raw"] = raw.collection
         if layers.projection is not None and layers.projection is not self._opened_projection:
             rows = layers.projection.rows()
             client.insert(self.projections, [{"id": gen * 1_000_000 + n, "vector": r, "version": gen}
@@ -252,9 +263,14 @@ class MilvusStore:
         elif layers.projection is not None:
             updates["projection"] = info["projection"]
         retire = []
-        if vectors.collection != searched:  # a new vector layer (a projection learned or dropped)
+        old_raw = self._raw_collection(info)
+        replaced = [old for old, new in ((searched, vectors.collection), (old_raw, raw.collection if raw else old_raw))
+                    if old != new]
+        if replaced:  # a new vector layer (a projection learned or dropped, a compaction)
             retire = info.get("retired", [])
-            updates.update(vectors_collection=vectors.collection, retired=[searched])
+            updates.update(vectors_collection=vectors.collection, retired=replaced)
+        # Removed rows Milvus Lite keeps on disk until a compaction rewrites the collections.
+        updates["dead_rows"] = 0 if old_raw in replaced else info.get("dead_rows", 0) + len(vectors.removed | catalogue.removed)
         records = list(catalogue.pending.values())
         for part in chunks(records, INSERT_BATCH):
             client.insert(self.images, [{"id": r.id, "vector": [0.0, 0.0], "version": gen, "path": r.path,
@@ -282,19 +298,84 @@ class MilvusStore:
         self._write_info({**info, **catalogue.updates, "published": gen, "count": count, "writer": info.get("writer")})
         self._opened_projection = layers.projection
         for part in chunks(removed):
-            for name in (vectors.collection, *([self.raw] if raw is not None else [])):
+            for name in (vectors.collection, *([raw.collection] if raw is not None else [])):
                 client.delete(name, ids=part)
         for part in chunks(forgotten):
             client.delete(self.images, ids=part)
         for part in chunks(dropped):
             client.delete(self.paths, ids=part)
         for name in retire:  # replaced two projections ago: no reader still searches it
-            if name != self.name:
+            if name != self.name and client.has_collection(name):
                 client.drop_collection(name)
         for layer in keeps:
             layer.published(gen, count)
         catalogue.published(gen, count)
         return gen
+
+
+    # ---- what no published version needs ---------------------------------------------------
+
+    def _collections(self) -> list[str]:
+        """The vector and raw collections this index made (``NAME`` the first)."""
+        made = [f"{self.name}_s", f"{self.name}_r"]
+        return sorted(n for n in self.client.list_collections()
+                      if n in (self.name, self.raw) or any(n.startswith(p) and n[len(p):].isalnum() for p in made))
+
+    def _leftovers(self, info: dict) -> list[str]:
+        """Vector and raw collections the published version does not use: made by a writer
+        that died before publishing, or replaced by a later projection or compaction."""
+        used = {info.get("vectors_collection", self.name), self._raw_collection(info)}
+        return [n for n in self._collections() if n not in used]
+
+    def rewrites(self) -> bool:
+        """Whether removed rows stay on disk until a compaction rewrites the collections: on
+        Milvus Lite (its manual compaction does nothing); a server compacts its own segments."""
+        return self.lite
+
+    def dead_rows(self) -> int:
+        """Rows removed since the collections were last rewritten (``rewrites``)."""
+        return self.info().get("dead_rows", 0)
+
+    def reclaim(self) -> list[str]:
+        """Drop what the published version does not need (with the lock held): vector and raw
+        collections it does not use (``NAME`` too, once a projection or a compaction moved the
+        vectors out), rows above it and earlier projections' rows. A reader still on an
+        earlier version finds its collection gone and opens the index again."""
+        client, info = self.client, self.info()
+        gen = self.version()
+        removed = []
+        for name in self._leftovers(info):
+            client.drop_collection(name)
+            removed.append(f"collection {name}")
+        if info.get("retired"):
+            self._write_info({**self.info(), "retired": []})
+        failpoint("index.reclaiming")
+        searched = info.get("vectors_collection", self.name)
+        described = info.get("projection")
+        deletions = [(name, f"version > {gen}") for name in (searched, self.images, self.paths,
+                                                              self._raw_collection(info), self.projections)]
+        deletions.append((self.projections, f"version != {described['version']}" if described else "id >= 0"))
+        for name, expr in deletions:
+            if client.has_collection(name) and self._rows(name, expr):
+                client.delete(name, filter=expr)
+                removed.append(f"rows of {name} where {expr}")
+        if not self.lite:
+            for name in (searched, self.images, self.paths, self._raw_collection(info), self.projections):
+                if client.has_collection(name):
+                    client.compact(name)  # the server merges segments without deleted rows, in the background
+        return removed
+
+    def _rows(self, name: str, expr: str = "version >= 0") -> int:
+        self._load(name)
+        return self.client.query(name, filter=expr, output_fields=["count(*)"])[0]["count(*)"]
+
+    def footprint(self) -> dict:
+        """Rows in this index's collections, and bytes on disk for Milvus Lite (its data directory)."""
+        from ..store import disk_bytes
+
+        names = [self.images, self.paths, self.projections, *self._collections()]
+        rows = sum(self._rows(n) for n in dict.fromkeys(names) if self.client.has_collection(n))
+        return {"bytes": disk_bytes(Path(self.uri)) if self.lite else None, "rows": rows}
 
 
 class _Lease:

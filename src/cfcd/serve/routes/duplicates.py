@@ -33,7 +33,13 @@ class Photos(BaseModel):
 
 
 class Trash(Photos):
+    # one photo at several paths (byte copies) is a group of its own
+    ids: list[int] = Field(..., min_length=1, max_length=200, description="ids of the photos of a group")
     keep: int = Field(..., ge=0, le=MAX_ID, description="the photo kept, one of ids; the others are moved")
+    keep_path: str | None = Field(None, max_length=4096,
+                                  description="which path of the kept photo stays when it is at several paths (byte "
+                                              "copies; the group's keep_path); its other paths are moved too. "
+                                              "Default: its first path")
 
 
 def groups(state: ServerState, threshold: float, neighbours: int, tiers: tuple[str, ...], prefer: tuple[str, ...]) -> dict:
@@ -102,11 +108,13 @@ async def post_ignore(body: Photos, state: ServerState = Depends(get_state)):
     return await anyio.to_thread.run_sync(ignore, state, body.ids, limiter=state.limiter)
 
 
-def trash(state: ServerState, ids: list[int], keep: int) -> dict:
-    records = known(state, ids)
-    paths = state.index.paths(ids)  # every file of each photo moves (byte copies included), as with --resolve
-    group = {"keep": keep, "tier": "chosen", "why": "chosen on the page",
-             "members": [{"id": i, "path": records[i].path, "paths": paths[i]} for i in ids]}
+def trash(state: ServerState, ids: list[int], keep: int, keep_path: str | None = None) -> dict:
+    known(state, ids)
+    paths = state.index.paths(ids)
+    if keep_path is not None and keep_path not in paths[keep]:
+        raise HTTPException(400, f"keep_path {keep_path}: not a path of image {keep} ({', '.join(paths[keep])})")
+    group = {"keep": keep, "keep_path": keep_path or paths[keep][0], "tier": "chosen", "why": "chosen on the page",
+             "members": [{"id": i, "path": paths[i][0], "paths": paths[i]} for i in ids]}
     with state.cleaning:
         try:
             # paths in the trash relative to the folder of the whole collection, as the page shows them
@@ -115,7 +123,8 @@ def trash(state: ServerState, ids: list[int], keep: int) -> dict:
                                      write=state.write, root=root)
         except CfcdError as err:
             raise HTTPException(400, str(err)) from None
-    return {**{k: report[k] for k in ("trash", "resumed")}, "moved": [e["id"] for e in report["moved"]],
+    return {**{k: report[k] for k in ("trash", "resumed")}, "moved": list(dict.fromkeys(e["id"] for e in report["moved"])),
+            "moved_paths": [e["path"] for e in report["moved"]],
             "skipped": [{"id": e["id"], "why": e["skipped"]} for e in report["skipped"]],
             "index_version": state.index.generation}
 
@@ -128,4 +137,4 @@ async def post_trash(body: Trash, state: ServerState = Depends(get_state)):
         raise HTTPException(403, state.settings.trash_reason)
     if body.keep not in body.ids:
         raise HTTPException(400, f"keep {body.keep}: not one of the ids {body.ids}")
-    return await anyio.to_thread.run_sync(trash, state, body.ids, body.keep, limiter=state.limiter)
+    return await anyio.to_thread.run_sync(trash, state, body.ids, body.keep, body.keep_path, limiter=state.limiter)

@@ -326,8 +326,9 @@ async function upload(files) {
 // ---- near-duplicates ---------------------------------------------------------------------
 
 // A group member's card with what a person decides on: pixel size, file size, format, date and
-// its similarity to the kept photo; the kept one marked.
-function dupCard(item, kept) {
+// its similarity to the kept photo; the kept one marked. A photo found at several paths (byte
+// copies) lists them, the path kept marked: the others go to the trash with the group.
+function dupCard(item, kept, keepPath) {
   const li = card(item);
   const facts = document.createElement("div");
   facts.className = "facts";
@@ -336,12 +337,15 @@ function dupCard(item, kept) {
   facts.textContent = `${kept ? "Keep · " : ""}${size} · ${kb} · ${item.format || "?"} · `
     + `${(item.date || "?").slice(0, 10)} · ${item.score.toFixed(3)}`;
   li.append(facts);
-  if (item.paths && item.paths.length > 1) {  // one content, several files: each path is listed
-    const also = document.createElement("div");
-    also.className = "facts";
-    also.textContent = `also at: ${item.paths.slice(1).map(fileName).join(", ")}`;
-    also.title = item.paths.slice(1).join("\n");
-    li.append(also);
+  if ((item.paths || []).length > 1) {
+    const paths = document.createElement("ul");
+    paths.className = "paths";
+    for (const p of item.paths) {
+      const row = document.createElement("li");
+      row.textContent = `${kept && p === keepPath ? "keep · " : ""}${p}`;
+      paths.append(row);
+    }
+    li.append(paths);
   }
   if (kept) li.classList.add("keep");
   return li;
@@ -390,14 +394,14 @@ function groupSection(g, n) {
     + `${g.min_score.toFixed(3)} · keep ${g.keep} (${g.why})`;
   const list = document.createElement("ol");
   list.className = "grid";
-  list.append(...g.items.map((item) => dupCard(item, item.id === g.keep)));
+  list.append(...g.items.map((item) => dupCard(item, item.id === g.keep, g.keep_path)));
   const actions = document.createElement("div");
   actions.className = "group-actions";
-  if (state.writable) actions.append(actionButton("Not duplicates", "ignore", () => decide(`Group ${n}`,
+  if (state.writable && g.ids.length > 1) actions.append(actionButton("Not duplicates", "ignore", () => decide(`Group ${n}`,
     "/duplicates/ignore", { ids: g.ids }, () => "recorded as not duplicates")));
   if (state.trash) actions.append(actionButton("Move the others to trash", "trash", () => decide(`Group ${n}`,
-    "/duplicates/trash", { ids: g.ids, keep: g.keep },
-    (a) => `moved ${a.moved.length} photos to the trash, kept ${g.keep}`)));
+    "/duplicates/trash", { ids: g.ids, keep: g.keep, keep_path: g.keep_path },
+    (a) => `moved ${a.moved_paths.length} files to the trash, kept ${g.keep}`)));
   section.append(title, actions, list);
   return section;
 }
