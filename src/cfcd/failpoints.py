@@ -17,6 +17,7 @@ def failpoint(name: str) -> None:
     (switched, old versions not yet collected), ``index.reclaim`` (a compaction's version
     published, nothing reclaimed yet), ``index.reclaiming`` (a Milvus compaction's unused
     collections dropped, rows not yet deleted), ``extract.shard`` (a shard of
-    ``extract_to_dir`` written, the next one not started)."""
+    ``extract_to_dir`` written, the next one not started), ``sync.planned`` (``cfcd index
+    sync`` compared its folder; nothing extracted or written yet)."""
     if os.environ.get(FAILPOINT_ENV) == name:
         os.kill(os.getpid(), signal.SIGSTOP)

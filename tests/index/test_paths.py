@@ -9,10 +9,12 @@ import shutil
 import sqlite3
 
 import numpy as np
+import pytest
 
 from cfcd.cli import main
 from cfcd.index import Index
 from cfcd.index.duplicates import near_duplicates
+from cfcd.index.records import ImageRecord
 from servers import textured
 
 
@@ -65,3 +67,27 @@ def test_an_index_from_before_other_paths_were_kept(tmp_path):
     with Index.edit(root) as index:  # the first write makes the table (a move goes through it)
         assert index.move_paths([("b.jpg", "b2.jpg")]) == 1
     assert Index.load(root).paths([0, 1]) == {0: ["a.jpg"], 1: ["b2.jpg"]}
+
+
+def test_a_milvus_index_from_before_other_paths_were_kept(tmp_path):
+    pytest.importorskip("pymilvus", reason="the Milvus engine needs pymilvus: pip install 'cfcd[milvus]'")
+    pytest.importorskip("milvus_lite", reason="Milvus Lite needs milvus-lite: pip install 'cfcd[milvus]'")
+    where = str(tmp_path / "old.db")
+    x = np.eye(3, 8, dtype=np.float32)
+    records = [ImageRecord(f"/p/{n}.jpg", 1, 1.0, f"{n:064x}") for n in range(3)]
+    index = Index(8, location=where)
+    index.add(x, records)
+    index.save()
+    index.store.client.drop_collection(index.store.paths)  # as an index written before it existed
+    index.close()
+    old = Index.load(where)
+    assert old.paths([0, 1]) == {0: ["/p/0.jpg"], 1: ["/p/1.jpg"]} and near_duplicates(old, tiers="exact") == []
+    old.close()
+    with Index.edit(where) as edit:  # the first write makes the collection
+        assert edit.add_paths([ImageRecord("/q/1.jpg", 1, 1.0, f"{1:064x}")]) == {0: 1}
+    edit.close()
+    new = Index.load(where)
+    assert new.paths([1]) == {1: ["/p/1.jpg", "/q/1.jpg"]} and new.search(x[1:2], k=1).hits(0)[0]["paths"] == [
+        "/p/1.jpg", "/q/1.jpg"]
+    new.close()
+

@@ -1,4 +1,4 @@
-"""cfcd index build|add|remove|relearn|compact|info: a persistent index of a photo collection."""
+"""cfcd index build|add|remove|sync|relearn|compact|info: a persistent index of a photo collection."""
 
 from __future__ import annotations
 
@@ -38,6 +38,18 @@ def register(p) -> None:
     remove.add_argument("paths", nargs="*", help="image paths to remove")
     remove.add_argument("--id", dest="ids", type=int, action="append", default=[], help="an image id to remove (repeatable)")
     remove.set_defaults(func=run_remove)
+
+    sync = isub.add_parser("sync", help="bring an index in step with a folder: add new files, remove deleted ones, "
+                                        "re-point moved or renamed ones, re-extract changed ones (one write)")
+    sync.add_argument("index", help="index: a directory, NAME.db or milvus://HOST:PORT/COLLECTION")
+    sync.add_argument("folder", help="the folder of photos (searched recursively)")
+    sync.add_argument("--json", action="store_true", help="print JSON: counts, and the paths of each kind")
+    sync.add_argument("--dry-run", action="store_true", help="say what would change, change nothing")
+    sync.add_argument("--watch", action="store_true",
+                      help="keep running: sync again after every batch of changes to the folder (Ctrl-C stops)")
+    sync.add_argument("--poll", action="store_true", help="with --watch: poll the folder instead of asking the "
+                                                          "system for change events (network mounts)")
+    sync.set_defaults(func=run_sync)
 
     relearn = isub.add_parser("relearn", help="learn the index's projection from its stored descriptors now, or --off")
     relearn.add_argument("index", help="index: a directory, NAME.db or milvus://HOST:PORT/COLLECTION")
@@ -178,6 +190,34 @@ def run_remove(args) -> None:
     kept = sum(i not in set(removed) for i in held.values())  # paths forgotten, their image kept by another
     forgot = f", forgot {plural(kept, 'path')} of images still indexed" if kept else ""
     print(f"removed {len(removed)} images{forgot}; {len(index)} remain")
+
+
+def run_sync(args) -> None:
+    from ..index.sync import sync
+
+    if args.watch:
+        if args.dry_run:
+            raise ConfigError("--watch changes the index as the folder changes; it takes no --dry-run")
+        from ..index.watch import check_watchable, watch
+
+        check_watchable(args.folder)
+        try:
+            watch(args.index, args.folder, runtime=runtime(args, progress=False), poll=args.poll,
+                  on_sync=lambda todo: _print_sync(args, todo))
+        except KeyboardInterrupt:
+            pass
+        return
+    _print_sync(args, sync(args.index, args.folder, runtime=runtime(args), dry_run=args.dry_run, progress=not args.dry_run))
+
+
+def _print_sync(args, todo) -> None:
+    if args.json:
+        print(json.dumps({**todo.to_dict(), "dry_run": args.dry_run}, indent=1))
+        return
+    print(todo.summary(args.dry_run))
+    for reason in todo.unreadable.values():
+        print(f"skipped unreadable image: {reason}")
+    print(f"{args.index}: {todo.images} images, version {todo.version}", flush=True)
 
 
 def run_relearn(args) -> None:

@@ -32,6 +32,9 @@ def register(p) -> None:
     p.add_argument("--trash", default=None, metavar="DIR",
                    help="the trash folder of the page's \"move the others to trash\" on duplicate groups (needs "
                         "--api-key and a writable server; undo with `cfcd duplicates INDEX --restore --trash DIR`)")
+    p.add_argument("--watch", metavar="DIR", default=None,
+                   help="keep the index in step with folder DIR while serving (`cfcd index sync --watch`): added, "
+                        "moved, changed and deleted photos show in searches within seconds")
     p.add_argument("--read-only", action="store_true", help="refuse uploads and deletions even with --upload-dir")
     p.set_defaults(func=run)
 
@@ -60,11 +63,17 @@ def run(args) -> None:
         upload_dir=args.upload_dir,
         read_only=args.read_only,
         trash_dir=args.trash,
+        watch=args.watch,
     )
+    if args.watch:
+        from ..index.watch import check_watchable
+
+        check_watchable(args.watch)
     app = create_app(settings)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info")  # configures uvicorn's loggers
     logging.getLogger("uvicorn.access").addFilter(RedactQuery())
     print(f"serving {args.index} at http://{args.host}:{args.port}/ (API at /docs; {settings.threads} workers, "
-          f"queue {settings.queue}; {'uploads to ' + args.upload_dir if not settings.read_only_reason else 'read-only'})",
+          f"queue {settings.queue}; {'uploads to ' + args.upload_dir if not settings.read_only_reason else 'read-only'}"
+          f"{'; watching ' + args.watch if args.watch else ''})",
           flush=True)
     uvicorn.Server(config).run()

@@ -318,23 +318,71 @@ class Index:
         return present
 
     def _drop_paths(self, by_path: dict[str, int], removing: set[int] = frozenset()) -> set[int]:
-        """Forget the paths ``by_path`` (path -> id); returns the ids left with no path (to
-        remove). A record whose primary path goes takes its first other path instead."""
+        """Take each path of ``by_path`` (path -> id) from that image; returns the ids left with
+        no path (to remove). A record whose primary path goes takes its first other path instead."""
         catalogue = self.layers.catalogue
         records = self.records(set(by_path.values()) - set(removing))
         others = catalogue.other_paths(records)
         orphans = set()
         for i, rec in records.items():
             drop = {p for p, j in by_path.items() if j == i}
-            left = [o for o in others.get(i, []) if o.path not in drop]
+            mine = others.get(i, [])
+            left = [o for o in mine if o.path not in drop]
             self.changed = True
             if rec.path not in drop:
-                catalogue.delete_paths(sorted(drop - {rec.path}))
+                catalogue.delete_paths(sorted(drop & {o.path for o in mine}))  # not a path given to another image since
             elif not left:
                 orphans.add(i)
             else:
                 self._rewrite(rec, left)
         return orphans
+
+    def repoint(self, attach: Sequence[ImageRecord] = (), detach: dict[str, int] | None = None) -> list[int]:
+        """Re-point paths without extracting anything: each record of ``attach`` (``path`` and
+        ``id`` set) becomes a path of image ``id`` (taken from the image that held it, if any),
+        then each path of ``detach`` (path -> id) leaves that image; images left with no path are
+        removed. Returns the ids removed. Attaching first keeps an image whose file was moved
+        onto the path of another that changed."""
+        attach, detach = list(attach), dict(detach or {})
+        removed = self._repoint(attach, detach)
+
+        def replay(newer: Index) -> None:
+            removed[:] = newer._repoint(attach, detach)
+
+        self.journal(replay)
+        return removed
+
+    def _repoint(self, attach: Sequence[ImageRecord], detach: dict[str, int]) -> list[int]:
+        catalogue = self.layers.catalogue
+        held = catalogue.ids_by_path(r.path for r in attach)
+        live = self.records({r.id for r in attach})
+        attach = [r for r in attach if held.get(r.path) != r.id and r.id in live]
+        if attach:
+            self.changed = True
+            catalogue.insert_paths(attach)
+        taken = {r.path: held[r.path] for r in attach if r.path in held}  # from the image that held it
+        orphans = self._drop_paths(taken) | self._drop_paths(detach)
+        return self._remove(sorted(orphans), ())
+
+    def restat(self, records: Sequence[ImageRecord]) -> None:
+        """Record the new ``size`` and ``mtime`` of paths held with the same content (a file
+        touched, not changed): each record's ``path`` of image ``id``."""
+        records = list(records)
+        self._restat(records)
+        self.journal(lambda newer: newer._restat(records))
+
+    def _restat(self, records: Sequence[ImageRecord]) -> None:
+        catalogue = self.layers.catalogue
+        held = self.records({r.id for r in records})
+        mine = [r for r in records if r.id in held]
+        if not mine:
+            return
+        self.changed = True
+        primary = [r for r in mine if held[r.id].path == r.path]
+        others = catalogue.other_paths(r.id for r in primary)
+        for r in primary:  # the record rewritten with its new stat, its other paths beside it
+            self._rewrite(held[r.id], [r, *others.get(r.id, [])])
+        catalogue.insert_paths([r for r in mine if held[r.id].path != r.path])
 
     def _rewrite(self, record: ImageRecord, files: Sequence[ImageRecord]) -> None:
         """Give the image of ``record`` the paths ``files`` (each with its size and mtime), the
@@ -377,29 +425,10 @@ class Index:
         it again (a file moved or renamed); returns how many paths moved (an old path not held,
         or a new one held already, is skipped)."""
         moves = [(old, new if isinstance(new, ImageRecord) else describe_file(new)) for old, new in moves]
-        moved = [self._move_paths(moves)]
-
-        def replay(newer: Index) -> None:
-            moved[0] = newer._move_paths(moves)
-
-        self.journal(replay)
-        return moved[0]
-
-    def _move_paths(self, moves: Sequence[tuple[str, ImageRecord]]) -> int:
-        catalogue = self.layers.catalogue
-        held = catalogue.ids_by_path([old for old, _ in moves] + [new.path for _, new in moves])
-        count = 0
-        for old, new in moves:
-            image_id = held.get(old)
-            if image_id is None or new.path in held:
-                continue
-            # the new path joins the image, then the old one leaves it (taking the primary place if it had it)
-            catalogue.insert_paths([new.with_id(image_id)])
-            self._drop_paths({old: image_id})
-            held.pop(old)
-            held[new.path] = image_id
-            count += 1
-        return count
+        held = self.layers.catalogue.ids_by_path([old for old, _ in moves] + [new.path for _, new in moves])
+        moves = [(old, new) for old, new in moves if old in held and new.path not in held]
+        self.repoint([new.with_id(held[old]) for old, new in moves], {old: held[old] for old, _ in moves})
+        return len(moves)
 
     # ---- search -------------------------------------------------------------------------
 

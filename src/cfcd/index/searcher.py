@@ -67,9 +67,10 @@ class Searcher:
         return self.index.search(desc, k, qe=qe, alpha=alpha)
 
 
-def add_images(index, model, images: Sequence[str | Path], settings=None, runtime=None) -> AddReport:
+def add_images(index, model, images: Sequence[str | Path], settings=None, runtime=None, copies: bool = True) -> AddReport:
     """Extract and add ``images`` (paths) to ``index``; only images whose content is not
-    indexed yet are extracted. For an index opened with ``Index.edit``, the step is replayed
+    indexed yet are extracted; byte copies of indexed content are recorded as its other paths
+    (``copies=False``: skipped, for files that are not kept). For an index opened with ``Index.edit``, the step is replayed
     (without extracting again) if another writer publishes first."""
     from ..extraction import extract, failed_rows
 
@@ -101,8 +102,9 @@ def add_images(index, model, images: Sequence[str | Path], settings=None, runtim
         out.repeated.update({chosen[pos]: chosen[first] for pos, first in inner.repeated.items()})
         out.paths.update({chosen[pos]: i for pos, i in inner.paths.items()})
         # Byte copies of indexed content (found before extracting) are recorded as its other paths.
-        copies = sorted({**base.duplicates, **base.repeated})
-        out.paths.update({copies[n]: i for n, i in target.add_paths([recs[p] for p in copies], replay=False).items()})
+        if copies:
+            again = sorted({**base.duplicates, **base.repeated})
+            out.paths.update({again[n]: i for n, i in target.add_paths([recs[p] for p in again], replay=False).items()})
         return out
 
     report.update_from(add(index))

@@ -14,6 +14,7 @@ The routes live in ``cfcd.serve.routes`` (one module per concern); what they sha
 from __future__ import annotations
 
 import re
+import threading
 from contextlib import asynccontextmanager
 
 import anyio
@@ -49,10 +50,17 @@ def create_app(settings: ServeSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         state.start()
+        stop = threading.Event()
+        watching = threading.Thread(target=state.watch, args=(stop,), name="cfcd-watch", daemon=True)
+        if settings.watch:
+            watching.start()
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(state.holder.keep_fresh)
             yield
             tasks.cancel_scope.cancel()
+        stop.set()
+        if watching.is_alive():
+            await anyio.to_thread.run_sync(watching.join)
 
     app = FastAPI(
         title="cfcd image search",

@@ -75,6 +75,7 @@ class ServeSettings:
     upload_dir: str | None = None  # where POST /images stores photos; None: no uploads
     read_only: bool = False  # refuse POST /images and DELETE /images/{id} whatever else is set
     trash_dir: str | None = None  # where the page's "move the others to trash" moves files; None: no such action
+    watch: str | None = None  # a folder kept in step with the index while serving (cfcd.index.watch)
 
     def __post_init__(self):
         if self.threads is None:

@@ -118,6 +118,15 @@ class ServerState:
             self.holder.refresh()
         return out
 
+    def watch(self, stop: threading.Event) -> None:
+        """Keep the index in step with ``settings.watch`` until ``stop`` (a thread of its own):
+        each batch of changes is one sync with the served model, under this process's write
+        lock, then served at once."""
+        from ..index.watch import watch
+
+        watch(self.settings.index, self.settings.watch, self.model, self.runtime(), stop=stop, guard=self.writing,
+              on_sync=lambda todo: self.holder.refresh())
+
     def view(self, name: str, key, make: Callable[[Index], T]) -> T:
         """``make(index)`` for the index being served, kept until the version or ``key`` changes."""
         index = self.index

@@ -13,7 +13,8 @@ Milvus Lite lets one process open a data directory at a time (it locks it). Seve
 Collections per index (Milvus has no joins, and wants a vector field in each): ``NAME``
 holds (id, vector, version); ``NAME_images``, the catalogue, holds (id, path, size, mtime,
 sha256, version) and a 2-d placeholder vector; ``NAME_raw`` the raw descriptors (id, vector,
-version) a projection is learned from; ``NAME_proj`` the learned projection's rows (its mean,
+version) a projection is learned from; ``NAME_paths`` the other paths of indexed content (path,
+image id, size, mtime, version; made on the first write of an index from before); ``NAME_proj`` the learned projection's rows (its mean,
 then its matrix; ``cfcd.index.projection``). A projection changes the searched dimension, so
 its vectors go to a new collection ``NAME_s<hex>`` that the published settings name; the one
 it replaced is dropped one projection later (readers that opened it a moment ago still find

@@ -284,7 +284,14 @@ class MilvusStore:
         # A record deleted then inserted again under its id (a new primary path) keeps its
         # vectors: only the vector layers' removals leave them.
         removed = sorted(vectors.removed | (raw.removed if raw is not None else set()))
-        forgotten, dropped = sorted(catalogue.removed), sorted(catalogue.removed_paths)
+        # Milvus deletes by primary key, every row of it: a record or path written again by this
+        # version (a new primary path, a re-pointed path) is not deleted, its new row shadows the old.
+        forgotten = sorted(catalogue.removed - set(catalogue.pending))
+        dropped = set(catalogue.removed_paths)
+        for part in chunks(sorted(catalogue.removed)):
+            dropped |= {r["path"] for r in client.query(self.paths, filter=f"image in {literals(part)} and version <= {base}",
+                                                        output_fields=["path"])}
+        dropped = sorted(dropped - set(catalogue.pending_paths))
         count = len(catalogue)
         failpoint("index.staged")  # rows written, invisible: the crash tests stop a writer here
         catalogue.set_info(**updates)
@@ -293,12 +300,10 @@ class MilvusStore:
         for part in chunks(removed):
             for name in (vectors.collection, *([raw.collection] if raw is not None else [])):
                 client.delete(name, ids=part)
-        # Rows of the earlier versions only: a record or path written again by this version stays.
         for part in chunks(forgotten):
-            client.delete(self.images, filter=f"id in {literals(part)} and version <= {base}")
-            client.delete(self.paths, filter=f"image in {literals(part)} and version <= {base}")
+            client.delete(self.images, ids=part)
         for part in chunks(dropped):
-            client.delete(self.paths, filter=f"path in {literals(part)} and version <= {base}")
+            client.delete(self.paths, ids=part)
         for name in retire:  # replaced two projections ago: no reader still searches it
             if name != self.name and client.has_collection(name):
                 client.drop_collection(name)

@@ -28,7 +28,9 @@ def ingest(state: ServerState, data: bytes, relative: str | None) -> JSONRespons
         raise HTTPException(403, state.settings.read_only_reason)
     path, created = store_upload(data, state.settings.upload_dir, relative)
     try:
-        report = state.write(lambda index: add_images(index, state.model, [str(path)], runtime=state.runtime()))
+        # A byte copy of indexed content is not kept (deleted below), so neither is its path.
+        report = state.write(lambda index: add_images(index, state.model, [str(path)], runtime=state.runtime(),
+                                                      copies=not created))
     except BaseException:
         if created:
             path.unlink(missing_ok=True)
