@@ -45,6 +45,7 @@ async function api(url, options = {}) {
 async function loadHealth() {
   try {
     const h = await (await fetch("/health")).json();
+    state.version = h.index_version;
     // What the index searches: its own learned projection (no labels), or the raw descriptors.
     const p = h.projection;
     const space = p ? ` · searching a ${p.dim}-d projection learned from ${p.learned_from} of these photos`
@@ -249,6 +250,25 @@ function show(body, what) {
 }
 
 // ---- the collection ----------------------------------------------------------------------
+
+// The page follows the index: a new version (a watched folder synced by `cfcd serve --watch`,
+// another client's upload) refreshes the status line and, when it is open, the collection.
+const FOLLOW_MS = 3000;
+
+async function follow() {
+  if (document.hidden) return;
+  try {
+    const h = await (await fetch("/health")).json();
+    if (state.version === undefined || h.index_version === state.version) return;
+    await loadHealth();
+    if (state.view === "collection" && coll.started) {
+      await loadFolders();
+      await resetCollection();
+    }
+  } catch (err) {
+    // an unreachable server is reported by the next loadHealth
+  }
+}
 
 // Paged by ascending id, so pages stay valid while photos are added (new ones come last).
 let coll = { prefix: "", offset: 0, total: null, loading: false, started: false };
@@ -459,6 +479,7 @@ function setup() {
   window.addEventListener("resize", () => state.image && draw());
   setupCanvas();
   loadHealth().then(() => showView(location.hash.slice(1)));
+  setInterval(follow, FOLLOW_MS);
 }
 
 setup();
