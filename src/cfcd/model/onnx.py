@@ -35,6 +35,11 @@ class OnnxRuntimeModel(nn.Module):
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        # No busy-waiting between and inside runs: spinning threads take the cores that decoding,
+        # resizing (Pillow, PyTorch's own threads) and a server's other requests need; with them
+        # on, a 2-core build ran the network 1.4x slower (docs/results.md, issue 32).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         meta = self.session.get_modelmeta().custom_metadata_map
         if "cfcd.config" not in meta:
