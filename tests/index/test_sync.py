@@ -152,6 +152,18 @@ def test_sync_on_milvus_lite(checkpoint, tmp_path, capsys, extracted):
     check_index(db, photos)
 
 
+def test_sync_takes_the_runtime_options(checkpoint, tmp_path, capsys, extracted):
+    """The model and settings are the index's; how the network runs is the caller's."""
+    photos, root = tmp_path / "photos", tmp_path / "idx"
+    build(capsys, checkpoint, root, photos)
+    textured(photos / "new.jpg", seed=60, size=(120, 90))
+    assert main(["index", "sync", str(root), str(photos), "--runtime", "onnx", "--amp"]) == 2
+    assert "--runtime onnx runs on the CPU in float32; drop --amp" in capsys.readouterr().err
+    body = json.loads(cfcd(capsys, "index", "sync", root, photos, "--json", "--runtime", "torch", "--decode-threads", "0",
+                           "--batch-size", "2", "--device", "cpu"))
+    assert body["added"] == [str(photos / "new.jpg")] and body["counts"]["unchanged"] == PHOTOS
+
+
 def test_a_touched_file_is_read_once(checkpoint, tmp_path, capsys, monkeypatch):
     """A file whose mtime changed but not its content is unchanged, and its new mtime is
     recorded: the next sync compares it by stat alone (content hashes counted here)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from .extract import add_runtime_argument, add_settings_arguments, runtime, settings_overrides
+from .extract import add_engine_argument, add_settings_arguments, runtime, settings_overrides
 
 
 def register(p) -> None:
@@ -22,7 +22,7 @@ def register(p) -> None:
     p.add_argument("--queries", type=int, default=15, help="queries shown in the table and page (default: 15)")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: 0 on CPU, up to 8 on GPU)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    add_runtime_argument(p)
+    add_engine_argument(p)
     p.set_defaults(func=run)
 
 

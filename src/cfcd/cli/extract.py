@@ -30,6 +30,12 @@ def add_model_arguments(p) -> None:
     p.add_argument("--preparation", choices=preparation_names(), default=None,
                    help="image preparation: official (OpenCV-equivalent resizing of official CFCD) or cfcd "
                    "(Pillow, antialiased) (default: the model's)")
+    add_runtime_arguments(p)
+
+
+def add_runtime_arguments(p) -> None:
+    """How the network runs (``cfcd.settings.Runtime``), for commands whose model and settings
+    come from elsewhere (``cfcd index sync``: the index's)."""
     p.add_argument("--batch-size", type=int, default=None, help="images per step (default: 1 on CPU, 16 on GPU)")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: 0 on CPU, up to 8 on GPU)")
     p.add_argument("--decode-threads", type=int, default=None,
@@ -37,10 +43,10 @@ def add_model_arguments(p) -> None:
                    "(default: on CPU 1 + cores // 8, at most 4; on GPU 0)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 on GPU)")
-    add_runtime_argument(p)
+    add_engine_argument(p)
 
 
-def add_runtime_argument(p) -> None:
+def add_engine_argument(p) -> None:
     from ..settings import ENGINES
 
     p.add_argument("--runtime", choices=ENGINES, default=None,

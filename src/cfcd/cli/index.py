@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from ..errors import AlreadyExists, ConfigError, InputError
-from .extract import add_model_arguments, read_image_list, runtime, settings_overrides
+from .extract import add_model_arguments, add_runtime_arguments, read_image_list, runtime, settings_overrides
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ def register(p) -> None:
                       help="keep running: sync again after every batch of changes to the folder (Ctrl-C stops)")
     sync.add_argument("--poll", action="store_true", help="with --watch: poll the folder instead of asking the "
                                                           "system for change events (network mounts)")
+    add_runtime_arguments(sync)  # the model and its settings are the index's
     sync.set_defaults(func=run_sync)
 
     relearn = isub.add_parser("relearn", help="learn the index's projection from its stored descriptors now, or --off")

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ..index.rerank import DEFAULT_DBA_ALPHA, DEFAULT_QE_ALPHA
-from .extract import add_runtime_argument, runtime
+from .extract import add_engine_argument, runtime
 
 
 def register(p) -> None:
@@ -25,7 +25,7 @@ def register(p) -> None:
     p.add_argument("--dba-alpha", type=float, default=DEFAULT_DBA_ALPHA)
     p.add_argument("--model", help="model to extract queries with (default: the index's; must match it)")
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if available)")
-    add_runtime_argument(p)
+    add_engine_argument(p)
     p.set_defaults(func=run)
 
 

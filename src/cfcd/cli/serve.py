@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .extract import add_runtime_argument
+from .extract import add_engine_argument
 
 
 def register(p) -> None:
@@ -17,7 +17,7 @@ def register(p) -> None:
                    help="require this key in the X-API-Key header (default: $CFCD_API_KEY; none: open)")
     p.add_argument("--model", help="model for queries (default: the index's)")
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if available)")
-    add_runtime_argument(p)
+    add_engine_argument(p)
     p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_BYTES / 2**20, help="largest upload accepted")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest image (width x height) accepted")
     p.add_argument("--workers", type=int, default=None,
