@@ -9,16 +9,20 @@
    per configuration, passes alternating between configurations:
 
      torch          ``--runtime torch`` (decode threads as by default)
-     auto           the defaults: onnxruntime on a CPU, decode threads beside the network
-     auto-serial    ``--decode-threads 0``: decoding in turn with the network (before issue 32.2)
-     auto-process   ``--decode-threads 0 --workers 1``: one decoding process instead of threads
-     auto-threads2  ``--decode-threads 2``
+     auto           the defaults: onnxruntime on a CPU, several images at once, each decoded and
+                    run by a thread of its own (``--image-threads``, default min(cores, 4))
+     auto-one       ``--image-threads 1``: one image at a time on every core, decoded by a thread
+                    beside the network
+     auto-serial    ``--image-threads 1 --decode-threads 0``: decoding in turn with the network
+                    (before issue 32.2)
+     auto-process   ``--workers 1``: one decoding process, one image at a time
+     auto-threads2  ``--image-threads 1 --decode-threads 2``
 
    Per pass: wall s, images/s, CPU s (user + system of the child and what it waited for,
    ``os.wait4``) and peak resident memory (``ru_maxrss`` of the child). The graph cache starts
    empty; a one-image build exports the graph before the timed passes (its time is printed). ``--cores
-   2,4,8,16`` repeats the builds pinned to the first N usable cores (what the decode-thread rule,
-   ``cfcd.data.prefetch.decode_threads``, sees as the machine). Then the last torch and auto indexes
+   2,4,8,16`` repeats the builds pinned to the first N usable cores (what the thread rules,
+   ``cfcd.data.prefetch.image_threads`` and ``decode_threads``, see as the machine). Then the last torch and auto indexes
    of instances-hard are compared (every image a query, top 10; ``bench/runtime_speed.compare``).
 2. **Search from a cold start**: wall time of ``cfcd search INDEX photo.jpg`` in a fresh process
    (start-up, index and model load, graph from the warm cache, one query), per runtime, median of
@@ -51,11 +55,12 @@ from runtime_speed import DEFAULT_IMAGES, build, compare  # noqa: E402
 CONFIGS = {
     "torch": ("torch", ()),
     "auto": ("auto", ()),
-    "auto-serial": ("auto", ("--decode-threads", "0")),
+    "auto-one": ("auto", ("--image-threads", "1")),
+    "auto-serial": ("auto", ("--image-threads", "1", "--decode-threads", "0")),
     "auto-process": ("auto", ("--decode-threads", "0", "--workers", "1")),
-    "auto-threads2": ("auto", ("--decode-threads", "2")),
+    "auto-threads2": ("auto", ("--image-threads", "1", "--decode-threads", "2")),
 }
-DEFAULT_CONFIGS = "torch,auto,auto-serial,auto-process"
+DEFAULT_CONFIGS = "torch,auto,auto-one,auto-serial"
 
 
 def first_images(images: Path, limit: int | None, folder: Path) -> Path:

@@ -215,3 +215,73 @@ def test_a_killed_extraction_resumes_to_the_same_descriptors(tiny_model, photos,
     subprocess.run([*argv[:6], str(tmp_path / "whole"), *argv[7:]], env=env, check=True, capture_output=True)
     ids, resumed, _ = load_features(out)
     assert ids == [str(p) for p in photos] and np.array_equal(resumed, load_features(tmp_path / "whole")[1])
+
+
+@pytest.fixture
+def onnx_forwards(monkeypatch):
+    """The names of the threads onnxruntime's graph ran in, one per view."""
+    pytest.importorskip("onnxruntime")
+    from cfcd.model.onnx import OnnxRuntimeModel
+
+    names: list[str] = []
+    real = OnnxRuntimeModel.forward
+
+    def recording(self, x):
+        names.append(threading.current_thread().name)
+        return real(self, x)
+
+    monkeypatch.setattr(OnnxRuntimeModel, "forward", recording)
+    return names
+
+
+class MeanColour(torch.nn.Module):
+    """A network whose descriptor is the image's mean colour: distinct photos, distinct rows."""
+
+    def __init__(self):
+        super().__init__()
+        self.config = cfcd.ModelConfig(backbone="mobilenet_v2", dim=3)
+        self.output_dim, self.name = 3, "mean-colour"
+
+    def forward(self, x):
+        return x.mean(dim=(2, 3))
+
+
+def test_onnx_runs_several_images_at_once_with_the_same_descriptors(tiny_model, photos, tmp_path, onnx_forwards):
+    """Each image decoded and run by a thread of its own: the rows are those of one image at a
+    time (up to onnxruntime's rounding across thread counts), in order; a corrupt file is named at
+    its row and nothing else is lost."""
+    colours = cfcd.extract(MeanColour(), photos, SETTINGS, quiet(engine="onnx", image_threads=3))
+    assert np.abs(colours - cfcd.extract(MeanColour(), photos, SETTINGS, quiet(engine="torch"))).max() < 1e-6
+    assert len({tuple(np.round(r, 4)) for r in colours}) == len(photos)  # distinct rows: the order shows
+    onnx_forwards.clear()
+    one = cfcd.extract(tiny_model, photos, SETTINGS, quiet(engine="onnx", image_threads=1, decode_threads=0))
+    assert set(onnx_forwards) == {threading.current_thread().name}
+    onnx_forwards.clear()
+    at_once = cfcd.extract(tiny_model, photos, SETTINGS, quiet(engine="onnx", image_threads=3))
+    assert len(onnx_forwards) == 2 * len(photos) and len(set(onnx_forwards)) > 1
+    assert all(name.startswith("cfcd-decode") for name in onnx_forwards)
+    assert np.abs(at_once - one).max() < 1e-5
+
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(photos[0].read_bytes()[:300])
+    paths = [*photos[:5], bad, *photos[5:]]
+    with pytest.raises(ImageError, match="bad.jpg"):
+        cfcd.extract(tiny_model, paths, SETTINGS, quiet(engine="onnx", image_threads=3))
+    errors = {}
+    got = cfcd.extract(tiny_model, paths, SETTINGS, quiet(engine="onnx", image_threads=3), skip_errors=True, errors=errors)
+    assert failed_rows(got).tolist() == [5] and "bad.jpg" in errors[5]
+    assert np.abs(np.delete(got, 5, axis=0) - one).max() < 1e-5
+
+
+def test_onnx_images_at_once_by_default_on_a_cpu_and_the_rule(tiny_model, photos, onnx_forwards):
+    from cfcd.data.prefetch import image_threads
+
+    assert [image_threads(c) for c in (1, 2, 3, 4, 8, 16, 64)] == [(1, 1), (2, 1), (3, 1), (4, 1), (4, 2), (4, 4), (4, 16)]
+    cfcd.extract(tiny_model, photos, SETTINGS, quiet(engine="onnx"))
+    if len(__import__("os").sched_getaffinity(0)) > 1:
+        assert len(set(onnx_forwards)) > 1
+    onnx_forwards.clear()
+    cfcd.extract(tiny_model, photos[:1], SETTINGS, quiet(engine="onnx"))  # one image: in the caller's thread
+    assert set(onnx_forwards) == {threading.current_thread().name}
+    with pytest.raises(ConfigError, match="image_threads 0: expected a whole number >= 1"):
+        Runtime(image_threads=0)

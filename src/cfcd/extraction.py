@@ -42,10 +42,11 @@ from tqdm import tqdm
 from .atomic import atomic_write
 from .data.decoding import DEFAULT_MAX_PIXELS, Decoded, ImageError, decode_image
 from .data.images import get_preparation
-from .data.prefetch import decode_threads, in_order
+from .data.prefetch import decode_threads, image_threads, in_order, usable_cores
 from .errors import ConfigError, InputError, MismatchError, NotFound
 from .failpoints import failpoint
 from .model.concat import normalize_parts, part_dims
+from .model.onnx import OnnxRuntimeModel
 from .settings import CFCD_SCALES, ExtractionSettings, Runtime, resolve
 from .sharded import ShardedArray
 
@@ -283,13 +284,13 @@ def warm(model: torch.nn.Module, runtime: Runtime | None = None) -> None:
 _WARNED: set[str] = set()
 
 
-def network(model: torch.nn.Module, device: torch.device, rt: Runtime) -> torch.nn.Module:
+def network(model: torch.nn.Module, device: torch.device, rt: Runtime, threads: int | None = None) -> torch.nn.Module:
     """What runs ``model`` (in eval mode, on ``device``) in ``extract``, as ``rt.engine`` asks:
     ``torch``: ``inference_copy(model)``; ``onnx``: its graph run by onnxruntime
-    (``cfcd.onnx_cache``), CPU only; ``auto``: the graph on a CPU when onnxruntime is
-    installed and ``amp`` is off, else PyTorch, and PyTorch with a one-line warning when the graph
-    is refused. Either way the descriptors are the model's, so what is stored about it is too."""
-    from .model.onnx import OnnxRuntimeModel
+    (``cfcd.onnx_cache``) with ``threads`` intra-op threads (default: PyTorch's count), CPU only;
+    ``auto``: the graph on a CPU when onnxruntime is installed and ``amp`` is off, else PyTorch,
+    and PyTorch with a one-line warning when the graph is refused. Either way the descriptors are
+    the model's, so what is stored about it is too."""
     from .onnx_cache import GraphRefused, cached_graph, onnxruntime_available, require_onnxruntime
 
     if isinstance(model, OnnxRuntimeModel):  # a .onnx file given as the model
@@ -303,13 +304,15 @@ def network(model: torch.nn.Module, device: torch.device, rt: Runtime) -> torch.
     elif engine == "torch" or device.type != "cpu" or rt.amp or not onnxruntime_available():
         return inference_copy(model)
 
+    threads = threads or torch.get_num_threads()
+
     def make():
         try:
-            return cached_graph(model, threads=torch.get_num_threads())
+            return cached_graph(model, threads=threads)
         except GraphRefused as err:
             return err.with_traceback(None)  # kept: its frames would keep the model alive
 
-    graph = _per_weights(model, "onnx", make)
+    graph = _per_weights(model, f"onnx-{threads}", make)  # a session per thread count (a server and a build)
     if not isinstance(graph, GraphRefused):
         return graph
     if engine == "onnx":
@@ -341,11 +344,14 @@ def extract(
     ``failed_rows``) and, when ``errors`` is given, its message (the file and the cause) is
     stored there under its row.
 
-    ``runtime.batch_size``, ``runtime.num_workers`` and ``runtime.decode_threads`` default by
-    device: on a CPU one image at a time, decoded and resized by a few threads of this process
-    (``cfcd.data.prefetch.decode_threads``) while the network runs (a worker process or larger
-    batches were slower in bench/extract_speed.py); on a GPU, 16 images per step fed by
-    decoding processes. None of them changes a descriptor or the order of the rows.
+    ``runtime.batch_size``, ``runtime.num_workers``, ``runtime.decode_threads`` and
+    ``runtime.image_threads`` default by device: on a CPU one image at a time per thread; with
+    the onnxruntime graph, a few images at once, each decoded and run by a thread of its own
+    (``cfcd.data.prefetch.image_threads``), with PyTorch one image on every core, decoded and
+    resized by a few threads beside it (``cfcd.data.prefetch.decode_threads``; a worker process
+    or larger batches were slower in bench/extract_speed.py); on a GPU, 16 images per step fed
+    by decoding processes. None of them changes the order of the rows or, beyond float rounding,
+    a descriptor.
     """
     settings = resolved(settings, model)
     rt = runtime or Runtime()
@@ -355,11 +361,28 @@ def extract(
     num_workers = (min(8, os.cpu_count() or 1) if on_gpu else 0) if rt.num_workers is None else rt.num_workers
     threads = (0 if on_gpu else decode_threads()) if rt.decode_threads is None else rt.decode_threads
     threads = min(threads, len(images) - 1)  # one image: nothing to overlap
+    at_once, per_image = _image_threads(rt, on_gpu, batch_size, num_workers, len(images))
     model = model.to(device).eval()
     parts = part_dims(model)
     dim = sum(parts)
-    model = network(model, device, rt)
+    model = network(model, device, rt, threads=per_image if at_once > 1 else None)
     out = np.zeros((len(images), dim), dtype=np.float32)
+    if at_once > 1 and isinstance(model, OnnxRuntimeModel):  # else PyTorch (refused graph): as below
+        describe = partial(_describe, net=model, settings=settings, max_pixels=rt.max_pixels or DEFAULT_MAX_PIXELS,
+                           parts=parts)
+        # closing: an error stops the image threads now, not when its traceback is collected
+        with closing(in_order(describe, images, at_once, initializer=partial(torch.set_num_threads, 1))) as described, \
+                tqdm(total=len(images), unit="img", desc="extract", disable=not rt.progress) as bar:
+            for i, row in enumerate(described):
+                if isinstance(row, ImageError):
+                    if not skip_errors:
+                        raise row
+                    if errors is not None:
+                        errors[i] = str(row)
+                else:
+                    out[i] = row
+                bar.update(1)
+        return out
     loader = _prepared_batches(images, settings, rt, batch_size, num_workers, threads, pin_memory=on_gpu)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cpu" else torch.float16, enabled=rt.amp)
     # closing: an error stops the decode threads now, not when its traceback is collected
@@ -386,6 +409,30 @@ def extract(
                 out[i] = normalize_parts(v, parts).cpu().numpy()
             bar.update(len(batch))
     return out
+
+
+def _image_threads(rt: Runtime, on_gpu: bool, batch_size: int, num_workers: int, n: int) -> tuple[int, int]:
+    """(images at once, onnxruntime threads per image) for ``extract``: ``rt.image_threads``, else
+    ``cfcd.data.prefetch.image_threads()`` on a CPU asked for one image at a time; never more
+    images than there are."""
+    if on_gpu or batch_size > 1 or num_workers:
+        return 1, 0
+    cores = usable_cores()
+    at_once = rt.image_threads or image_threads(cores)[0]
+    at_once = max(1, min(at_once, n))
+    return at_once, max(1, cores // at_once)
+
+
+def _describe(item: ImageInput, net: torch.nn.Module, settings: ExtractionSettings, max_pixels: int,
+              parts: list[int]) -> np.ndarray | ImageError:
+    """One image's descriptor, in the calling thread: decoded, each scaled view through ``net``
+    alone, the views' normalised descriptors summed and normalised (what ``extract`` computes
+    with batches of one image); or the ``ImageError`` naming the file."""
+    views = _prepared(item, settings, max_pixels)
+    if isinstance(views, ImageError):
+        return views
+    acc = sum(normalize_parts(net(x[None]).float(), parts)[0] for x in views)
+    return normalize_parts(acc, parts).numpy()
 
 
 def failed_rows(descriptors: np.ndarray) -> np.ndarray:

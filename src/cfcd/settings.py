@@ -210,7 +210,11 @@ class Runtime:
     a GPU (measured in bench/extract_speed.py). ``decode_threads``: threads that decode and
     resize the next images while the network runs, when there are no decoding processes; None:
     ``cfcd.data.prefetch.decode_threads()`` on a CPU (1 on 2 to 7 cores), 0 on a GPU; 0: decode
-    in turn with the network. ``max_pixels``: the decoding limit (None:
+    in turn with the network. ``image_threads``: on a CPU with the onnxruntime graph, how many
+    images are decoded and run through the network at once, each by its own thread (the graph's
+    threads shared among them); None: ``cfcd.data.prefetch.image_threads()`` (min(cores, 4)) when
+    one image at a time is asked (batch 1, no decoding processes); 1: one image at a time on
+    every core, decoded beside it by ``decode_threads``. ``max_pixels``: the decoding limit (None:
     ``cfcd.data.decoding.DEFAULT_MAX_PIXELS``). ``engine``: what runs the network, one of
     ``ENGINES`` (``cfcd.extraction.network``); None: ``$CFCD_RUNTIME``, else ``auto`` (onnxruntime
     on a CPU when it is installed, PyTorch otherwise).
@@ -220,6 +224,7 @@ class Runtime:
     batch_size: int | None = None
     num_workers: int | None = None
     decode_threads: int | None = None
+    image_threads: int | None = None
     amp: bool = False
     progress: bool = True
     max_batch_pixels: int = 16 * 1024 * 1024
@@ -229,7 +234,7 @@ class Runtime:
     def __post_init__(self):
         if self.engine is not None and self.engine not in ENGINES:
             raise ConfigError(f"runtime {self.engine!r}: choose one of {', '.join(ENGINES)}")
-        for name, least in (("batch_size", 1), ("num_workers", 0), ("decode_threads", 0)):
+        for name, least in (("batch_size", 1), ("num_workers", 0), ("decode_threads", 0), ("image_threads", 1)):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < least):
                 raise ConfigError(f"{name} {value!r}: expected a whole number >= {least}")

@@ -41,6 +41,9 @@ def add_runtime_arguments(p) -> None:
     p.add_argument("--decode-threads", type=int, default=None,
                    help="threads decoding the next images while the network runs, without --workers; 0: in turn "
                    "(default: on CPU 1 + cores // 8, at most 4; on GPU 0)")
+    p.add_argument("--image-threads", type=int, default=None,
+                   help="with onnxruntime on a CPU: images decoded and run through the network at once, each by its own "
+                   "thread; 1: one image at a time on every core (default: min(cores, 4))")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 on GPU)")
     add_engine_argument(p)
@@ -89,6 +92,7 @@ def runtime(args, progress: bool = True):
 
     return Runtime(device=getattr(args, "device", None), batch_size=getattr(args, "batch_size", None),
                    num_workers=getattr(args, "workers", None), decode_threads=getattr(args, "decode_threads", None),
+                   image_threads=getattr(args, "image_threads", None),
                    amp=getattr(args, "amp", False), progress=progress,
                    engine=getattr(args, "runtime", None))
 

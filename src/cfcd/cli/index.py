@@ -87,7 +87,8 @@ def _is_features_dir(source: str) -> bool:
 EXTRACTION_OPTIONS = {"model": "--model", "backbone": "--backbone", "preset": "--settings", "scales": "--scales",
                       "max_side": "--max-side", "max_working_side": "--max-working-side", "preparation": "--preparation",
                       "batch_size": "--batch-size", "workers": "--workers",
-                      "decode_threads": "--decode-threads", "device": "--device", "amp": "--amp",
+                      "decode_threads": "--decode-threads", "image_threads": "--image-threads", "device": "--device",
+                      "amp": "--amp",
                       "runtime": "--runtime"}
 
 

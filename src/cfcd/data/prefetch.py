@@ -44,6 +44,22 @@ def decode_threads(cores: int | None = None) -> int:
     return max(1, min(MAX_DECODE_THREADS, 1 + cores // 8))
 
 
+# At most this many images at once through onnxruntime, whatever the core count: each holds a
+# decoded photo while its thread runs the network on it.
+MAX_IMAGE_THREADS = 4
+
+
+def image_threads(cores: int | None = None) -> tuple[int, int]:
+    """(images at once, onnxruntime threads per image) on a CPU: min(cores, 4) images, each run
+    by cores // images threads (2 cores: 2 x 1; 8: 4 x 2; 16: 4 x 4). The default model's small
+    depthwise convolutions split poorly over threads: on 2 cores, two images each on one thread
+    ran in 40 ms per image against 56 ms for one image on two threads, with a fifth less CPU time
+    (docs/results.md, issue 32). Measured on 2 cores only; ``--image-threads`` overrides it."""
+    cores = usable_cores() if cores is None else cores
+    images = max(1, min(MAX_IMAGE_THREADS, cores))
+    return images, max(1, cores // images)
+
+
 def ahead(threads: int) -> int:
     """Items in flight for ``threads`` threads: twice as many, so that while the consumer holds
     one, each thread has one more to start when it finishes the one it prepares."""
