@@ -40,15 +40,21 @@ def until(condition, timeout: float, what: str):
     raise AssertionError(f"{what} within {timeout} s")
 
 
-@pytest.mark.parametrize("poll", [False, True], ids=["events", "polling"])
-def test_sync_watch_follows_the_folder(checkpoint, tmp_path, capsys, poll):
+def ignoring_sigint() -> None:
+    """As a background job of a script starts: SIGINT ignored, which Python then leaves alone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("poll, stop", [(False, signal.SIGINT), (True, signal.SIGTERM)], ids=["events", "polling"])
+def test_sync_watch_follows_the_folder(checkpoint, tmp_path, capsys, poll, stop):
+    """Also: Ctrl-C (SIGINT, even when started ignoring it) and SIGTERM stop it cleanly."""
     photos, root = tmp_path / "photos", tmp_path / "idx"
     build(capsys, checkpoint, photos, root)
     log = tmp_path / "watch.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "cfcd", "index", "sync", str(root), str(photos), "--watch",
                                  *(["--poll"] if poll else [])], stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+                                env={**os.environ, "OMP_NUM_THREADS": "1"}, preexec_fn=ignoring_sigint)
     try:
         until(lambda: "unchanged 3" in log.read_text(), 60, "the first sync")
         (photos / "sub").mkdir()
@@ -63,8 +69,12 @@ def test_sync_watch_follows_the_folder(checkpoint, tmp_path, capsys, poll):
         assert index.generation == 2 and sorted(p for ps in index.paths(index.ids()).values() for p in ps) == [
             str(photos / "p1.jpg"), str(photos / "sub" / "new.jpg"), str(photos / "sub" / "p0.jpg")]
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(20)
+        proc.send_signal(stop)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # no process left behind; the test fails below
+            proc.wait()
     text = log.read_text()
     assert "added 1, removed 1, moved 1, changed 0, unchanged 1, unreadable 0; 1 extracted" in text, text
     assert "Traceback" not in text and proc.returncode == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 from pathlib import Path
 
 from ..errors import AlreadyExists, ConfigError, InputError
@@ -46,7 +47,7 @@ def register(p) -> None:
     sync.add_argument("--json", action="store_true", help="print JSON: counts, and the paths of each kind")
     sync.add_argument("--dry-run", action="store_true", help="say what would change, change nothing")
     sync.add_argument("--watch", action="store_true",
-                      help="keep running: sync again after every batch of changes to the folder (Ctrl-C stops)")
+                      help="keep running: sync again after every batch of changes to the folder (Ctrl-C or SIGTERM stops)")
     sync.add_argument("--poll", action="store_true", help="with --watch: poll the folder instead of asking the "
                                                           "system for change events (network mounts)")
     add_runtime_arguments(sync)  # the model and its settings are the index's
@@ -203,6 +204,10 @@ def run_sync(args) -> None:
         from ..index.watch import check_watchable, watch
 
         check_watchable(args.folder)
+        # Ctrl-C and a service manager's SIGTERM stop it, even when started with SIGINT ignored
+        # (a background job of a script): a sync cut short is finished by the next one.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.default_int_handler)
         try:
             watch(args.index, args.folder, runtime=runtime(args, progress=False), poll=args.poll,
                   on_sync=lambda todo: _print_sync(args, todo))
