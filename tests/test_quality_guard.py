@@ -33,7 +33,8 @@ def bench_module():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name, shape", [("instances-hard", None), ("instances-hard user-like seed 0", "user-like")])
-def test_defaults_keep_their_map_on_hard_real_photos(instances_hard, tmp_path, name, shape):
+def test_defaults_keep_their_map_on_hard_real_photos(instances_hard, tmp_path, monkeypatch, name, shape):
+    monkeypatch.delenv("CFCD_RUNTIME", raising=False)  # the default runtime too: onnxruntime, images at once
     out = bench_module().run(instances_hard, tmp_path, shape, seed=0)["default"]  # built with every default
     assert out["index"]["projection"] is None
     for group in ("pooled", "hard"):  # the hard identities: where a decode or a projection shows first

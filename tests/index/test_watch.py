@@ -40,9 +40,11 @@ def until(condition, timeout: float, what: str):
     raise AssertionError(f"{what} within {timeout} s")
 
 
-def ignoring_sigint() -> None:
-    """As a background job of a script starts: SIGINT ignored, which Python then leaves alone."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+# Exec'd with SIGINT ignored, as a background job of a script starts (Python then leaves it
+# ignored). Not a preexec_fn: forking a process with threads (gRPC's, of the Milvus tests) and
+# running Python in the child before exec can hang it.
+IGNORING_SIGINT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                   "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
 
 
 @pytest.mark.parametrize("poll, stop", [(False, signal.SIGINT), (True, signal.SIGTERM)], ids=["events", "polling"])
@@ -52,9 +54,9 @@ def test_sync_watch_follows_the_folder(checkpoint, tmp_path, capsys, poll, stop)
     build(capsys, checkpoint, photos, root)
     log = tmp_path / "watch.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "cfcd", "index", "sync", str(root), str(photos), "--watch",
-                                 *(["--poll"] if poll else [])], stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "OMP_NUM_THREADS": "1"}, preexec_fn=ignoring_sigint)
+        proc = subprocess.Popen([sys.executable, "-c", IGNORING_SIGINT, "-m", "cfcd", "index", "sync", str(root),
+                                 str(photos), "--watch", *(["--poll"] if poll else [])], stdout=out,
+                                stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
         until(lambda: "unchanged 3" in log.read_text(), 60, "the first sync")
         (photos / "sub").mkdir()
