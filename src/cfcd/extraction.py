@@ -375,10 +375,7 @@ def extract(
                 tqdm(total=len(images), unit="img", desc="extract", disable=not rt.progress) as bar:
             for i, row in enumerate(described):
                 if isinstance(row, ImageError):
-                    if not skip_errors:
-                        raise row
-                    if errors is not None:
-                        errors[i] = str(row)
+                    _skipped(row, i, skip_errors, errors)
                 else:
                     out[i] = row
                 bar.update(1)
@@ -391,10 +388,7 @@ def extract(
             rows, tensors = [], []
             for i, prepared in batch:
                 if isinstance(prepared, ImageError):
-                    if not skip_errors:
-                        raise prepared
-                    if errors is not None:
-                        errors[i] = str(prepared)
+                    _skipped(prepared, i, skip_errors, errors)
                     continue
                 rows.append(i)
                 tensors.extend((i, t) for t in prepared)
@@ -409,6 +403,15 @@ def extract(
                 out[i] = normalize_parts(v, parts).cpu().numpy()
             bar.update(len(batch))
     return out
+
+
+def _skipped(err: ImageError, row: int, skip_errors: bool, errors: dict[int, str] | None) -> None:
+    """An image that could not be read: raised, or (``skip_errors``) its row left at zero and its
+    message kept in ``errors``."""
+    if not skip_errors:
+        raise err
+    if errors is not None:
+        errors[row] = str(err)
 
 
 def _image_threads(rt: Runtime, on_gpu: bool, batch_size: int, num_workers: int, n: int) -> tuple[int, int]:
