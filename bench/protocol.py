@@ -18,7 +18,11 @@ projection  baseline: the default descriptors searched as they are (no projectio
             rules ``n >= N: d = f * n (at most 256), shrinkage s`` learned from each collection's
             own descriptors (no labels), as ``cfcd.index.projection.learn`` learns them (the
             script learns them from one SVD of the centred collection, checked against
-            ``learn`` on the first collection).
+            ``learn`` on the first collection). ``--blend A`` adds each rule searched as a blend,
+            similarity (1 - A) x raw + A x projected (the two L2-normalised descriptors side by
+            side, weighted); ``--oracle`` adds each rule behind the best possible per-collection
+            gate, one that knows the labels and keeps the projection only in a collection where
+            no cell of it loses more than 0.5 (the most a label-free check could buy).
 model       baseline: today's default (MobileNetV2 + EfficientNet-Lite2, scales 0.7071 and 1
             of a 384 px long side). Candidates: each member alone and the concatenation at
             384 and 512 px with scales (0.7071, 1) and (0.7071, 1, 1.4142).
@@ -106,6 +110,36 @@ def rule_candidate(x: np.ndarray, rule):
         if n < n_min:
             return x[index]
         return projected(x[index], int(min(256, round(f * n))), s)
+    return candidate
+
+
+def blend_candidate(x: np.ndarray, rule, weight: float):
+    """The rule's projection beside the raw descriptor: inner products are
+    (1 - weight) x raw similarity + weight x projected similarity."""
+    projection = rule_candidate(x, rule)
+
+    def candidate(index: np.ndarray) -> np.ndarray:
+        raw = l2(x[index].astype(np.float64))
+        if len(index) < rule[0]:
+            return raw
+        return np.hstack([np.sqrt(1 - weight) * raw, np.sqrt(weight) * projection(index)])
+    return candidate
+
+
+def oracle_candidate(pool: shapes.PhotoPool, x: np.ndarray, rule, kept: list[bool]):
+    """The rule behind a gate that sees the labels: a collection keeps the projection only if
+    none of its cells loses more than the protocol's tolerance (appends each decision to ``kept``)."""
+    projection = rule_candidate(x, rule)
+
+    def candidate(index: np.ndarray) -> np.ndarray:
+        identities = pool.identities[index]
+        raw, projected_ = x[index], projection(index)
+        before, after = shapes.query_aps(raw, identities), shapes.query_aps(projected_, identities)
+        answered = ~np.isnan(before)
+        ok = all(after[m].mean() - before[m].mean() >= -shapes.TOLERANCE
+                 for m in (mask & answered for mask in shapes.cells_of(pool, index).values()) if m.any())
+        kept.append(ok and len(index) >= rule[0])
+        return projected_ if ok else raw
     return candidate
 
 
@@ -226,6 +260,8 @@ def main(argv=None) -> int:
     p.add_argument("--upscale", type=int, help="decode part: score copies upscaled to this long side")
     p.add_argument("--sets", nargs="+", default=[str(s) for s in SETS], help="labelled sets (manifest.csv)")
     p.add_argument("--rules", nargs="*", help="projection rules N,F,S (default: the built-in list)")
+    p.add_argument("--blend", nargs="*", type=float, default=[], help="projection part: also each rule blended at these weights")
+    p.add_argument("--oracle", action="store_true", help="projection part: also each rule behind the labelled per-collection gate")
     p.add_argument("--candidates", nargs="*", help="model candidates MODEL[+MODEL]@SIDE:S1,S2 (first: the baseline)")
     p.add_argument("--cells", action="store_true", help="also print every cell of every shape")
     p.add_argument("--json", help="also write the numbers here")
@@ -243,6 +279,11 @@ def main(argv=None) -> int:
               f"largest similarity difference {check_against_index(x, first):.1e}\n")
         rules = [tuple(float(v) if i else int(v) for i, v in enumerate(r.split(","))) for r in args.rules] if args.rules else RULES
         candidates = {NONE: lambda index: x[index], **{rule_name(r): rule_candidate(x, r) for r in rules}}
+        candidates.update({f"{rule_name(r)}, blend {w:g}": blend_candidate(x, r, w) for r in rules for w in args.blend})
+        gates: dict[str, list[bool]] = {}
+        if args.oracle:
+            candidates.update({f"{rule_name(r)}, labelled gate": oracle_candidate(pool, x, r, gates.setdefault(rule_name(r), []))
+                               for r in rules})
         baseline = NONE
     if args.part == "rerank":
         x = descriptors(BASELINE_MODEL, cache)
@@ -268,6 +309,12 @@ def main(argv=None) -> int:
     else:
         scores = shapes.score(pool, candidates)
     out = report(scores, baseline, pool, f"{args.part}: candidates against `{baseline}`")
+    if args.part == "projection" and args.oracle:
+        print("The labelled gate kept the projection in (collections of at least the rule's n; of "
+              f"{len(shapes.collections(pool))}):")
+        for name, kept in gates.items():
+            print(f"- `{name}`: {sum(kept)}")
+        print()
     if args.cells:
         print(format_cells(scores, list(candidates)))
     if args.json:

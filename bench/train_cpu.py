@@ -16,7 +16,9 @@ head ever saw. Per-query APs of all folds are then pooled, and averaged per sour
 ``--split sources`` is the leave-one-source-out variant (``cfcd.train.holdout.source_folds``):
 one fold per source, trained on every other source's identities; that source's photos are the
 queries and the database is every photo of the set, so the training photos are distractors
-(a source of one identity would otherwise score 100 for every model). Rows:
+(a source of one identity would otherwise score 100 for every model). ``--source-groups K``
+deals the sources into K groups and holds out one group per fold (K trainings, not one per
+source; every source is still tested by a model that never saw it). Rows:
 
 - the starting model: ImageNet MobileNetV2 GeM, 1280-d, no training;
 - the starting model with a 512-d whitening head learned from the training photos, labels
@@ -32,7 +34,7 @@ queries and the database is every photo of the set, so the training photos are d
 Reference settings (scales 0.7071 / 1 / 1.4142, long side 512). Training lists refer to the
 photos in place; nothing is copied. Rerunning with the same ``--out`` resumes finished folds.
 
-    .venv/bin/python bench/train_cpu.py [--config finetune-small] [--out runs/bench-train-cpu] [--split sources]
+    .venv/bin/python bench/train_cpu.py [--config finetune-small] [--out runs/bench-train-cpu] [--split sources [--source-groups K]]
         [--untrained] [--grid] [--inner-folds 2] [key=value ...]
 """
 
@@ -148,7 +150,10 @@ def main() -> int:
     parser.add_argument("--folds", type=int, default=2)
     parser.add_argument("--split", choices=("identities", "sources"), default="identities",
                         help="identity folds (default) or leave-one-source-out")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the identity folds")
+    parser.add_argument("--source-groups", type=int, default=None,
+                        help="with --split sources: deal the sources into this many groups and hold out one group "
+                             "per fold (one training per group instead of one per source)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the identity folds and source groups")
     parser.add_argument("--only-fold", type=int, default=None, help="run this fold only (1-based; for quick searches)")
     parser.add_argument("--untrained", action="store_true", help="only the rows without training (seconds, from the cache)")
     parser.add_argument("--inner-folds", type=int, default=2,
@@ -167,7 +172,11 @@ def main() -> int:
     distractors = [n for n, i in enumerate(identities) if i == DISTRACTOR]
     ids_of, sources_of = [identities[n] for n in people], [sources[n] for n in people]
     if args.split == "sources":
-        named = source_folds(ids_of, sources_of)
+        named = source_folds(ids_of, sources_of, args.source_groups, args.seed)
+        if args.source_groups:
+            for f, (label, _, _) in enumerate(named, 1):
+                print(f"source group {f}: {label}")
+            named = [(f"source group {f}", *rest) for f, (_, *rest) in enumerate(named, 1)]
     else:
         named = [(f"fold {f}", *pair) for f, pair in enumerate(identity_folds(ids_of, args.folds, args.seed, sources_of), 1)]
     results: dict[str, list[InstanceResult]] = {k: [] for k in ROWS}
@@ -226,7 +235,8 @@ def main() -> int:
 
     keys = [k for k in ROWS if results[k] and len(results[k]) == len(per_fold)]
     table = {k: pooled(results[k]) for k in keys}
-    split = "leave-one-source-out (database: all photos)" if args.split == "sources" else f"{args.folds} identity folds"
+    split = (f"{args.source_groups} groups of sources held out in turn" if args.source_groups else "leave-one-source-out") \
+        + " (database: all photos)" if args.split == "sources" else f"{args.folds} identity folds"
     print(f"\n{', '.join(d.name for d in args.data)}, {split}, leave-one-out on the held-out fold, "
           f"scales {list(REFERENCE_SETTINGS.scales)} at {REFERENCE_SETTINGS.max_side} px; mAP %")
     for k in keys:

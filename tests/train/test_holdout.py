@@ -48,6 +48,24 @@ def test_source_folds_hold_out_one_whole_source_each():
         source_folds(["x", "y"], ["s", "s"])
 
 
+def test_source_groups_hold_out_whole_sources_in_balanced_groups():
+    ids = [f"{s}{n}" for s, count in (("a", 6), ("b", 1), ("c", 2), ("d", 3), ("e", 1), ("f", 5)) for n in range(count)]
+    sources = [i[0] for i in ids]
+    folds = source_folds(ids, sources, groups=2, seed=3)
+    assert len(folds) == 2
+    held = [set(name.split(", ")) for name, _, _ in folds]
+    assert held[0] | held[1] == set("abcdef") and not held[0] & held[1]  # each source held out once
+    for (name, train, test), group in zip(folds, held):
+        assert set(test) == {i for i in ids if i[0] in group}  # whole sources only
+        assert set(train) == set(ids) - set(test)
+    sizes = sorted(len(test) for _, _, test in folds)
+    assert sizes[1] - sizes[0] <= 6  # dealt to the lighter group: at most one source apart
+    assert source_folds(ids, sources, groups=2, seed=3) == folds
+    assert len(source_folds(ids, sources, groups=6)) == 6
+    with pytest.raises(ValueError, match="groups"):
+        source_folds(ids, sources, groups=7)
+
+
 def test_folds_need_enough_identities():
     with pytest.raises(ValueError, match="at least 2"):
         identity_folds(["x", "y"], 1)

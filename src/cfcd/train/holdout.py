@@ -46,10 +46,15 @@ def identity_folds(identities: Sequence[str], k: int, seed: int = 0,
     return [(sorted(i for i in source_of if i not in set(test)), test) for test in tests]
 
 
-def source_folds(identities: Sequence[str], sources: Sequence[str]) -> list[tuple[str, list[str], list[str]]]:
-    """Leave-one-source-out: one ``(source, train identities, test identities)`` per source, in
+def source_folds(identities: Sequence[str], sources: Sequence[str], groups: int | None = None,
+                 seed: int = 0) -> list[tuple[str, list[str], list[str]]]:
+    """Leave-one-source-out: one ``(sources, train identities, test identities)`` per source, in
     sorted order; the test side is that source's identities, the train side every identity of
-    the other sources. An identity belongs to its first source (as in ``identity_folds``)."""
+    the other sources. An identity belongs to its first source (as in ``identity_folds``).
+
+    With ``groups`` = K, the sources are shuffled with ``seed`` and dealt into K groups, each
+    source to the group with the fewest identities so far, and one fold holds out each group
+    (leave-one-group-of-sources-out: K trainings instead of one per source)."""
     if len(sources) != len(identities):
         raise ValueError(f"source folds: {len(sources)} sources for {len(identities)} identities")
     source_of: dict[str, str] = {}
@@ -58,8 +63,23 @@ def source_folds(identities: Sequence[str], sources: Sequence[str]) -> list[tupl
     names = sorted(set(source_of.values()))
     if len(names) < 2:
         raise InputError(f"source folds: {len(names)} source(s); leave-one-source-out needs at least 2")
-    return [(name, sorted(i for i, s in source_of.items() if s != name), sorted(i for i, s in source_of.items() if s == name))
-            for name in names]
+    members = {name: sorted(i for i, s in source_of.items() if s == name) for name in names}
+    if groups is None:
+        held = [[name] for name in names]
+    else:
+        if not 2 <= groups <= len(names):
+            raise ConfigError(f"source folds: {groups} groups of {len(names)} sources; need 2 to {len(names)}")
+        order = list(names)
+        random.Random(seed).shuffle(order)
+        held = [[] for _ in range(groups)]
+        for name in order:  # the lightest group takes the next source
+            min(held, key=lambda g: sum(len(members[n]) for n in g)).append(name)
+        held = [sorted(g) for g in held]
+    out = []
+    for group in held:
+        test = sorted(i for name in group for i in members[name])
+        out.append((", ".join(group), sorted(i for i in source_of if source_of[i] not in group), test))
+    return out
 
 
 def holdout_identities(samples: Samples, fraction: float, seed: int) -> tuple[Samples, Samples]:
