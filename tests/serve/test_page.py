@@ -155,7 +155,8 @@ def test_similar_collection_upload_and_duplicates(browser, page_index, start_ser
     shots = Path(os.environ.get(SCREENSHOTS_ENV) or tmp_path / "shots")
     shots.mkdir(parents=True, exist_ok=True)
     headers = {"X-API-Key": KEY}
-    with start_server(tmp_path / "idx", "--api-key", KEY, "--upload-dir", str(tmp_path / "uploads")) as url:
+    with start_server(tmp_path / "idx", "--api-key", KEY, "--upload-dir", str(tmp_path / "uploads"),
+                      "--trash", str(tmp_path / "trash")) as url:
         def api(path):
             return httpx.get(url + path, headers=headers, timeout=120).json()
 
