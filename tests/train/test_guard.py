@@ -14,7 +14,7 @@ from cfcd.train.config import load_config
 from cfcd.train.engine import holdout_data, training_data
 from cfcd.train import guard as guard_module
 from cfcd.train.datasets import Samples
-from cfcd.train.guard import BEST, Guard, holdout_map, report
+from cfcd.train.guard import BEST, DISTRACTORS_PER_PHOTO, Guard, distractor_photos, holdout_map, report
 
 
 def _overrides(tmp_path):
@@ -38,10 +38,15 @@ def test_train_keeps_the_better_model_and_reports_both_scores(tmp_path, capsys):
     state = json.loads((run_dir / "guard.json").read_text())
     scores = state["scores"]
     assert list(scores) == ["start", "stage1 epoch 1", "stage1 epoch 2", "stage2 epoch 1"]
+    # the database holds training photos as distractors, none of a held-back identity
+    distractors = distractor_photos(train, held, cfg.run.seed)
+    assert len(distractors) == min(len(train), DISTRACTORS_PER_PHOTO * len(held)) > 0
+    assert set(distractors) <= set(map(str, train.paths)) and not set(distractors) & set(map(str, held.paths))
+    assert state["held_back"] == {"photos": 8, "identities": 2, "distractors": len(distractors)}
     # the scores are those of the models on disk, and best.pt holds the best of them
-    trained = holdout_map(load_model(run_dir / "stage2" / "model.pt"), held)
+    trained = holdout_map(load_model(run_dir / "stage2" / "model.pt"), held, distractors=distractors)
     assert abs(trained - scores["stage2 epoch 1"]) < 1e-6
-    best = holdout_map(load_model(run_dir / BEST), held)
+    best = holdout_map(load_model(run_dir / BEST), held, distractors=distractors)
     assert abs(best - max(scores.values())) < 1e-6 and scores[state["best"]] == max(scores.values())
     # the report names the starting and the trained model's scores
     assert f"starting model (start): {scores['start']:.2f}" in out
@@ -55,7 +60,7 @@ def test_guard_keeps_the_better_candidate_in_either_order(tmp_path, monkeypatch)
     models = [CFCDNet(ModelConfig(backbone="mobilenet_v2", dim=16)).eval() for _ in range(2)]
     # the guard scores a copy of the model: tell the two apart by a weight
     marks = {float(m.fc.weight[0, 0].detach()): value for m, value in zip(models, (40.0, 55.0))}
-    monkeypatch.setattr(guard_module, "holdout_map", lambda net, held, device="cpu": marks[float(net.fc.weight[0, 0])])
+    monkeypatch.setattr(guard_module, "holdout_map", lambda net, held, device="cpu", distractors=(): marks[float(net.fc.weight[0, 0])])
     held = Samples(["a.jpg", "b.jpg"], [0, 0], ["x"])
     for order in ((0, 1), (1, 0)):
         out = tmp_path / f"guard{order[0]}"
@@ -67,8 +72,10 @@ def test_guard_keeps_the_better_candidate_in_either_order(tmp_path, monkeypatch)
         for key, value in models[1].state_dict().items():
             assert torch.equal(kept.state_dict()[key], value), key
         assert read_checkpoint(out / BEST).extra["guard"] == {"candidate": "model 1", "holdout_map": 55.0}
-        # a resumed guard (a new process) knows the scores so far
+        # a resumed guard (a new process) knows the scores so far; with another held-back set
+        # (here: distractors added) they do not compare, and every candidate is scored again
         assert Guard(out, held).scores == {"model 0": 40.0, "model 1": 55.0}
+        assert Guard(out, held, distractors=["c.jpg"]).scores == {}
     # a tie goes to the later candidate (the trained model, when all score 100)
     marks[float(models[0].fc.weight[0, 0].detach())] = 55.0
     guard = Guard(tmp_path / "tie", held)
@@ -88,3 +95,21 @@ def test_report_warns_when_training_made_it_worse(tmp_path):
         {"held_back": held, "scores": {"init": 70.0, "stage1 epoch 1": 75.0}, "best": "stage1 epoch 1"}))
     text, worse = report(tmp_path)
     assert not worse and "WARNING" not in text and "trained model (stage1 epoch 1): 75.00" in text
+
+
+def test_distractors_enter_the_database_and_make_the_guard_harder(tmp_path):
+    """A copy of each held-back photo filed as a distractor outranks its real matches' second
+    place: the held-back mAP must fall."""
+    import shutil
+
+    data = make_class_folder(tmp_path / "data", num_classes=3, per_class=3)
+    photos = sorted(p for p in data.rglob("*") if p.is_file())
+    held = Samples([str(p) for p in photos], [int(i // 3) for i in range(len(photos))], ["a", "b", "c"])
+    copies = []
+    for n, p in enumerate(photos):
+        copies.append(str(shutil.copyfile(p, tmp_path / f"copy{n}{p.suffix}")))
+    torch.manual_seed(0)
+    model = CFCDNet(ModelConfig(backbone="mobilenet_v2", dim=16)).eval()
+    alone = holdout_map(model, held)
+    crowded = holdout_map(model, held, distractors=copies)
+    assert crowded < alone - 5  # (equal if the distractors were left out)

@@ -42,7 +42,7 @@ from ..model import CFCDNet, read_checkpoint
 from ..model.checkpoint import atomic_save, make_checkpoint
 from .config import StageConfig, TrainConfig, sampler_params, train_config_from_dict
 from .datasets import Samples, TrainDataset, collate, read_samples, split_validation
-from .guard import BEST, INIT, START, Guard
+from .guard import BEST, INIT, START, Guard, distractor_photos
 from .head_init import CLASSIFIER_INITS, HEAD_INITS, init_classifier_from_means, init_head
 from .holdout import holdout_identities
 from .hem import hem, read_table
@@ -452,7 +452,7 @@ def run(cfg: TrainConfig, stages: str = "both", resume: bool = False,
         log.info("training set: %d images of %d classes (%d held out for validation; %d identities, %d images "
                  "held back for the best-model guard) from %s", len(train), train.num_classes, len(val),
                  len(set(held.labels)), len(held), cfg.data.train)
-    guard = Guard(cfg.out_dir, held, rt.device.type) if len(held) else None
+    guard = Guard(cfg.out_dir, held, rt.device.type, distractor_photos(train, held, cfg.run.seed)) if len(held) else None
     if guard is not None and cfg.stage1.init and INIT not in guard.scores and stages in ("1", "both"):
         if rt.main:
             from ..model import load_model

@@ -2,7 +2,11 @@
 
 ``data.holdout_fraction`` of the user's identities are held back from training
 (``cfcd.train.holdout``). ``Guard`` scores models on them, leave-one-out (every held-back photo a
-query, the others the database; revisitop AP), with the model's default extraction settings:
+query; the database its other held-back photos and up to ``DISTRACTORS_PER_PHOTO`` training
+photos per held-back photo, drawn with the run's seed, as distractors; revisitop AP), with the
+model's default extraction settings. Without the distractors, a dozen held-back identities are
+retrieved almost perfectly by every candidate (97-100 mAP) and the pick is chance; with them the
+guard ranks candidates as unseen identities do (docs/results.md, issue 29). The candidates:
 the model training started from (``stage1.init`` as it loads), the stage-1 model at step 0
 (its head initialised, nothing trained), and the model after every epoch of each stage. The
 best so far is written to ``<out_dir>/best.pt`` (a cfcd checkpoint ``cfcd.load_model`` reads)
@@ -18,7 +22,9 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import random
 from pathlib import Path
+from typing import Sequence
 
 from ..model.checkpoint import atomic_save, make_checkpoint
 from .datasets import Samples
@@ -29,30 +35,54 @@ BEST = "best.pt"
 SCORES = "guard.json"
 INIT = "init"  # stage1.init as it loads (e.g. the ImageNet GeM descriptor)
 START = "start"  # the stage-1 model before its first step (initialised head)
+DISTRACTORS_PER_PHOTO = 3  # training photos in the guard's database per held-back photo
 
 
-def holdout_map(model, held: Samples, device: str = "cpu", batch_size: int = 8) -> float:
-    """Leave-one-out mAP (%) of ``model`` on ``held`` (paths, identity labels), with the model's
-    default extraction settings."""
+def distractor_photos(train: Samples, held: Samples, seed: int) -> list[str]:
+    """The training photos in the guard's database: at most ``DISTRACTORS_PER_PHOTO`` per
+    held-back photo, drawn with ``seed`` (none of them shares an identity with ``held``)."""
+    paths = [str(p) for p in train.paths]
+    return sorted(random.Random(seed).sample(paths, min(len(paths), DISTRACTORS_PER_PHOTO * len(held))))
+
+
+def holdout_map(model, held: Samples, device: str = "cpu", batch_size: int = 8,
+                distractors: Sequence[str] = ()) -> float:
+    """Leave-one-out mAP (%) of ``model`` over the ``held`` photos as queries (paths, identity
+    labels), the database their other photos and the ``distractors``, with the model's default
+    extraction settings."""
+    import numpy as np
+
     from ..evaluate import run
     from ..evaluate.benchmarks.folder import leave_one_out
     from ..settings import Runtime
 
-    benchmark = leave_one_out(list(held.paths), [str(y) for y in held.labels], name="held-back identities")
+    # a distractor is its own identity: never a query, never a match
+    labels = [f"held {y}" for y in held.labels] + [f"distractor {n}" for n in range(len(distractors))]
+    benchmark = leave_one_out([*map(str, held.paths), *distractors], labels, name="held-back identities")
     # PyTorch: the weights differ at every check, so an ONNX export would never be reused.
     scored = run(model, benchmark, runtime=Runtime(device=device, batch_size=batch_size, progress=False, engine="torch"))
-    return 100.0 * scored.result.summary()["mAP"]
+    queries = np.arange(len(labels)) < len(held)
+    return 100.0 * scored.result.summary(queries)["mAP"]
 
 
 class Guard:
     """Scores of the candidates on the held-back identities, and the best one on disk."""
 
-    def __init__(self, out_dir: Path, held: Samples, device: str = "cpu"):
-        self.out_dir, self.held, self.device = Path(out_dir), held, device
+    def __init__(self, out_dir: Path, held: Samples, device: str = "cpu", distractors: Sequence[str] = ()):
+        self.out_dir, self.held, self.device, self.distractors = Path(out_dir), held, device, list(distractors)
         path = self.out_dir / SCORES
         state = json.loads(path.read_text()) if path.is_file() else {}
+        if state and state.get("held_back") != self.described:
+            # scores of another held-back set (or an older guard) do not compare with this one's
+            log.warning("%s was written for another held-back set (%s, now %s): scoring every candidate again",
+                        path, state.get("held_back"), self.described)
+            state = {}
         self.scores: dict[str, float] = state.get("scores", {})
         self.best: str | None = state.get("best")
+
+    @property
+    def described(self) -> dict:
+        return {"photos": len(self.held), "identities": self.identities, "distractors": len(self.distractors)}
 
     @property
     def identities(self) -> int:
@@ -63,14 +93,14 @@ class Guard:
         unless an earlier candidate scores higher. A tie goes to the later one: on a small
         held-back set every candidate can score 100, and then the trained model is kept."""
         net = copy.deepcopy(getattr(model, "module", model)).eval()
-        score = holdout_map(net, self.held, self.device)
+        score = holdout_map(net, self.held, self.device, distractors=self.distractors)
         self.scores[name] = score
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.best is None or score >= self.scores[self.best]:
             self.best = name
             atomic_save(make_checkpoint(net.cpu(), guard={"candidate": name, "holdout_map": score}), self.out_dir / BEST)
-        (self.out_dir / SCORES).write_text(json.dumps({"held_back": {"photos": len(self.held), "identities": self.identities},
-                                                       "scores": self.scores, "best": self.best}, indent=1))
+        (self.out_dir / SCORES).write_text(json.dumps({"held_back": self.described, "scores": self.scores,
+                                                       "best": self.best}, indent=1))
         log.info("held-back identities: %s mAP %.2f (best so far: %s)", name, score, self.best)
         return score
 
@@ -91,8 +121,8 @@ def report(out_dir: Path) -> tuple[str, bool]:
     starting = [k for k in (INIT, START) if k in scores]
     trained = [k for k in scores if k not in (INIT, START)]
     held = state["held_back"]
-    lines = [f"held-back identities ({held['identities']} identities, {held['photos']} photos, never trained on), "
-             "leave-one-out mAP:"]
+    lines = [f"held-back identities ({held['identities']} identities, {held['photos']} photos, never trained on; "
+             f"{held.get('distractors', 0)} training photos as distractors), leave-one-out mAP:"]
     lines += [f"  starting model ({k}): {scores[k]:.2f}" for k in starting]
     worse = False
     if trained:
