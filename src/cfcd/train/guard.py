@@ -5,8 +5,9 @@
 query; the database its other held-back photos and up to ``DISTRACTORS_PER_PHOTO`` training
 photos per held-back photo, drawn with the run's seed, as distractors; revisitop AP), with the
 model's default extraction settings. Without the distractors, a dozen held-back identities are
-retrieved almost perfectly by every candidate (97-100 mAP) and the pick is chance; with them the
-guard ranks candidates as unseen identities do (docs/results.md, issue 29). The candidates:
+retrieved almost perfectly by every candidate (97-100 mAP) and the pick was chance (the ImageNet
+descriptor in one fold); with them the scores spread out, and on two folds the pick gained 0.40
+mAP on unseen identities (docs/results.md, issue 29). The candidates:
 the model training started from (``stage1.init`` as it loads), the stage-1 model at step 0
 (its head initialised, nothing trained), and the model after every epoch of each stage. The
 best so far is written to ``<out_dir>/best.pt`` (a cfcd checkpoint ``cfcd.load_model`` reads)
