@@ -163,6 +163,8 @@ def main() -> int:
                              "the row's setting is always chosen on the training side)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
+    if args.source_groups is not None and args.split != "sources":
+        parser.error("--source-groups deals sources into groups: use it with --split sources")
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     out = Path(args.out)
     rows = read_sets(args.data)
@@ -235,8 +237,10 @@ def main() -> int:
 
     keys = [k for k in ROWS if results[k] and len(results[k]) == len(per_fold)]
     table = {k: pooled(results[k]) for k in keys}
-    split = (f"{args.source_groups} groups of sources held out in turn" if args.source_groups else "leave-one-source-out") \
-        + " (database: all photos)" if args.split == "sources" else f"{args.folds} identity folds"
+    split = f"{args.folds} identity folds"
+    if args.split == "sources":
+        held_out = f"{args.source_groups} groups of sources held out in turn" if args.source_groups else "leave-one-source-out"
+        split = f"{held_out} (database: all photos)"
     print(f"\n{', '.join(d.name for d in args.data)}, {split}, leave-one-out on the held-out fold, "
           f"scales {list(REFERENCE_SETTINGS.scales)} at {REFERENCE_SETTINGS.max_side} px; mAP %")
     for k in keys:
